@@ -1,0 +1,77 @@
+"""The backend protocol: the one small interface between mcts_po and an inference engine.
+
+Every backend (vLLM offline, transformers, OpenAI-compatible HTTP) takes a batch of
+`GenerationRequest`s and returns one `GenerationResult` per request, in order. A
+request asks for `n` samples of a text prompt (already chat-templated: backends do
+no prompt formatting of their own), each stopped at one of `stop` strings, at EOS or
+at `max_tokens`. Backends report per-token log-probabilities of what they sampled
+(for priors) and, when `top_logprobs > 0`, the top alternatives at each position
+(for self-evaluation verdicts), plus how many prompt tokens the prefix cache served.
+
+The search core never sees this module: the LLM layer (`mcts_po.llm`) turns search
+requests into these calls.
+
+    from mcts_po.backends import make_backend
+    backend = make_backend("vllm", model="smollm2-135m", seed=0)
+    [result] = backend.generate([GenerationRequest(prompt="2+2=", max_tokens=4)])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+FINISH_STOP = "stop"  # a stop string matched (the string is not included in `text`)
+FINISH_EOS = "eos"  # the model emitted its end-of-sequence token
+FINISH_LENGTH = "length"  # max_tokens reached
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_tokens: int = 256
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0  # >0: also return the top-k alternatives at every generated position
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int
+    token_logprobs: list[float] = field(default_factory=list)  # of each sampled token
+    finish_reason: str = FINISH_STOP  # FINISH_STOP, FINISH_EOS or FINISH_LENGTH
+    stop_string: str | None = None  # which stop string matched, when finish_reason == "stop"
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)  # per position: token text -> logprob
+
+    @property
+    def logprob_sum(self) -> float:
+        return float(sum(self.token_logprobs))
+
+
+@dataclass
+class GenerationResult:
+    completions: list[Completion]
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache (0 if unknown)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the LLM layer needs from an inference engine."""
+
+    name: str
+    model: str  # what was asked for (alias, hub id or folder)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """One batched call: all requests go to the engine together, results come back in order."""
+        ...
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The model's chat template applied to `messages` (plain concatenation if it has none)."""
+        ...
+
+    def close(self) -> None:
+        ...
