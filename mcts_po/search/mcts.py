@@ -1,0 +1,253 @@
+"""The search driver: many trees at once, in waves, against a policy given as an object.
+
+Pure: no torch, no vLLM, no prompts. The policy (`SearchPolicy`) proposes steps and
+evaluates nodes in batches; `mcts_po.llm.policy.LLMSearchPolicy` implements it on a
+real backend and `tests/` implement it with small deterministic fakes.
+
+One wave:
+1. In every unfinished tree, select up to `leaves_per_wave` leaves by PUCT/UCT; each
+   selected leaf puts virtual loss on its path so the next selection goes elsewhere.
+2. Selected terminal leaves are backed up at once with their stored value.
+3. All non-terminal leaves of all trees are expanded in ONE `policy.expand` call
+   (k step samples each); identical sibling steps are merged; priors are set.
+4. All new children of all trees are valued in ONE `policy.evaluate` call: terminal
+   children get the verifier's +-1; others get lambda * (2 * self_eval - 1) +
+   (1 - lambda) * rollout (whichever parts exist).
+5. Each expanded leaf is backed up with the mean of its new children's values.
+A tree is finished after `num_simulations` simulations (one per selected leaf).
+
+    from mcts_po.search.mcts import run_search
+    run_search(trees, policy, SearchConfig(num_simulations=8))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from mcts_po.search.backup import backup
+from mcts_po.search.config import SearchConfig
+from mcts_po.search.selection import VirtualLoss, length_normalised_prior, normalise_priors, select_leaf
+from mcts_po.search.tree import Node, Tree
+
+# Finish reasons a policy reports for a proposed step.
+STEP_CONTINUES = ""  # an ordinary step; the solution goes on
+STEP_ANSWER = "answer"  # the step states a final answer
+STEP_EOS = "eos"  # the model ended its output after this step
+
+
+@dataclass(frozen=True)
+class ExpansionRequest:
+    tree_index: int
+    node_id: int
+    num_children: int
+    kind: str = "step"  # the kind of node to propose ("plan" or "step")
+
+
+@dataclass(frozen=True)
+class StepProposal:
+    text: str
+    num_tokens: int
+    logprob_sum: float
+    finish: str = STEP_CONTINUES  # STEP_CONTINUES, STEP_ANSWER or STEP_EOS
+    kind: str = "step"
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    tree_index: int
+    node_id: int
+    terminal: bool
+
+
+@dataclass
+class NodeEvaluation:
+    """What a policy found about a node; the driver turns it into a value."""
+
+    answer: str | None = None  # terminal nodes: the extracted final answer
+    correct: bool | None = None  # terminal nodes: the verifier's verdict
+    self_eval: float | None = None  # P("correct") of the newest step, in [0, 1]
+    rollout_value: float | None = None  # +1 / -1, the verifier on a rollout's answer
+    rollout_text: str | None = None
+
+
+class SearchPolicy(Protocol):
+    def expand(self, trees: Sequence[Tree], requests: Sequence[ExpansionRequest]) -> list[list[StepProposal]]:
+        ...
+
+    def evaluate(self, trees: Sequence[Tree], requests: Sequence[EvaluationRequest]) -> list[NodeEvaluation]:
+        ...
+
+
+@dataclass
+class SearchProgress:
+    trees: int = 0
+    trees_done: int = 0
+    simulations: int = 0
+    simulations_total: int = 0
+    waves: int = 0
+    nodes: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def normalise_step(text: str) -> str:
+    return " ".join(text.split())
+
+
+def node_value(evaluation: NodeEvaluation, terminal: bool, config: SearchConfig) -> float:
+    """The value a new node starts with, in [-1, 1]."""
+    if terminal:
+        return 1.0 if evaluation.correct else -1.0
+    parts: list[tuple[float, float]] = []
+    if evaluation.self_eval is not None:
+        parts.append((config.self_eval_weight, 2.0 * evaluation.self_eval - 1.0))
+    if evaluation.rollout_value is not None:
+        parts.append((1.0 - config.self_eval_weight, evaluation.rollout_value))
+    total_weight = sum(w for w, _ in parts)
+    if total_weight <= 0:
+        # one part with zero weight (lambda 0 or 1 but only the other part present)
+        return sum(v for _, v in parts) / len(parts) if parts else 0.0
+    return sum(w * v for w, v in parts) / total_weight
+
+
+def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], config: SearchConfig, wave: int) -> list[int]:
+    """Add proposals as children of `parent_id` (merging identical ones); return the new ids."""
+    parent = tree.nodes[parent_id]
+    merged: dict[str, tuple[StepProposal, int]] = {}
+    ordered: list[str] = []
+    for index, proposal in enumerate(proposals):
+        key = normalise_step(proposal.text) if config.merge_identical_siblings else str(index)
+        if key in merged:
+            merged[key] = (merged[key][0], merged[key][1] + 1)
+        else:
+            merged[key] = (proposal, 1)
+            ordered.append(key)
+    raw_priors = [
+        length_normalised_prior(merged[k][0].logprob_sum, merged[k][0].num_tokens, config.prior_length_exponent) * merged[k][1]
+        for k in ordered
+    ]
+    priors = normalise_priors(raw_priors) if ordered else []
+    path_tokens = sum(n.num_tokens for n in tree.path(parent_id))
+    new_ids = []
+    for key, prior in zip(ordered, priors):
+        proposal, count = merged[key]
+        depth = parent.depth + 1
+        reason = ""
+        if proposal.finish == STEP_ANSWER:
+            reason = "answer"
+        elif proposal.finish == STEP_EOS:
+            reason = "eos"
+        elif depth >= config.max_depth:
+            reason = "max_depth"
+        elif path_tokens + proposal.num_tokens >= config.max_tokens:
+            reason = "max_tokens"
+        node = tree.add_child(
+            parent_id,
+            kind=proposal.kind,
+            text=proposal.text,
+            num_tokens=proposal.num_tokens,
+            logprob_sum=proposal.logprob_sum,
+            prior=prior,
+            num_samples=count,
+            terminal=bool(reason),
+            terminal_reason=reason,
+            wave=wave,
+        )
+        new_ids.append(node.node_id)
+    return new_ids
+
+
+def run_search(
+    trees: Sequence[Tree],
+    policy: SearchPolicy,
+    config: SearchConfig,
+    on_progress: Callable[[SearchProgress], None] | None = None,
+) -> SearchProgress:
+    """Grow every tree in `trees` in place until each has had `config.num_simulations` simulations."""
+    start = time.perf_counter()
+    simulations_done = [0] * len(trees)
+    progress = SearchProgress(trees=len(trees), simulations_total=config.num_simulations * len(trees))
+    wave = 0
+    while True:
+        active = [i for i, done in enumerate(simulations_done) if done < config.num_simulations]
+        if not active:
+            break
+        expansions: list[ExpansionRequest] = []
+        terminal_hits: list[tuple[int, int]] = []
+        for tree_index in active:
+            tree = trees[tree_index]
+            virtual = VirtualLoss(config.virtual_loss)
+            budget = min(config.leaves_per_wave, config.num_simulations - simulations_done[tree_index])
+            chosen: set[int] = set()
+            for _ in range(budget):
+                leaf_id = select_leaf(tree, config.selection, config.c_explore, virtual)
+                if leaf_id in chosen:
+                    break  # virtual loss could not steer away: expand what we have
+                chosen.add(leaf_id)
+                virtual.add_path(tree, leaf_id)
+                simulations_done[tree_index] += 1
+                leaf = tree.nodes[leaf_id]
+                if leaf.terminal:
+                    terminal_hits.append((tree_index, leaf_id))
+                else:
+                    expansions.append(ExpansionRequest(tree_index, leaf_id, config.num_children, _child_kind(tree, leaf, config)))
+        for tree_index, leaf_id in terminal_hits:
+            tree = trees[tree_index]
+            leaf = tree.nodes[leaf_id]
+            value = leaf.initial_value if leaf.initial_value is not None else leaf.q
+            backup(tree, leaf_id, value, config.backup, config.gamma)
+
+        proposals = policy.expand(trees, expansions) if expansions else []
+        if len(proposals) != len(expansions):
+            raise RuntimeError(f"policy.expand returned {len(proposals)} results for {len(expansions)} requests")
+        new_children: list[tuple[ExpansionRequest, list[int]]] = []
+        evaluations: list[EvaluationRequest] = []
+        for request, steps in zip(expansions, proposals):
+            tree = trees[request.tree_index]
+            child_ids = add_children(tree, request.node_id, steps, config, wave)
+            if not child_ids:
+                # the model proposed nothing usable (e.g. only empty steps): the leaf ends here
+                leaf = tree.nodes[request.node_id]
+                leaf.terminal, leaf.terminal_reason = True, "eos"
+                child_ids = []
+                evaluations.append(EvaluationRequest(request.tree_index, request.node_id, True))
+            new_children.append((request, child_ids))
+            for child_id in child_ids:
+                evaluations.append(EvaluationRequest(request.tree_index, child_id, tree.nodes[child_id].terminal))
+        results = policy.evaluate(trees, evaluations) if evaluations else []
+        if len(results) != len(evaluations):
+            raise RuntimeError(f"policy.evaluate returned {len(results)} results for {len(evaluations)} requests")
+        for request, evaluation in zip(evaluations, results):
+            node = trees[request.tree_index].nodes[request.node_id]
+            value = node_value(evaluation, node.terminal, config)
+            node.answer, node.correct = evaluation.answer, evaluation.correct
+            node.self_eval = evaluation.self_eval
+            node.rollout_value, node.rollout_text = evaluation.rollout_value, evaluation.rollout_text
+            node.initial_value = value
+            if node.visits == 0 and not node.children:  # a new child: its first visit is its evaluation
+                node.visits, node.value_sum, node.q = 1, value, value
+        for request, child_ids in new_children:
+            tree = trees[request.tree_index]
+            leaf = tree.nodes[request.node_id]
+            if child_ids:
+                value = sum(tree.nodes[c].initial_value for c in child_ids) / len(child_ids)
+            else:
+                value = leaf.initial_value
+            backup(tree, request.node_id, value, config.backup, config.gamma)
+
+        wave += 1
+        progress.waves = wave
+        progress.simulations = sum(simulations_done)
+        progress.trees_done = sum(1 for d in simulations_done if d >= config.num_simulations)
+        progress.nodes = sum(len(t) for t in trees)
+        progress.seconds = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(progress)
+    return progress
+
+
+def _child_kind(tree: Tree, leaf: Node, config: SearchConfig) -> str:
+    """Step trees have only step nodes; plan trees are handled by the plan policy."""
+    return "step"

@@ -1,0 +1,247 @@
+"""A resumable search job: problems in, `trees.jsonl` + `summary.json` out, in one run folder.
+
+Used by `mcts-po search` and by the loop. The run folder holds:
+- `run_config.json`: what the run was started with (a rerun with other settings is refused);
+- `trees.jsonl`: one finished tree per line, appended and fsynced as chunks finish;
+- `greedy.jsonl`: the greedy-decoding baseline per problem (when enabled);
+- `summary.json`: run statistics, rewritten atomically after every chunk.
+
+Rerunning the same command resumes: problems whose tree is already in `trees.jsonl` are
+skipped; a torn last line left by a kill is dropped (the file is rewritten atomically
+without it) and that problem is searched again. Problems are searched in chunks of
+`problems_in_flight`; within a chunk all trees grow together, one engine call per wave.
+
+    job = SearchJob(task="demo", model="smollm2-135m", backend="vllm", out="runs/demo")
+    summary = run_search_job(job)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcts_po.io_utils import UserError, append_jsonl_line, atomic_write_json, atomic_write_text, read_jsonl
+from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.search.config import SearchConfig
+from mcts_po.search.mcts import run_search
+from mcts_po.search.tree import Tree
+
+logger = logging.getLogger(__name__)
+
+TREES_FILE = "trees.jsonl"
+GREEDY_FILE = "greedy.jsonl"
+SUMMARY_FILE = "summary.json"
+RUN_CONFIG_FILE = "run_config.json"
+
+
+@dataclass
+class SearchJob:
+    out: str
+    task: str = "demo"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    limit: int | None = None
+    offset: int = 0
+    data: str | None = None  # local file/folder or hub id of the problems
+    model: str = "smollm2-135m"
+    backend: str = "vllm"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    problems_in_flight: int = 32
+    greedy_baseline: bool = True
+    greedy_max_tokens: int = 400
+    progress: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that must match for a rerun to resume this run."""
+        return {
+            "task": self.task, "task_options": self.task_options, "split": self.split, "offset": self.offset,
+            "data": self.data, "model": self.model, "backend": self.backend,
+            "search": self.search.to_dict(), "sampling": self.sampling.to_dict(),
+        }
+
+
+def load_trees(path: str | Path, drop_torn_tail: bool = False) -> list[Tree]:
+    """Read a trees.jsonl; errors name the file and line."""
+    from mcts_po.io_utils import InputError
+
+    trees = []
+    for line_no, data in read_jsonl(path, drop_torn_tail=drop_torn_tail):
+        try:
+            trees.append(Tree.from_dict(data))
+        except ValueError as exc:
+            raise InputError(path, line_no, f"not a valid tree: {exc}") from None
+    return trees
+
+
+def _resume_lines(path: Path) -> list[dict[str, Any]]:
+    """Records of an append-only JSONL file. A last line without its newline is the remains of
+    an interrupted append: the file is rewritten atomically without it."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        logger.warning("%s: dropping a torn last line left by an interrupted run", path)
+        atomic_write_text(path, text[: text.rfind("\n") + 1])
+    return [record for _, record in read_jsonl(path)]
+
+
+def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]:
+    from mcts_po.tasks import get_task
+
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = job.identity()
+    config_path = out / RUN_CONFIG_FILE
+    if config_path.exists():
+        previous = json.loads(config_path.read_text(encoding="utf-8"))
+        if previous.get("identity") != json.loads(json.dumps(identity)):
+            raise UserError(f"{out} holds a run made with other settings ({config_path}); use a new --out to start afresh")
+    else:
+        atomic_write_json(config_path, {"identity": identity, "limit": job.limit, "problems_in_flight": job.problems_in_flight})
+
+    task = get_task(job.task, **job.task_options)
+    problems = task.load(split=job.split, limit=job.limit, path=job.data, offset=job.offset)
+    if not problems:
+        raise UserError(f"task {job.task!r} gave no problems for split {job.split!r}")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"task {job.task!r} gave duplicate problem ids; resuming needs unique ids")
+
+    trees_path, greedy_path = out / TREES_FILE, out / GREEDY_FILE
+    done = {record["problem_id"] for record in _resume_lines(trees_path)}
+    greedy_done = {record["problem_id"] for record in _resume_lines(greedy_path)}
+    pending = [p for p in problems if p.id not in done]
+    if done:
+        logger.info("resuming %s: %d of %d problems already searched", out, len(done), len(problems))
+
+    stats = {"search_seconds": 0.0, "generated_tokens": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0,
+             "engine_calls": 0, "problems_searched_now": 0}
+    owns_backend = False
+    if pending or (job.greedy_baseline and any(p.id not in greedy_done for p in problems)):
+        if backend is None:
+            from mcts_po.backends import make_backend
+
+            backend = make_backend(job.backend, model=job.model, seed=job.search.seed, **job.backend_options)
+            owns_backend = True
+    try:
+        bar = _progress_bar(job, len(pending) * job.search.num_simulations)
+        for start in range(0, len(pending), job.problems_in_flight):
+            chunk = pending[start : start + job.problems_in_flight]
+            if job.greedy_baseline:
+                _greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done], greedy_path, job)
+            _search_chunk(backend, task, chunk, trees_path, job, stats, bar)
+            atomic_write_json(out / SUMMARY_FILE, summarize_run(out, job, stats))
+        if job.greedy_baseline:
+            missing = [p for p in problems if p.id not in greedy_done and p.id in done]
+            _greedy_chunk(backend, task, missing, greedy_path, job)
+        if bar is not None:
+            bar.close()
+    finally:
+        if owns_backend and backend is not None:
+            backend.close()
+    summary = summarize_run(out, job, stats)
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _progress_bar(job: SearchJob, total: int):
+    if not job.progress or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="search", unit="sim", dynamic_ncols=True)
+
+
+def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) -> None:
+    if not problems:
+        return
+    from mcts_po.llm.sampling import sample_solutions
+
+    for sampled in sample_solutions(backend, task, problems, n=1, temperature=0.0, max_tokens=job.greedy_max_tokens):
+        append_jsonl_line(greedy_path, json.dumps({
+            "problem_id": sampled.problem.id, "text": sampled.texts[0], "answer": sampled.answers[0],
+            "correct": sampled.correct[0], "generated_tokens": sampled.generated_tokens,
+        }, ensure_ascii=False))
+
+
+def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, bar) -> None:
+    policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search)
+    trees = [
+        Tree.new(
+            problem_id=p.id, question=p.question, gold_answer=p.answer, task=job.task, model=job.model,
+            backend=job.backend, tree_kind=job.search.tree, prompt=policy.root_prompts[i], seed=job.search.seed,
+            sampling=job.sampling.to_dict(), search_config=job.search.to_dict(),
+            extra={"self_eval_reference_hint": job.sampling.self_eval_hint, "split": job.split},
+        )
+        for i, p in enumerate(chunk)
+    ]
+    last = [0]
+
+    def on_progress(progress) -> None:
+        if bar is not None:
+            bar.update(progress.simulations - last[0])
+            last[0] = progress.simulations
+            bar.set_postfix(nodes=progress.nodes, waves=progress.waves)
+
+    started = time.perf_counter()
+    run_search(trees, policy, job.search, on_progress=on_progress)
+    elapsed = time.perf_counter() - started
+    for tree, counts in zip(trees, policy.token_counts):
+        tree.token_counts = dict(counts)
+        tree.timings = {"chunk_seconds": round(elapsed, 3), "seconds_per_problem": round(elapsed / len(trees), 3)}
+        append_jsonl_line(trees_path, tree.to_json())
+        stats["generated_tokens"] += counts.get("generated", 0)
+        stats["prompt_tokens"] += counts.get("prompt", 0)
+        stats["cached_prompt_tokens"] += counts.get("cached_prompt", 0)
+    stats["search_seconds"] += elapsed
+    stats["engine_calls"] += policy.engine_calls
+    stats["problems_searched_now"] += len(trees)
+
+
+def summarize_run(out: Path, job: SearchJob, stats: dict[str, Any]) -> dict[str, Any]:
+    trees = load_trees(out / TREES_FILE) if (out / TREES_FILE).exists() else []
+    greedy = [r for _, r in read_jsonl(out / GREEDY_FILE)] if (out / GREEDY_FILE).exists() else []
+    searched_ids = {t.problem_id for t in trees}
+    greedy_in_run = [r for r in greedy if r["problem_id"] in searched_ids]
+    nodes = sum(len(t) for t in trees)
+    generated_all = sum(t.token_counts.get("generated", 0) for t in trees)
+    prompt_all = sum(t.token_counts.get("prompt", 0) for t in trees)
+    cached_all = sum(t.token_counts.get("cached_prompt", 0) for t in trees)
+    best_path_correct = sum(1 for t in trees if (lambda p: bool(p) and bool(p[-1].correct))(t.best_path()))
+    seconds = stats.get("search_seconds", 0.0)
+    return {
+        "run": str(out),
+        "task": job.task,
+        "split": job.split,
+        "model": job.model,
+        "backend": job.backend,
+        "problems": len(trees),
+        "problems_with_correct_terminal": sum(1 for t in trees if t.has_correct_terminal()),
+        "solved_share": _share(sum(1 for t in trees if t.has_correct_terminal()), len(trees)),
+        "best_path_correct": best_path_correct,
+        "greedy_correct": sum(1 for r in greedy_in_run if r["correct"]),
+        "greedy_problems": len(greedy_in_run),
+        "greedy_accuracy": _share(sum(1 for r in greedy_in_run if r["correct"]), len(greedy_in_run)),
+        "nodes": nodes,
+        "terminal_nodes": sum(len(t.terminals()) for t in trees),
+        "generated_tokens": generated_all,
+        "prompt_tokens": prompt_all,
+        "cached_prompt_tokens": cached_all,
+        "prefix_cache_hit_rate": _share(cached_all, prompt_all),
+        "this_invocation": {
+            **stats,
+            "generated_tokens_per_second": round(stats.get("generated_tokens", 0) / seconds, 2) if seconds else None,
+        },
+        "search": job.search.to_dict(),
+        "sampling": job.sampling.to_dict(),
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
