@@ -296,8 +296,18 @@ def normalize_number(s: str) -> Fraction | None:
     >>> normalize_number("x = \\\\frac{3}{4}")
     Fraction(3, 4)
     """
-    detail = _normalize_number_detail(s)
+    try:
+        detail = _normalize_number_detail(s)
+    except (ValueError, ZeroDivisionError, OverflowError):  # e.g. over 4,300 digits
+        return None
     return detail[0] if detail is not None else None
+
+
+def _safe_number_detail(text: str) -> tuple[Fraction, bool] | None:
+    try:
+        return _normalize_number_detail(text)
+    except (ValueError, ZeroDivisionError, OverflowError):  # e.g. over 4,300 digits
+        return None
 
 
 def _numbers_equal(pred: tuple[Fraction, bool], gold: tuple[Fraction, bool]) -> bool:
@@ -331,8 +341,8 @@ def verify_numeric(pred: str, gold: str) -> bool:
         pred_text, gold_text = _as_answer_text(pred), _as_answer_text(gold)
         if pred_text is None or gold_text is None:
             return False
-        pred_number = _normalize_number_detail(pred_text)
-        gold_number = _normalize_number_detail(gold_text)
+        pred_number = _safe_number_detail(pred_text)
+        gold_number = _safe_number_detail(gold_text)
         if pred_number is None or gold_number is None:
             return False
         return _numbers_equal(pred_number, gold_number)
@@ -384,11 +394,12 @@ def canonical_latex(text: str) -> str:
     return _strip_outer(text)
 
 
-def verify_math(pred: str, gold: str, timeout: float = DEFAULT_MATH_TIMEOUT_S) -> bool:
+def verify_math(pred: str, gold: str, timeout: float | None = DEFAULT_MATH_TIMEOUT_S) -> bool:
     """MATH equality of a predicted answer and a gold answer (both bare LaTeX, `$...$`,
     or `\\boxed{...}`). Order: canonical string equality, numeric equality, then
     math-verify `verify(gold, pred)` in a worker process limited to `timeout` seconds.
     Returns False on timeout, on any error, and for inputs over `MAX_ANSWER_CHARS`.
+    `timeout=None` means the default (5 s): there is no unlimited mode.
     Safe from any thread or process. Never raises."""
     try:
         pred_text, gold_text = _as_answer_text(pred), _as_answer_text(gold)
@@ -397,8 +408,8 @@ def verify_math(pred: str, gold: str, timeout: float = DEFAULT_MATH_TIMEOUT_S) -
         pred_canonical, gold_canonical = canonical_latex(pred_text), canonical_latex(gold_text)
         if pred_canonical and pred_canonical == gold_canonical:
             return True
-        pred_number = _normalize_number_detail(pred_text)
-        gold_number = _normalize_number_detail(gold_text)
+        pred_number = _safe_number_detail(pred_text)
+        gold_number = _safe_number_detail(gold_text)
         if pred_number is not None and gold_number is not None:
             if _numbers_equal(pred_number, gold_number):
                 return True
@@ -454,7 +465,10 @@ def _worker_main(memory_limit_bytes: int | None = WORKER_MEMORY_LIMIT_BYTES) -> 
         try:
             import resource
 
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            if hard != resource.RLIM_INFINITY:
+                memory_limit_bytes = min(memory_limit_bytes, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, hard))
         except (ImportError, ValueError, OSError):
             pass
     reply_fd = os.dup(1)
@@ -493,6 +507,7 @@ class _MathVerifyWorker:
     def __init__(self) -> None:
         package_parent = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
+        env["PYTHONSAFEPATH"] = "1"  # 3.11+: no cwd on sys.path (a stray ./sympy.py)
         env["PYTHONPATH"] = os.pathsep.join(
             [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         code = ("from mcts_po.verifiers import _worker_main; "
@@ -612,7 +627,7 @@ class MathVerifyPool:
         if healthy and self._closed:
             worker.close()
 
-    def verify(self, gold: str, pred: str, timeout: float) -> bool:
+    def verify(self, gold: str, pred: str, timeout: float | None) -> bool:
         """math-verify `verify(gold, pred)` in a worker; False on timeout/crash/error."""
         try:
             worker = self._checkout()
@@ -621,7 +636,8 @@ class MathVerifyPool:
             return False
         healthy = False
         try:
-            result = worker.compare(gold, pred, max(float(timeout), 0.0))
+            seconds = DEFAULT_MATH_TIMEOUT_S if timeout is None else max(float(timeout), 0.0)
+            result = worker.compare(gold, pred, seconds)
             healthy = True
             return result
         except _WorkerGone as error:

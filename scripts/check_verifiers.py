@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import re
 import sys
 import time
@@ -150,8 +151,18 @@ def check_speed(pairs: list[tuple[str, str]]) -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as executor:
         hits = sum(executor.map(lambda pair: pool.verify(pair[1], pair[0], 5.0), pairs))
     elapsed = time.perf_counter() - start
-    print(f"math-verify worker path only (2 threads): {hits} equal, {elapsed:.2f} s, "
+    print(f"math-verify worker path only (2 threads, pool): {hits} equal, {elapsed:.2f} s, "
           f"{len(pairs) / elapsed:.0f} calls/s")
+    verifiers.configure_math_workers(1)  # the alternative design: one worker behind a lock
+    single = verifiers._math_pool()
+    single.warm_up(1)
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        hits = sum(executor.map(lambda pair: single.verify(pair[1], pair[0], 5.0), pairs))
+    elapsed = time.perf_counter() - start
+    print(f"math-verify worker path only (2 threads, 1 worker): {hits} equal, {elapsed:.2f} s, "
+          f"{len(pairs) / elapsed:.0f} calls/s")
+    verifiers.configure_math_workers(max(4, os.cpu_count() or 1))
 
 
 def check_pathological() -> None:
