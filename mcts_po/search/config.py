@@ -28,7 +28,7 @@ class SearchConfig:
     prior_length_exponent: float = field(default=1.25, metadata={"help": "prior p = exp(sum log pi / len^x) (MCTS-DPO uses 1.25)"})
     backup: str = field(default="mean", metadata={"help": f"backup rule: {', '.join(BACKUP_RULES)}"})
     gamma: float = field(default=1.0, metadata={"help": "discount of the visit-weighted backup Q = r + gamma V"})
-    virtual_loss: float = field(default=1.0, metadata={"help": "virtual visits with value -1 added per pending leaf on its path"})
+    virtual_loss: float = field(default=3.0, metadata={"help": "virtual visits with value -1 added per pending leaf on its path"})
     max_depth: int = field(default=8, metadata={"help": "steps per path; a node at this depth is terminal"})
     max_tokens: int = field(default=400, metadata={"help": "generated tokens per path; a node past this is terminal"})
     self_eval_weight: float = field(default=0.5, metadata={"help": "lambda: value = lambda * self-eval + (1 - lambda) * rollout, for non-terminal nodes"})
