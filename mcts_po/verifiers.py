@@ -183,10 +183,14 @@ _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal)\s*\{([^{}]
 _LEADING_ASSIGNMENT = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?=\S)")
 # Units: a trailing `\text{..}`-style group (with an optional `^2`), or plain words of two
 # or more letters after a space ("18 dollars"). A glued single letter ("5r") is not a unit.
+# Both are only ever run on the last `_UNIT_TAIL_CHARS` characters (`_strip_trailing`) and
+# written without ambiguous nested repeats, so their cost stays linear (no ReDoS).
 _TRAILING_TEXT_UNIT = re.compile(
     r"(?<=\S)\s*\\(?:text|textbf|textrm|mathrm|mbox|textnormal)\s*\{[^{}]*\}"
     r"(?:\s*\^\s*\{?\d\}?)?\s*$")
-_TRAILING_UNIT_WORDS = re.compile(r"(?<=[\d.}])\s+(?:[A-Za-z]{2,}\.?\s*)+$")
+_TRAILING_UNIT_WORDS = re.compile(
+    r"(?<=[\d.}])\s+[A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*\s*$")
+_UNIT_TAIL_CHARS = 80
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\u00b0")
 _PLAIN_NUMBER = re.compile(
     r"^(?P<sign>[-+])?(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?:\.(?P<frac>\d+))?$"
@@ -197,6 +201,14 @@ _LATEX_FRACTION = re.compile(
     r"^(?P<sign>[-+])?\\[dt]?frac\s*(?:\{\s*(?P<num>[-+]?[\d.,]+)\s*\}|(?P<num1>\d))"
     r"\s*(?:\{\s*(?P<den>[-+]?[\d.,]+)\s*\}|(?P<den1>\d))$"
 )
+
+
+def _strip_trailing(pattern: re.Pattern, text: str) -> str:
+    """Remove a match of `pattern` (anchored at the end) found within the last
+    `_UNIT_TAIL_CHARS` characters."""
+    offset = max(0, len(text) - _UNIT_TAIL_CHARS)
+    match = pattern.search(text, offset)
+    return text[:match.start()] if match is not None else text
 
 
 def _strip_outer(text: str) -> str:
@@ -248,12 +260,12 @@ def _normalize_number_detail(text: str) -> tuple[Fraction, bool] | None:
     text = text.replace("\\%", "").replace("%", "")
     previous = None
     while previous != text:
-        previous, text = text, _TRAILING_TEXT_UNIT.sub("", text)
+        previous, text = text, _strip_trailing(_TRAILING_TEXT_UNIT, text)
     text = _TEXT_WRAPPER.sub(lambda match: " " + match.group(1), text)
     text = text.replace("\\$", "$")
     # Currency: a `$` right after an optional sign, e.g. "$12", "-$5".
     text = re.sub(r"^([-+]?)\s*\$\s*", r"\1", text.strip())
-    text = _TRAILING_UNIT_WORDS.sub("", text).strip()
+    text = _strip_trailing(_TRAILING_UNIT_WORDS, text).strip()
     text = _strip_outer(text)
     text = re.sub(r"^([-+])\s+", r"\1", text)
     if not text:

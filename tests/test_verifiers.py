@@ -17,6 +17,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 from mcts_po import verifiers
@@ -242,6 +244,48 @@ def test_numbers_too_long_for_int_parsing_are_none_not_errors():
     assert normalize_number("1" * 5000) is None  # over Python's 4,300-digit str->int limit
     assert verify_numeric("1" * 5000, "1" * 5000) is False
     assert verify_math("1" * 5000, "1" * 5000) is True  # equal strings
+
+
+ADVERSARIAL_TEXTS = [
+    "1 " + "a" * 9000 + "!",         # was exponential in an earlier unit-word regex
+    "1 ab. " * 1500 + "!",
+    "\\boxed{" * 1400,
+    "\\text{" * 1400 + "}" * 1400,
+    "$" * 9999,
+    "1," * 4999,
+    "{" * 9999,
+    "\\frac{" * 1600,
+    "-" * 9999 + "1",
+]
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL_TEXTS, ids=lambda text: repr(text[:12]))
+def test_string_helpers_stay_fast_on_adversarial_text(text):
+    assert len(text) <= MAX_ANSWER_CHARS
+    start = time.monotonic()
+    normalize_number(text)
+    verifiers.canonical_latex(text)
+    extract_last_number(text)
+    extract_boxed(text)
+    assert verify_numeric(text, "1") is False
+    assert time.monotonic() - start < 0.5
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(hypothesis.strategies.text(max_size=60), hypothesis.strategies.text(max_size=60))
+def test_verify_numeric_is_total_and_reflexive_on_numbers(pred, gold):
+    assert verify_numeric(pred, gold) in (True, False)
+    assert verify_numeric(pred, pred) is (normalize_number(pred) is not None)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(hypothesis.strategies.fractions(max_denominator=10**6))
+def test_normalize_number_round_trips_fractions(value):
+    assert normalize_number(str(value)) == value
+    if value.denominator == 1:
+        assert normalize_number(f"{int(value):,}") == value
+    else:
+        assert verify_numeric(f"\\frac{{{value.numerator}}}{{{value.denominator}}}", str(value))
 
 
 def test_get_verifier_by_name():
