@@ -47,9 +47,15 @@ class Task:
         "short paragraph and separate steps with a blank line."
     )
     answer_instruction: str = 'Finish with a last line of the form "The answer is N."'
+    # Set by `load`: how many bad input lines `skip_bad_lines=True` skipped, and the source read.
+    last_load_skipped: int = 0
+    last_load_source: str | None = None
 
     def load(self, split: str = "test", limit: int | None = None, path: str | None = None,
-             offset: int = 0, **options: Any) -> list[Problem]:
+             offset: int = 0, skip_bad_lines: bool = False, **options: Any) -> list[Problem]:
+        """Problems `offset .. offset+limit` of `split` from `path` (a JSONL file, a folder or
+        a hub id; each task has a default). Bad input raises `InputError` naming file and
+        line, or with `skip_bad_lines` is skipped and counted in `last_load_skipped`."""
         raise NotImplementedError
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:
