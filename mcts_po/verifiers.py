@@ -35,7 +35,7 @@ answer (measured from when the request is sent; waiting for a free worker or for
 worker to start is not counted, and both are bounded); on timeout it SIGKILLs the
 worker, returns False, and a new worker is started lazily by the next call. Workers get
 a 4 GiB address-space limit, so a blow-up becomes a `MemoryError` (False), not a
-swapping machine.
+swapping machine. POSIX only (the parent waits on the pipe with `select`).
 
 Thread safety: a small pool. Each call checks out an idle worker (or starts one, up to
 `max_workers`, default `max(4, os.cpu_count())`), so concurrent callers never queue
