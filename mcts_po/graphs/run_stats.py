@@ -285,7 +285,7 @@ def plot_calibration(calibration: Calibration, path: str, title: str = "Self-eva
     if scored:
         top.plot([x for x, _ in scored], [y for _, y in scored], "o", color="#1f3c88", label="(mean score, accuracy)")
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    top.set_ylim(0, 1)
+    top.set_ylim(0, 1.05)
     top.set_ylabel(f"share with outcome 1 ({calibration.outcome})")
     top.set_title(f"{title}\n{calibration.num_points} nodes, ECE {_fmt(calibration.ece)}, Brier {_fmt(calibration.brier)}")
     top.legend(loc="upper left", fontsize=8)
