@@ -350,8 +350,8 @@ def fake_datasets(monkeypatch):
 
     def load_dataset(path, name=None, split=None):
         calls.append((path, name, split))
-        if path == "broken/dataset":
-            raise FileNotFoundError("Dataset 'broken/dataset' doesn't exist on the Hub")
+        if path not in ("openai/gsm8k", "HuggingFaceH4/MATH-500"):
+            raise FileNotFoundError(f"Dataset '{path}' doesn't exist on the Hub")
         if "MATH" in path:
             return [{"problem": "What is $1+1$?", "solution": "$\\boxed{2}$", "answer": "2",
                      "unique_id": "test/algebra/1.json"}]
@@ -381,6 +381,8 @@ def test_math_defaults_to_math500_on_the_hub(fake_datasets):
 def test_hub_failure_is_a_user_error(fake_datasets):
     with pytest.raises(UserError, match=r"could not load hub dataset broken/dataset \(hub, split test\)"):
         get_task("jsonl").load(path="broken/dataset")
+    with pytest.raises(UserError, match=r"no local file or folder 'data/missing' either"):
+        get_task("gsm8k").load(path="data/missing")
 
 
 def test_bad_hub_row_names_dataset_and_row(monkeypatch):

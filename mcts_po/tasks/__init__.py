@@ -12,7 +12,7 @@ Names:
 * `math`       — MATH and MATH-500 (`mcts_po.tasks.competition_math`), `\\boxed{}` answers;
 * `arithmetic` — seeded synthetic multi-step word problems (`num_ops`, `max_value`, ...);
 * `jsonl`      — your own JSONL file with the field names you choose;
-* `demo`       — the 48+ demo problems bundled in `data/demo_problems.jsonl` (the default).
+* `demo`       — the 54 demo problems bundled in `data/demo_problems.jsonl` (the default).
 
 Options given to `get_task(name, **options)` go to the task's constructor; an unknown name
 or option raises `UserError` listing what is valid. `register_task` adds a task.

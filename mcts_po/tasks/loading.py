@@ -112,8 +112,8 @@ def _load_hub_rows(source: Source) -> list[dict[str, Any]]:
     try:
         dataset = datasets.load_dataset(source.location, name=source.config, split=source.hub_split)
     except Exception as error:  # network, unknown id/config/split: all user-fixable
-        raise UserError(f"could not load hub dataset {source.describe()}: "
-                        f"{type(error).__name__}: {error}") from None
+        raise UserError(f"could not load hub dataset {source.describe()}: {type(error).__name__}: {error} "
+                        f"(there is no local file or folder {source.location!r} either)") from None
     return [dict(row) for row in dataset]
 
 
