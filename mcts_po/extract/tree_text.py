@@ -1,0 +1,87 @@
+"""Texts and trajectories read off a tree: training prompts, step prefixes, complete paths.
+
+The search writes the state of a node as `tree.prompt + "".join(step + "\\n\\n" for step in
+path)` (`mcts_po.llm.prompts.state_text`). Extraction rebuilds exactly that text, so a
+training prompt is what the policy saw when it proposed the next step. Hand-built trees
+may have an empty `tree.prompt`; the question followed by the delimiter stands in for it.
+
+A complete trajectory is a root-to-terminal path. Its value is +1 / -1 from the
+verifier's verdict on the terminal (`correct`), or the terminal's Q when it has no verdict.
+
+    from mcts_po.extract.tree_text import complete_trajectories, training_prompt
+    ranked = complete_trajectories(tree)   # best first
+    training_prompt(tree, node_id)         # rendered prompt + the steps down to node_id
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mcts_po.search.tree import Node, Tree
+from mcts_po.tasks.base import STEP_DELIMITER
+
+
+def root_prompt(tree: Tree) -> str:
+    """The rendered chat prompt the search started from (or the question + delimiter)."""
+    return tree.prompt if tree.prompt else tree.question.strip() + STEP_DELIMITER
+
+
+def prefix_text(steps: list[str]) -> str:
+    """Steps each followed by the delimiter: "" for no steps, "a\\n\\nb\\n\\n" for two."""
+    return "".join(step + STEP_DELIMITER for step in steps)
+
+
+def training_prompt(tree: Tree, node_id: int) -> str:
+    """The prompt that continues `node_id`: root prompt + the steps on its path."""
+    return root_prompt(tree) + prefix_text(tree.steps(node_id))
+
+
+def join_steps(steps: list[str]) -> str:
+    return STEP_DELIMITER.join(steps)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A root-to-terminal path (root excluded) and its value."""
+
+    nodes: tuple[Node, ...]
+    value: float
+
+    @property
+    def terminal(self) -> Node:
+        return self.nodes[-1]
+
+    @property
+    def steps(self) -> list[str]:
+        return [n.text for n in self.nodes]
+
+    @property
+    def text(self) -> str:
+        return join_steps(self.steps)
+
+    @property
+    def mean_q(self) -> float:
+        return sum(n.q for n in self.nodes) / len(self.nodes)
+
+
+def trajectory_value(terminal: Node) -> float:
+    if terminal.correct is True:
+        return 1.0
+    if terminal.correct is False:
+        return -1.0
+    return float(terminal.q)
+
+
+def rank_key(trajectory: Trajectory) -> tuple[float, float, int]:
+    """Best first: higher value, then higher mean step Q, then the lower terminal id."""
+    return (-trajectory.value, -trajectory.mean_q, trajectory.terminal.node_id)
+
+
+def complete_trajectories(tree: Tree) -> list[Trajectory]:
+    """Every root-to-terminal path of the tree, ranked best first (`rank_key`)."""
+    out = [
+        Trajectory(nodes=tuple(tree.path(node.node_id)), value=trajectory_value(node))
+        for node in tree.nodes
+        if node.terminal and not node.is_root
+    ]
+    return sorted(out, key=rank_key)
