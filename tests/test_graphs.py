@@ -44,8 +44,8 @@ from mcts_po.graphs.run_stats import (
 )
 from mcts_po.graphs.text_view import render_tree_text
 from mcts_po.graphs.tree_files import load_trees, select_trees
-from mcts_po.graphs.view_pairs import SiblingPair, sibling_pairs
-from mcts_po.io_utils import InputError
+from mcts_po.graphs.view_pairs import SiblingPair, resolve_pair_source, sibling_pairs, view_pairs
+from mcts_po.io_utils import InputError, UserError
 from mcts_po.search.tree import Tree
 
 STEP_ONE_TEXT = "First, 2 + 3 = 5.\n\nSo far so good </script><!-- ünïcødé ✓ 中文 \u2028 -->"
@@ -206,6 +206,26 @@ def test_sibling_pairs_of_the_hand_tree():
     assert sibling_pairs(build_hand_tree()) == [SiblingPair(0, 1, 2, 0.5, -0.5), SiblingPair(1, 3, 4, 1.0, -1.0)]
 
 
+def test_extract_pair_source_matches_mcts_po_extract():
+    step_dpo = pytest.importorskip("mcts_po.extract.step_dpo_pairs")
+    from mcts_po.extract.selection import ExtractConfig
+
+    tree = build_hand_tree()
+    expected = [(p.node_id, c.node_id, r.node_id) for p, c, r in step_dpo.pairs_in_tree(tree, ExtractConfig())]
+    pairs, source = view_pairs(tree, "extract")
+    assert source == "extract" and [(p.parent, p.chosen, p.rejected) for p in pairs] == expected
+    assert (0, 1, 2) in expected  # the root's step children; the plan child (0 visits) is not compared
+    assert resolve_pair_source("auto") == "extract"
+    page = render_viewer_html([tree])
+    data = _embedded_data(page)
+    assert data["pair_source"] == "extract" and data["trees"][0]["pairs"] == [list(p) for p in expected]
+
+
+def test_unknown_pair_source_is_a_user_error():
+    with pytest.raises(UserError, match="unknown pair source 'best'; valid: auto, extract, siblings"):
+        view_pairs(build_hand_tree(), "best")
+
+
 def test_sibling_pairs_skip_equal_q():
     tree = Tree.new(problem_id="t", question="q")
     tree.add_child(0, text="a", q=0.25, visits=3)
@@ -215,8 +235,9 @@ def test_sibling_pairs_skip_equal_q():
 
 # ------------------------------------------------------------------------------ text view
 def test_text_view_lines():
-    text = render_tree_text(build_hand_tree(), width=120)
+    text = render_tree_text(build_hand_tree(), width=120, pair_source="siblings")
     lines = text.splitlines()
+    assert lines[3].startswith("marks: * best path, ▲/▼ chosen/rejected (2 pairs from siblings)")
     assert lines[0] == "problem p-hand  tree p-hand  kind step  nodes 7"
     assert "best path answer: 5 ✓" in lines[2] and "solved (a correct terminal): yes" in lines[2]
     node3 = next(line for line in lines if "[3]" in line)
@@ -228,11 +249,11 @@ def test_text_view_lines():
     assert plan.startswith("└── ◆ [6] Plan: add the numbers.")
     node1 = next(line for line in lines if "[1]" in line)
     assert "First, 2 + 3 = 5. So far so good </script>" in node1  # one line, whitespace collapsed
-    assert all(len(line) <= 120 for line in lines[3:])
+    assert all(len(line) <= 120 for line in lines[4:])
 
 
 def test_text_view_depth_limit_and_width():
-    lines = render_tree_text(build_hand_tree(), max_depth=1, width=70).splitlines()
+    lines = render_tree_text(build_hand_tree(), max_depth=1, width=70, pair_source="siblings").splitlines()
     assert "│   └── … 2 more nodes below" in lines
     assert "│   └── … 1 more node below" in lines
     assert not any("[3]" in line for line in lines)
@@ -246,7 +267,7 @@ def test_subtree_outcomes():
 
 
 def test_run_stats_exact_numbers():
-    stats = compute_run_stats([build_hand_tree(), build_unsolved_tree()], calibration_bins=5)
+    stats = compute_run_stats([build_hand_tree(), build_unsolved_tree()], calibration_bins=5, pair_source="siblings")
     assert stats.num_trees == 2 and stats.num_nodes == 9
     assert stats.node_depth_histogram == {0: 2, 1: 4, 2: 3}
     assert stats.tree_depth_histogram == {1: 1, 2: 1}
@@ -254,7 +275,7 @@ def test_run_stats_exact_numbers():
     assert stats.solved_share == 0.5 and stats.best_path_correct_share == 0.5
     assert stats.terminal_verdicts == {"correct": 1, "wrong": 3, "unverified": 0}
     assert stats.terminal_reasons == {"answer": 4}
-    assert stats.num_sibling_pairs == 2
+    assert stats.num_pairs == 2 and stats.pair_source == "siblings"
     assert stats.tokens_per_problem == {"p-hand": 40, "p-unsolved": 8}
     assert stats.tokens_per_problem_summary.mean == 24.0
     assert stats.token_counts_mean == {"generated": 40.0, "self_eval": 9.0}
@@ -288,7 +309,7 @@ def _embedded_data(page: str) -> dict:
 
 def test_html_page_embeds_the_trees_safely():
     trees = [build_hand_tree(), build_unsolved_tree()]
-    page = render_viewer_html(trees, title="run <a> & b")
+    page = render_viewer_html(trees, title="run <a> & b", pair_source="siblings")
     # the only </script> tags are the template's own two
     assert page.count("</script>") == 2 and page.count("<script") == 2
     assert "<title>run &lt;a&gt; &amp; b</title>" in page
@@ -310,11 +331,13 @@ def test_script_safe_json_escapes_and_turns_nan_into_an_error():
 
 # ------------------------------------------------------------------------------ commands
 def test_show_prints_the_tree_and_stats(run_dir, capsys):
-    assert cli_main(["show", str(run_dir), "--problem", "p-hand", "--width", "120"]) == 0
+    assert cli_main(["show", str(run_dir), "--problem", "p-hand", "--width", "120", "--pairs", "siblings"]) == 0
     out = capsys.readouterr().out
     assert "problem p-hand  tree p-hand  kind step  nodes 7" in out
     assert "solved share (a correct terminal in the tree): 1.000" in out
     assert "  [0.80, 0.90)       1           0.800     1.000" in out
+    assert "preference pairs (siblings): 2" in out
+    assert "├── ■ [3]*▲ The answer is 5." in out
 
 
 def test_show_json_and_plot(run_dir, tmp_path, capsys):

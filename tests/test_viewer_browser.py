@@ -29,7 +29,9 @@ def node_ids(page: ChromiumPage, selector: str) -> list[int]:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     out = tmp_path_factory.mktemp("viewer")
-    path = write_viewer([build_hand_tree(), build_unsolved_tree()], out / "run.html", title="browser test")
+    # pairs from the local sibling rule, so that both of the hand tree's pairs are marked
+    path = write_viewer([build_hand_tree(), build_unsolved_tree()], out / "run.html", title="browser test",
+                        pair_source="siblings")
     with ChromiumPage(CHROMIUM, width=1400, height=900) as browser:
         browser.open(path.resolve().as_uri(), ready=READY)
         browser.out_dir = out

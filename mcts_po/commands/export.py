@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problem", metavar="ID", help="export only this problem's tree")
     parser.add_argument("--per-tree", action="store_true", help="html: one page per tree instead of one per run")
     parser.add_argument("--title", help="html: page title (default: the run's name)")
+    parser.add_argument("--pairs", choices=("auto", "extract", "siblings"), default="auto",
+                        help="html: which preference pairs to mark: extract (mcts_po.extract's step-dpo pairs, default "
+                             "config), siblings (highest vs lowest Q child), auto (extract when available)")
 
 
 def file_stem(name: str) -> str:
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     written: list[Path] = []
     if args.format == "html" and not args.per_tree:
         stem = file_stem(name if args.problem is None else f"{name}-{args.problem}")
-        written.append(write_viewer(trees, out_dir / f"{stem}.html", title=args.title or f"mcts_po: {name}"))
+        written.append(write_viewer(trees, out_dir / f"{stem}.html", title=args.title or f"mcts_po: {name}",
+                                    pair_source=args.pairs))
     else:
         for tree, stem in zip(trees, unique_stems([t.tree_id for t in trees])):
             path = out_dir / f"{stem}{SUFFIXES[args.format]}"
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             elif args.format == "tree-json":
                 atomic_write_json(path, to_tree_json(tree))
             else:
-                write_viewer([tree], path, title=args.title or f"mcts_po: {tree.problem_id}")
+                write_viewer([tree], path, title=args.title or f"mcts_po: {tree.problem_id}", pair_source=args.pairs)
             written.append(path)
     print(f"wrote {len(written)} {args.format} file{'s' if len(written) != 1 else ''} to {out_dir}")
     for path in written[:5]:

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-outcome", choices=("subtree", "rollout"), default="subtree",
                         help="a node's outcome: a correct terminal in its subtree (default) or its rollout value")
     parser.add_argument("--no-tree", action="store_true", help="print only the statistics")
+    parser.add_argument("--pairs", choices=("auto", "extract", "siblings"), default="auto",
+                        help="which preference pairs to mark: extract (mcts_po.extract's step-dpo pairs, default "
+                             "config), siblings (highest vs lowest Q child), auto (extract when available)")
 
 
 def problem_table(trees: list, width: int) -> str:
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-depth must be >= 0, got {args.max_depth}")
     width = args.width or shutil.get_terminal_size((100, 24)).columns
     trees = select_trees(load_trees(args.source), args.problem, args.source)
-    stats = compute_run_stats(trees, calibration_bins=args.bins, calibration_outcome=args.calibration_outcome)
+    stats = compute_run_stats(trees, calibration_bins=args.bins, calibration_outcome=args.calibration_outcome,
+                              pair_source=args.pairs)
     if args.plot:
         plot_calibration(stats.calibration, args.plot, title=f"Self-evaluation calibration: {args.source}")
     if args.json:
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.no_tree:
         if len(trees) == 1:
-            print(render_tree_text(trees[0], max_depth=args.max_depth, width=width))
+            print(render_tree_text(trees[0], max_depth=args.max_depth, width=width, pair_source=args.pairs))
         else:
             print(problem_table(trees, width))
             print("(pass --problem ID to print one tree)\n")

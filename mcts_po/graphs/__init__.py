@@ -26,11 +26,11 @@ from mcts_po.graphs.networkx_export import (
 from mcts_po.graphs.run_stats import compute_run_stats, format_run_stats, plot_calibration
 from mcts_po.graphs.text_view import render_tree_text
 from mcts_po.graphs.tree_files import load_trees, select_trees
-from mcts_po.graphs.view_pairs import SiblingPair, sibling_pairs
+from mcts_po.graphs.view_pairs import SiblingPair, sibling_pairs, view_pairs
 
 __all__ = [
     "SiblingPair", "compute_run_stats", "format_run_stats", "from_node_link_json", "from_tree_json",
     "graph_to_tree", "load_trees", "plot_calibration", "read_graphml_graph", "read_graphml_tree",
     "render_tree_text", "render_viewer_html", "select_trees", "sibling_pairs", "to_graphml_graph",
-    "to_networkx", "to_node_link_json", "to_tree_json", "write_graphml", "write_viewer",
+    "to_networkx", "to_node_link_json", "to_tree_json", "view_pairs", "write_graphml", "write_viewer",
 ]

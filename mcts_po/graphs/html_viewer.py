@@ -4,7 +4,7 @@ The page is `viewer_template.html` (inline CSS and vanilla JS, no CDN, no server
 the trees embedded as JSON in a `<script type="application/json" id="mcts-data">` tag.
 It shows a collapsible tree, colours nodes by Q or by verdict, shows the full step and
 every value of a clicked (or hovered) node in the side panel `#detail`, highlights the
-best path (`Tree.best_path()`) and the sibling pairs of `view_pairs.sibling_pairs`, and
+best path (`Tree.best_path()`) and the preference pairs of `view_pairs.view_pairs`, and
 has a problem selector when the page holds several trees.
 
     from mcts_po.graphs.html_viewer import write_viewer
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mcts_po.graphs.run_stats import subtree_outcomes
-from mcts_po.graphs.view_pairs import sibling_pairs
+from mcts_po.graphs.view_pairs import PAIR_RULES, resolve_pair_source, view_pairs
 from mcts_po.io_utils import atomic_write_text
 from mcts_po.search.tree import Node, Tree
 
@@ -50,8 +50,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def tree_view_data(tree: Tree) -> dict[str, Any]:
+def tree_view_data(tree: Tree, pair_source: str = "auto") -> dict[str, Any]:
     """The JSON the page reads for one tree."""
+    pairs, _ = view_pairs(tree, pair_source)
     outcomes = subtree_outcomes(tree)
     return _finite({
         "tree_id": tree.tree_id,
@@ -67,7 +68,7 @@ def tree_view_data(tree: Tree) -> dict[str, Any]:
         "meta": {name: getattr(tree, name) for name in META_FIELDS},
         "nodes": [[getattr(node, name) for name in NODE_FIELDS] for node in tree.nodes],
         "best_path": [node.node_id for node in tree.best_path()],
-        "pairs": [[p.parent, p.chosen, p.rejected] for p in sibling_pairs(tree)],
+        "pairs": [[p.parent, p.chosen, p.rejected] for p in pairs],
         "outcome": [None if outcomes[n.node_id] is None else int(outcomes[n.node_id]) for n in tree.nodes],
     })
 
@@ -78,22 +79,25 @@ def script_safe_json(data: Any) -> str:
     return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group(0)], text)
 
 
-def render_viewer_html(trees: list[Tree], title: str = "mcts_po trees") -> str:
-    """The whole page as a string."""
+def render_viewer_html(trees: list[Tree], title: str = "mcts_po trees", pair_source: str = "auto") -> str:
+    """The whole page as a string; pairs from `pair_source` ("auto", "extract", "siblings")."""
+    pair_source = resolve_pair_source(pair_source)
     data = {
         "format": "mcts_po.viewer/1",
         "title": title,
         "node_fields": NODE_FIELDS,
-        "pair_rule": "highest-Q vs lowest-Q child of each expanded node (mcts_po.graphs.view_pairs)",
-        "trees": [tree_view_data(tree) for tree in trees],
+        "pair_source": pair_source,
+        "pair_rule": PAIR_RULES[pair_source],
+        "trees": [tree_view_data(tree, pair_source) for tree in trees],
     }
     values = {"TITLE": html.escape(title), "DATA_JSON": script_safe_json(data)}
     template = TEMPLATE_PATH.read_text(encoding="utf-8")
     return _PLACEHOLDERS.sub(lambda m: values[m.group(1)], template)
 
 
-def write_viewer(trees: list[Tree], path: str | os.PathLike, title: str = "mcts_po trees") -> Path:
+def write_viewer(trees: list[Tree], path: str | os.PathLike, title: str = "mcts_po trees",
+                 pair_source: str = "auto") -> Path:
     """Write the page for `trees` to `path` (atomically). Returns the path."""
     path = Path(path)
-    atomic_write_text(path, render_viewer_html(trees, title))
+    atomic_write_text(path, render_viewer_html(trees, title, pair_source))
     return path

@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcts_po.graphs.view_pairs import sibling_pairs
+from mcts_po.graphs.view_pairs import resolve_pair_source, view_pairs
 from mcts_po.search.tree import Tree
 
 CALIBRATION_OUTCOMES = ("subtree", "rollout")
@@ -77,7 +77,8 @@ class RunStats:
     terminal_reasons: dict[str, int]
     solved_share: float
     best_path_correct_share: float
-    num_sibling_pairs: int
+    num_pairs: int  # preference pairs highlighted by the viewer (see view_pairs)
+    pair_source: str  # "extract" or "siblings"
     tokens_per_problem: dict[str, int]
     tokens_per_problem_summary: SummaryNumbers
     token_counts_mean: dict[str, float]
@@ -174,7 +175,9 @@ def calibration_table(points: list[tuple[float, bool]], bins: int = 10, outcome:
     return Calibration(outcome, total, table, ece, brier)
 
 
-def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration_outcome: str = "subtree") -> RunStats:
+def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration_outcome: str = "subtree",
+                      pair_source: str = "auto") -> RunStats:
+    pair_source = resolve_pair_source(pair_source)
     node_depths: Counter[int] = Counter()
     tree_depths: Counter[int] = Counter()
     branching: Counter[int] = Counter()
@@ -193,7 +196,7 @@ def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration
         solved += tree.has_correct_terminal()
         path = tree.best_path()
         best_correct += bool(path and path[-1].terminal and path[-1].correct is True)
-        num_pairs += len(sibling_pairs(tree))
+        num_pairs += len(view_pairs(tree, pair_source)[0])
         tokens_per_problem[tree.problem_id] = tokens_per_problem.get(tree.problem_id, 0) + sum(
             n.num_tokens for n in tree.nodes)
         for key, value in tree.token_counts.items():
@@ -212,7 +215,8 @@ def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration
         terminal_reasons=dict(sorted(reasons.items())),
         solved_share=solved / num_trees if num_trees else 0.0,
         best_path_correct_share=best_correct / num_trees if num_trees else 0.0,
-        num_sibling_pairs=num_pairs,
+        num_pairs=num_pairs,
+        pair_source=pair_source,
         tokens_per_problem=tokens_per_problem,
         tokens_per_problem_summary=_summary([float(v) for v in tokens_per_problem.values()]),
         token_counts_mean={k: statistics.fmean(v) for k, v in sorted(token_count_values.items())},
@@ -255,7 +259,7 @@ def format_run_stats(stats: RunStats) -> str:
         f"best-path correct share (greedy read-out by visits, then Q): {s.best_path_correct_share:.3f}",
         "terminal nodes: " + ", ".join(f"{k} {v}" for k, v in s.terminal_verdicts.items())
         + "; reasons: " + (", ".join(f"{k} {v}" for k, v in s.terminal_reasons.items()) or "-"),
-        f"sibling pairs (highest vs lowest Q child): {s.num_sibling_pairs}",
+        f"preference pairs ({s.pair_source}): {s.num_pairs}",
         f"step tokens per problem: mean {s.tokens_per_problem_summary.mean:.1f}, median "
         f"{s.tokens_per_problem_summary.median:.1f}, min {s.tokens_per_problem_summary.min:.0f}, "
         f"max {s.tokens_per_problem_summary.max:.0f}",

@@ -6,7 +6,7 @@ line, then its values. Marks:
     ◉ root    ● step    ◆ plan step    ■ terminal (any kind)
     ✓ / ✗     verifier verdict of a terminal answer (? when not verified)
     *         on the best path (`Tree.best_path()`: most visits, then Q)
-    ▲ / ▼     chosen / rejected child of a sibling pair (`view_pairs.sibling_pairs`)
+    ▲ / ▼     chosen / rejected step of a preference pair (`view_pairs.view_pairs`)
     Q N p se r   Q value, visits, prior, self-evaluation, rollout value
 
     from mcts_po.graphs.text_view import render_tree_text
@@ -15,7 +15,7 @@ line, then its values. Marks:
 
 from __future__ import annotations
 
-from mcts_po.graphs.view_pairs import sibling_pairs
+from mcts_po.graphs.view_pairs import view_pairs
 from mcts_po.search.tree import Node, Tree
 
 KIND_MARKS = {"root": "◉", "plan": "◆", "step": "●"}
@@ -60,11 +60,13 @@ def node_values(node: Node) -> str:
     return " ".join(parts)
 
 
-def render_tree_text(tree: Tree, max_depth: int | None = None, width: int = 100) -> str:
-    """The tree as lines of text no longer than `width` (when the values fit)."""
+def render_tree_text(tree: Tree, max_depth: int | None = None, width: int = 100, pair_source: str = "auto") -> str:
+    """The tree as lines of text no longer than `width` (when the values fit); pairs from
+    `pair_source` (see `view_pairs`)."""
     best = {n.node_id for n in tree.best_path()}
     roles: dict[int, str] = {}
-    for pair in sibling_pairs(tree):
+    pairs, used_source = view_pairs(tree, pair_source)
+    for pair in pairs:
         roles[pair.chosen] = "▲"
         roles[pair.rejected] = "▼"
     solved = "yes" if tree.has_correct_terminal() else "no"
@@ -76,6 +78,7 @@ def render_tree_text(tree: Tree, max_depth: int | None = None, width: int = 100)
         f"question: {one_line(tree.question, max(width - 10, MIN_TEXT_WIDTH))}",
         f"gold: {one_line(tree.gold_answer, 40)}  solved (a correct terminal): {solved}  "
         f"best path answer: {best_answer}",
+        f"marks: * best path, ▲/▼ chosen/rejected ({len(pairs)} pairs from {used_source}), ✓/✗ verdict, ■ terminal, ◆ plan",
     ]
 
     def visit(node: Node, guide: str, branch: str) -> None:
