@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution, normalise_text
-from mcts_po.extract.tree_text import Trajectory, complete_trajectories, rank_key, root_prompt
+from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution
+from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, rank_key, root_prompt
 from mcts_po.search.tree import Tree
 
 NAME = "tpo"
@@ -45,17 +45,6 @@ COLUMNS: dict[str, Any] = {
     "num_trajectories": "int64",
 }
 PAIR_FORMAT = False
-
-
-def distinct_texts(ranked: list[Trajectory]) -> list[Trajectory]:
-    seen: set[str] = set()
-    out = []
-    for trajectory in ranked:
-        key = normalise_text(trajectory.text)
-        if key not in seen:
-            seen.add(key)
-            out.append(trajectory)
-    return out
 
 
 def select_diverse(ranked: list[Trajectory], size: int) -> list[Trajectory]:

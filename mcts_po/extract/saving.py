@@ -106,7 +106,8 @@ def save_dataset(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, nam
     bars_were_off = datasets.is_progress_bar_enabled() is False
     datasets.disable_progress_bars()  # one bar per shard and file is noise for a few thousand rows
     try:
-        dataset.save_to_disk(str(staging / name))
+        # datasets 5.x writes no shard for 0 rows and then cannot load the folder: force one shard
+        dataset.save_to_disk(str(staging / name), num_shards=1 if len(dataset) == 0 else None)
         parquet_tmp = staging / f"{name}.parquet"
         dataset.to_parquet(str(parquet_tmp))
         _replace_dir(staging / name, final_dir)

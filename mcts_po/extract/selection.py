@@ -54,7 +54,8 @@ class ExtractConfig:
         "help": "keep at most this many pairs per tree, largest Q margin first (0 = no limit)"})
     dedup_threshold: float = field(default=0.9, metadata={
         "help": "drop a pair whose chosen and rejected texts are this similar (difflib ratio after "
-                "normalising case, whitespace and spacing around digits); 1.0 drops only identical ones"})
+                "normalising case, whitespace and spacing around digits, and only when both hold the same "
+                "numbers); 1.0 drops only texts equal after normalisation"})
     level: str = field(default="all", metadata={
         "help": f"which tree level pairs come from: {', '.join(LEVELS)} (plan = abstract plan steps)"})
     apo_rule: str = field(default="cpl", metadata={
@@ -124,10 +125,18 @@ def text_similarity(a: str, b: str) -> float:
     return matcher.ratio()
 
 
+_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+
+
 def near_duplicate(a: str, b: str, threshold: float) -> bool:
+    """Equal after `normalise_text`, or with the same numbers in the same order and a difflib
+    ratio >= `threshold`. Steps whose numbers differ ("2 + 12 = 14" vs "2 + 12 = 15") are
+    never duplicates: in arithmetic that one digit is the whole preference."""
     a, b = normalise_text(a), normalise_text(b)
     if a == b:
         return True
+    if _NUMBER_RE.findall(a) != _NUMBER_RE.findall(b):
+        return False
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
         return False  # upper bounds of the ratio: cheap early exit

@@ -2,7 +2,8 @@
 
 Plain DPO data in TRL's columns (`prompt` = the rendered question, `chosen`, `rejected` =
 whole solutions, steps joined by a blank line) plus provenance. Only trajectories with a
-verdict take part (`correct` True vs False). Both lists are ranked (mean step Q, then
+verdict take part (`correct` True vs False), each text once (equal after normalisation:
+the best-ranked is kept). Both lists are ranked (mean step Q, then
 terminal id); pairs are taken along anti-diagonals of (i-th correct, j-th wrong), i.e. by
 i + j then i, so the first pairs use different trajectories; pairs whose texts are
 near-identical from the step where their paths part are dropped (`dedup_threshold`), and at most `max_pairs_per_tree` are kept (0 = all).
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution, near_duplicate
-from mcts_po.extract.tree_text import Trajectory, complete_trajectories, join_steps, root_prompt
+from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, join_steps, root_prompt
 from mcts_po.search.tree import Tree
 
 NAME = "dpo"
@@ -62,7 +63,7 @@ def diverging_texts(a: Trajectory, b: Trajectory) -> tuple[str, str]:
 
 
 def rows_from_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    ranked = complete_trajectories(tree)
+    ranked = distinct_texts(complete_trajectories(tree))
     correct = [t for t in ranked if t.terminal.correct is True]
     wrong = [t for t in ranked if t.terminal.correct is False]
     rows = []

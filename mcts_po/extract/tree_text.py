@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcts_po.extract.selection import normalise_text
 from mcts_po.search.tree import Node, Tree
 from mcts_po.tasks.base import STEP_DELIMITER
 
@@ -85,3 +86,15 @@ def complete_trajectories(tree: Tree) -> list[Trajectory]:
         if node.terminal and not node.is_root
     ]
     return sorted(out, key=rank_key)
+
+
+def distinct_texts(ranked: list[Trajectory]) -> list[Trajectory]:
+    """Each solution text once (equal after `normalise_text`), keeping the first (best-ranked)."""
+    seen: set[str] = set()
+    out = []
+    for trajectory in ranked:
+        key = normalise_text(trajectory.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(trajectory)
+    return out
