@@ -44,7 +44,8 @@ def problem_table(trees: list, width: int) -> str:
     for tree in trees:
         path = tree.best_path()
         end = path[-1] if path else tree.root
-        answer = f"{one_line(end.answer or '', 20)} {verdict_mark(end)}" if end.terminal else "(not terminal)"
+        shown = one_line(end.answer, 20) if end.answer is not None else "(no answer)"
+        answer = f"{shown} {verdict_mark(end)}" if end.terminal else "(not terminal)"
         depth = max(n.depth for n in tree.nodes)
         solved = "✓" if tree.has_correct_terminal() else "✗"
         lines.append(f"{one_line(tree.problem_id, 24):<24} {len(tree):>6} {depth:>5} {solved:>6}  {answer}"[:width])

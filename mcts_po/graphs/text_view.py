@@ -72,7 +72,8 @@ def render_tree_text(tree: Tree, max_depth: int | None = None, width: int = 100,
     solved = "yes" if tree.has_correct_terminal() else "no"
     best_path = tree.best_path()
     best_end = best_path[-1] if best_path else tree.root
-    best_answer = f"{best_end.answer} {verdict_mark(best_end)}" if best_end.terminal else "(not terminal)"
+    best_answer = (f"{one_line(best_end.answer, 40) if best_end.answer is not None else '(no answer)'} "
+                   f"{verdict_mark(best_end)}" if best_end.terminal else "(not terminal)")
     lines = [
         f"problem {tree.problem_id}  tree {tree.tree_id}  kind {tree.tree_kind}  nodes {len(tree)}",
         f"question: {one_line(tree.question, max(width - 10, MIN_TEXT_WIDTH))}",
