@@ -1,0 +1,57 @@
+"""`mcts-po eval`: greedy accuracy and maj@k of a model on a task split, with 95 % Wilson intervals.
+
+    mcts-po eval --model smollm2-135m --task arithmetic --task-options '{"num_ops": 2}' \\
+        --split test --limit 300 --backend transformers --out runs/eval-arith
+    mcts-po eval --model runs/loop/round_0/policy --task gsm8k --data ../shared/data/gsm8k \\
+        --split test --limit 200 --backend vllm --k 8 --out runs/eval-gsm8k
+
+Writes OUT/results.jsonl (one record per problem: greedy answer and verdict, maj@k votes)
+and OUT/summary.json atomically, and prints the summary. Options may also come from a YAML
+file (`--config FILE`, top level or under `eval:`); flags override it. A killed run resumes
+from OUT/results.partial.jsonl when rerun with the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
+from mcts_po.io_utils import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mcts_po.evaluation import EvalConfig
+
+    job = parser.add_argument_group("job")
+    job.add_argument("--config", metavar="FILE", help="YAML file of options; flags override it")
+    job.add_argument("--out", required=True, metavar="DIR", help="output folder for results.jsonl and summary.json")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_arguments(parser, EvalConfig, "evaluation")
+
+
+def build_config(args: argparse.Namespace):
+    from mcts_po.evaluation import EvalConfig
+
+    file_values = load_yaml(args.config) if args.config else {}
+    if "eval" in file_values:
+        file_values = dict(file_values["eval"] or {})
+    if isinstance(getattr(args, "task_options", None), str):
+        try:
+            args.task_options = json.loads(args.task_options)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--task-options must be a JSON object, e.g. '{{\"num_ops\": 2}}': {exc}") from None
+        if not isinstance(args.task_options, dict):
+            raise UserError("--task-options must be a JSON object, e.g. '{\"num_ops\": 2}'")
+    return build_dataclass(EvalConfig, file_values, args, args.config or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcts_po.evaluation import evaluate_model, format_summary
+
+    config = build_config(args)
+    summary = evaluate_model(config, args.out, progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"results: {args.out}/results.jsonl  summary: {args.out}/summary.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,90 @@
+"""`mcts-po train`: train a policy on extracted preference data (step-dpo, step-apo, tpo, dpo).
+
+    mcts-po train --data data/x --method step-dpo --model smollm2-135m --out runs/policy-1 --max-steps 40
+    mcts-po train --data data/x/tpo.jsonl --method tpo --model runs/policy-1 --out runs/policy-2 \\
+        --ref-model smollm2-135m --lora --learning-rate 1e-4
+    mcts-po train --config configs/loop_arithmetic_cpu.yaml --data data/x --method step-apo --model M --out O
+
+--data is a JSONL file of rows, or the folder `mcts-po extract --out` wrote (its
+<method>.jsonl is read; for dpo the dpo.jsonl). Training flags come from TrainConfig
+(mcts_po/train/trainer.py); `--config FILE` reads them from YAML (top level or under `train:`),
+flags override the file. The step delimiter defaults to the search's ("\\n"; `--step-delimiter '\\n\\n'`
+for paragraph steps; escapes are decoded). The output folder is a plain HF model folder (+ training_log.json),
+written atomically. On several GPUs, see docs/loop.md (accelerate launch: untested here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+from pathlib import Path
+
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
+from mcts_po.io_utils import UserError, read_jsonl
+
+METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mcts_po.train.trainer import TrainConfig
+
+    job = parser.add_argument_group("job")
+    job.add_argument("--data", required=True, metavar="DIR_OR_JSONL", help="rows: a .jsonl file or an extract folder")
+    job.add_argument("--method", required=True, choices=METHODS, help="training loss")
+    job.add_argument("--model", required=True, help="policy to train: alias, HF hub id or local folder")
+    job.add_argument("--out", required=True, metavar="DIR", help="output model folder")
+    job.add_argument("--config", metavar="FILE", help="YAML file of training options; flags override it")
+    add_dataclass_arguments(parser, TrainConfig, "training")
+
+
+def rows_file(data: str, method: str) -> Path:
+    """The JSONL of rows for `method` inside an extract folder, or `data` itself if it is a file."""
+    path = Path(data)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        candidate = path / f"{method}.jsonl"
+        if candidate.is_file():
+            return candidate
+        present = sorted(p.name for p in path.glob("*.jsonl"))
+        raise UserError(f"{path} has no {method}.jsonl (has: {', '.join(present) or 'no .jsonl files'}); "
+                        f"run `mcts-po extract --format {method}` or pass the file")
+    raise UserError(f"--data {data}: no such file or folder")
+
+
+def load_rows(data: str, method: str) -> tuple[Path, list[dict]]:
+    path = rows_file(data, method)
+    rows = [row for _, row in read_jsonl(path)]
+    if not rows:
+        raise UserError(f"{path}: no rows to train on")
+    return path, rows
+
+
+def build_config(args: argparse.Namespace):
+    from mcts_po.train.trainer import TrainConfig
+
+    from mcts_po.llm.policy import SamplingConfig
+
+    file_values = load_yaml(args.config) if args.config else {}
+    if "train" in file_values:
+        file_values = dict(file_values["train"] or {})
+    if getattr(args, "step_delimiter", None) is not None:  # "\\n" typed in a shell means a newline
+        args.step_delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
+    elif "step_delimiter" not in file_values:  # rows from `mcts-po search` trees: the search's delimiter
+        file_values["step_delimiter"] = SamplingConfig().step_delimiter
+    return build_dataclass(TrainConfig, file_values, args, args.config or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcts_po.train.trainer import train_preferences
+
+    config = build_config(args)
+    path, rows = load_rows(args.data, args.method)
+    out = train_preferences(args.model, rows, args.method, config, args.out)
+    log = json.loads((Path(out) / "training_log.json").read_text(encoding="utf-8"))
+    last = log["history"][-1] if log["history"] else {}
+    print(json.dumps({"model": str(out), "rows": len(rows), "data": str(path), "examples": log["examples"],
+                      "optimizer_steps": log["optimizer_steps"], "seconds": log["seconds"],
+                      "final": {k: v for k, v in last.items() if k != "step"}}, indent=2))
+    return 0

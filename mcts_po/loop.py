@@ -1,0 +1,443 @@
+"""AlphaZero-style rounds: search with policy k → extract → train policy k+1 → evaluate, resumable per phase.
+
+`run_loop(config, run_dir)` is what `mcts-po loop` calls. One run folder holds everything:
+
+    RUN/loop_config.json           the settings (a rerun with other settings is refused; `rounds` may grow)
+    RUN/baseline_eval/             evaluation of the initial policy (policy 0)
+    RUN/round_k/search/            trees.jsonl + summary.json of the search with policy k (fresh train slice)
+    RUN/round_k/data/              the method's extracted rows (<format>.jsonl, dataset folder, stats.json)
+    RUN/round_k/policy/            policy k+1 (a plain HF folder + training_log.json)
+    RUN/round_k/eval/              evaluation of policy k+1 on the held-out split
+    RUN/round_k/<phase>.done.json  done-markers, written atomically after the phase's outputs
+    RUN/metrics.json, metrics.png  accuracy by policy, pairs, tokens and time by round
+
+Resuming: a phase whose marker exists is skipped; a phase killed before its marker is run
+again (search resumes per tree, evaluation per chunk, training restarts). The inference
+engine is built once per policy (evaluation of policy k and the search with policy k share
+it) and closed before training, so each round's engine loads the new weights and the
+trainer gets the memory back.
+
+Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
+round). The reference of round k's training is the initial policy (`reference: initial`) or
+policy k, the one being trained (`reference: previous`).
+
+    from mcts_po.loop import LoopConfig, run_loop
+    metrics = run_loop(LoopConfig.from_yaml_dict(yaml.safe_load(open("configs/loop_arithmetic_cpu.yaml"))), "runs/loop")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mcts_po.extract.selection import ExtractConfig
+from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
+from mcts_po.llm.policy import SamplingConfig
+from mcts_po.search.config import SearchConfig
+
+LOOP_METHODS = ("step-dpo", "step-apo", "tpo", "dpo")
+REFERENCES = ("initial", "previous")
+PHASES = ("search", "extract", "train", "eval")
+CONFIG_FILE = "loop_config.json"
+METRICS_FILE = "metrics.json"
+PLOT_FILE = "metrics.png"
+BASELINE_DIR = "baseline_eval"
+# Options that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("rounds", "progress")
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = field(default=2, metadata={"help": "rounds of search -> extract -> train -> evaluate"})
+    method: str = field(default="step-dpo", metadata={"help": f"training method (and extraction format): {', '.join(LOOP_METHODS)}"})
+    model: str = field(default="smollm2-135m", metadata={"help": "initial policy: alias, HF hub id or local folder"})
+    reference: str = field(default="initial", metadata={"help": f"reference policy of each round's training: {', '.join(REFERENCES)}"})
+    task: str = field(default="arithmetic", metadata={"help": "task name"})
+    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "task options (YAML mapping)"})
+    data: str = field(default="", metadata={"help": "problems file/folder or hub id (task default when empty)"})
+    train_split: str = field(default="train", metadata={"help": "split searched each round"})
+    problems_per_round: int = field(default=32, metadata={"help": "fresh train problems searched per round"})
+    train_offset: int = field(default=0, metadata={"help": "first train problem of round 0"})
+    eval_split: str = field(default="test", metadata={"help": "held-out split evaluated after each round"})
+    eval_limit: int = field(default=300, metadata={"help": "held-out problems evaluated (0 = all)"})
+    eval_offset: int = field(default=0, metadata={"help": "first held-out problem"})
+    eval_k: int = field(default=1, metadata={"help": "maj@k samples in the evaluation (1 = greedy only)"})
+    eval_max_tokens: int = field(default=256, metadata={"help": "generated tokens per evaluated solution"})
+    eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
+    backend: str = field(default="transformers", metadata={"help": "inference backend for search and evaluation: vllm, transformers, http"})
+    backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options (YAML mapping), e.g. base_url"})
+    problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
+    seed: int = field(default=0, metadata={"help": "base seed: round k searches with seed + k"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    train: Any = None  # TrainConfig; built lazily so that importing this module needs no torch
+
+    def __post_init__(self) -> None:
+        if self.method not in LOOP_METHODS:
+            raise ValueError(f"LoopConfig.method = {self.method!r} is not one of: {', '.join(LOOP_METHODS)}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"LoopConfig.reference = {self.reference!r} is not one of: {', '.join(REFERENCES)}")
+        for name in ("rounds", "problems_per_round", "eval_k", "eval_max_tokens", "problems_in_flight"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("train_offset", "eval_limit", "eval_offset"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"LoopConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @property
+    def extract_format(self) -> str:
+        return self.method
+
+    def train_config(self):
+        """The TrainConfig (step delimiter = the search's unless the train section sets one)."""
+        from mcts_po.train.trainer import TrainConfig
+
+        if self.train is None:
+            return TrainConfig(step_delimiter=self.sampling.step_delimiter)
+        if isinstance(self.train, dict):
+            values = dict(self.train)
+            values.setdefault("step_delimiter", self.sampling.step_delimiter)
+            return TrainConfig.from_dict(values)
+        return self.train
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("search", "sampling", "extract"):
+            data[name] = asdict(data[name])
+        train = self.train
+        data["train"] = dict(train) if isinstance(train, dict) else (asdict(train) if train is not None else {})
+        return json.loads(json.dumps(data))
+
+    @classmethod
+    def from_yaml_dict(cls, values: dict[str, Any], source: str = "config") -> "LoopConfig":
+        """A LoopConfig from a YAML mapping: top-level loop options plus `search:`, `sampling:`,
+        `extract:` and `train:` sections. Unknown keys raise UserError naming the valid ones."""
+        values = {k.replace("-", "_"): v for k, v in (values or {}).items()}
+        sections = {"search": SearchConfig, "sampling": SamplingConfig, "extract": ExtractConfig}
+        built: dict[str, Any] = {}
+        for name, section_cls in sections.items():
+            section = values.pop(name, None) or {}
+            if not isinstance(section, dict):
+                raise UserError(f"{source}: `{name}:` must be a mapping of options")
+            built[name] = _build_section(section_cls, section, f"{source}: {name}")
+        train = values.pop("train", None) or {}
+        if not isinstance(train, dict):
+            raise UserError(f"{source}: `train:` must be a mapping of options")
+        built["train"] = {k.replace("-", "_"): v for k, v in train.items()}
+        names = {f.name for f in dataclasses.fields(cls)} - set(sections) - {"train"}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown loop option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))} "
+                            "and the sections search, sampling, extract, train")
+        try:
+            config = cls(**values, **built)
+            config.train_config()  # validate the train section now, not hours later
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source}: {exc}") from None
+        return config
+
+
+def _build_section(cls: type, values: dict[str, Any], source: str) -> Any:
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+# ---------------------------------------------------------------- phases and markers
+
+
+def marker_path(phase_dir: Path, phase: str) -> Path:
+    return phase_dir / f"{phase}.done.json"
+
+
+def read_marker(phase_dir: Path, phase: str) -> dict[str, Any] | None:
+    path = marker_path(phase_dir, phase)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_phase(phase_dir: Path, phase: str, label: str, work: Callable[[], dict[str, Any]],
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """Run `work` unless its done-marker exists; write the marker (result + seconds) after it returns."""
+    done = read_marker(phase_dir, phase)
+    if done is not None:
+        log(f"{label}: done before, skipped ({done['seconds']:.1f} s then)")
+        return done
+    log(f"{label}: started")
+    started = time.monotonic()
+    result = work()
+    record = {"phase": phase, "seconds": round(time.monotonic() - started, 2), "finished_at": time.time(), "result": result}
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker_path(phase_dir, phase), record)
+    log(f"{label}: finished in {record['seconds']:.1f} s  {_brief(result)}")
+    return record
+
+
+def _brief(result: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v}" for k, v in result.items() if isinstance(v, (int, float, str)) and k != "path")
+
+
+class BackendCache:
+    """At most one live engine, for one policy; asking for another policy closes the first."""
+
+    def __init__(self, make: Callable[[str], Any]):
+        self.make = make
+        self.model: str | None = None
+        self.backend: Any = None
+        self.engines_started = 0
+
+    def get(self, model: str) -> Any:
+        if self.backend is not None and self.model == model:
+            return self.backend
+        self.close()
+        self.backend = self.make(model)
+        self.model = model
+        self.engines_started += 1
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend, self.model = None, None
+
+
+class LoopPhases:
+    """The real work of each phase. Tests substitute a fake with the same four methods."""
+
+    def __init__(self, config: LoopConfig, log: Callable[[str], None]):
+        self.config = config
+        self.log = log
+        self.engines = BackendCache(self._make_backend)
+
+    def _make_backend(self, model: str) -> Any:
+        from mcts_po.backends import make_backend
+
+        self.log(f"starting {self.config.backend} engine for {model}")
+        return make_backend(self.config.backend, model=model, seed=self.config.seed, **self.config.backend_options)
+
+    def search(self, round_index: int, policy: str, out: Path) -> dict[str, Any]:
+        from mcts_po.search_runner import SearchJob, run_search_job
+
+        c = self.config
+        search = dataclasses.replace(c.search, seed=c.search.seed + round_index)
+        job = SearchJob(out=str(out), task=c.task, task_options=dict(c.task_options), split=c.train_split,
+                        limit=c.problems_per_round, offset=c.train_offset + round_index * c.problems_per_round,
+                        data=c.data or None, model=policy, backend=c.backend, backend_options=dict(c.backend_options),
+                        search=search, sampling=c.sampling, problems_in_flight=c.problems_in_flight,
+                        greedy_baseline=False, progress=c.progress)
+        summary = run_search_job(job, backend=self.engines.get(policy))
+        return {key: summary[key] for key in ("problems", "problems_with_correct_terminal", "solved_share", "nodes",
+                                              "generated_tokens", "prompt_tokens")}
+
+    def extract(self, round_index: int, trees_dir: Path, out: Path) -> dict[str, Any]:
+        from mcts_po.extract.pipeline import extract_to_disk
+        from mcts_po.search_runner import load_trees
+
+        self.engines.close()  # the engine is not needed again for this policy; free memory for training
+        trees = load_trees(trees_dir / "trees.jsonl")
+        stats = extract_to_disk(trees, [self.config.extract_format], out, self.config.extract, sources=[str(trees_dir)])
+        rows = sum(1 for _ in read_jsonl(out / f"{self.config.extract_format}.jsonl"))
+        return {"rows": rows, "trees": len(trees), "format": self.config.extract_format,
+                "stats": stats.get(self.config.extract_format, {})}
+
+    def train(self, round_index: int, policy: str, reference: str, data_dir: Path, out: Path) -> dict[str, Any]:
+        from mcts_po.train.trainer import train_preferences
+
+        self.engines.close()
+        rows = [row for _, row in read_jsonl(data_dir / f"{self.config.extract_format}.jsonl")]
+        if not rows:
+            self.log(f"round {round_index}: no training rows; policy {round_index + 1} = policy {round_index}")
+            return {"policy": policy, "trained": False, "rows": 0}
+        train_config = dataclasses.replace(self.config.train_config(), ref_model=reference,
+                                           progress=self.config.progress)
+        path = train_preferences(policy, rows, self.config.method, train_config, out)
+        log = json.loads((Path(path) / "training_log.json").read_text(encoding="utf-8"))
+        last = log["history"][-1] if log["history"] else {}
+        return {"policy": str(path), "trained": True, "rows": len(rows), "optimizer_steps": log["optimizer_steps"],
+                "train_seconds": log["seconds"], "final_loss": last.get("loss"),
+                "final_reward_margin": last.get("reward_margin"), "final_ordered_pair_fraction": last.get("ordered_pair_fraction")}
+
+    def evaluate(self, policy: str, out: Path) -> dict[str, Any]:
+        from mcts_po.evaluation import EvalConfig, evaluate_model
+
+        c = self.config
+        eval_config = EvalConfig(model=policy, task=c.task, task_options=dict(c.task_options), split=c.eval_split,
+                                 limit=c.eval_limit, offset=c.eval_offset, data=c.data, backend=c.backend, k=c.eval_k,
+                                 temperature=c.sampling.temperature or 0.7, top_p=c.sampling.top_p,
+                                 max_tokens=c.eval_max_tokens, seed=c.seed)
+        summary = evaluate_model(eval_config, out, backend=self.engines.get(policy), progress=c.progress)
+        result = {"accuracy": summary["greedy"]["accuracy"], "correct": summary["greedy"]["correct"],
+                  "problems": summary["problems"], "ci95": summary["greedy"]["ci95"],
+                  "generated_tokens": summary["generated_tokens"]}
+        if c.eval_k > 1:
+            result[f"maj@{c.eval_k}"] = summary[f"maj@{c.eval_k}"]["accuracy"]
+        return result
+
+    def close(self) -> None:
+        self.engines.close()
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def check_run_config(run_dir: Path, config: LoopConfig) -> None:
+    """Write RUN/loop_config.json, or refuse a rerun whose settings differ (other than `rounds`)."""
+    path = run_dir / CONFIG_FILE
+    current = config.to_dict()
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        differing = sorted(k for k in set(previous) | set(current)
+                           if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+        if differing:
+            raise UserError(f"{run_dir} holds a loop run made with other settings ({', '.join(differing)} differ; "
+                            f"see {path}); use a new --out to start afresh")
+    atomic_write_json(path, current)
+
+
+def stderr_log(message: str) -> None:
+    print(f"[loop {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
+             log: Callable[[str], None] = stderr_log, plot: bool = True) -> dict[str, Any]:
+    """Run (or resume) all rounds; write and return RUN/metrics.json (and metrics.png when `plot`)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(run_dir, config)
+    phases = phases if phases is not None else LoopPhases(config, log)
+    initial = config.model
+    policy = initial
+    try:
+        if config.eval_initial:
+            run_phase(run_dir / BASELINE_DIR, "eval", "policy 0 (initial) eval",
+                      lambda: phases.evaluate(initial, run_dir / BASELINE_DIR), log)
+        for k in range(config.rounds):
+            round_dir = run_dir / f"round_{k}"
+            current = policy
+            run_phase(round_dir, "search", f"round {k} search (policy {k})",
+                      lambda: phases.search(k, current, round_dir / "search"), log)
+            run_phase(round_dir, "extract", f"round {k} extract ({config.extract_format})",
+                      lambda: phases.extract(k, round_dir / "search", round_dir / "data"), log)
+            reference = initial if config.reference == "initial" else current
+            trained = run_phase(round_dir, "train", f"round {k} train {config.method} (policy {k + 1})",
+                                lambda: phases.train(k, current, reference, round_dir / "data", round_dir / "policy"), log)
+            policy = trained["result"]["policy"]
+            run_phase(round_dir, "eval", f"round {k} eval (policy {k + 1})",
+                      lambda: phases.evaluate(policy, round_dir / "eval"), log)
+    finally:
+        phases.close()
+    metrics = collect_metrics(run_dir, config)
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    if plot:
+        plot_metrics(metrics, run_dir / PLOT_FILE)
+    log(f"metrics: {run_dir / METRICS_FILE}" + (f", plot: {run_dir / PLOT_FILE}" if plot else ""))
+    return metrics
+
+
+def collect_metrics(run_dir: Path, config: LoopConfig) -> dict[str, Any]:
+    """Accuracy by policy and per-round pairs, tokens and phase times, from the done-markers."""
+    policies = []
+    baseline = read_marker(run_dir / BASELINE_DIR, "eval")
+    if baseline is not None:
+        policies.append({"policy": 0, "model": config.model, **baseline["result"], "eval_seconds": baseline["seconds"]})
+    rounds = []
+    for k in range(config.rounds):
+        round_dir = run_dir / f"round_{k}"
+        markers = {phase: read_marker(round_dir, phase) for phase in PHASES}
+        if all(m is None for m in markers.values()):
+            continue
+        entry: dict[str, Any] = {"round": k, "seconds": {p: (m["seconds"] if m else None) for p, m in markers.items()}}
+        if markers["search"]:
+            entry["search"] = markers["search"]["result"]
+            entry["search_generated_tokens"] = markers["search"]["result"].get("generated_tokens")
+        if markers["extract"]:
+            entry["rows"] = markers["extract"]["result"]["rows"]
+        if markers["train"]:
+            entry["train"] = markers["train"]["result"]
+        if markers["eval"]:
+            policies.append({"policy": k + 1, "model": markers["train"]["result"]["policy"] if markers["train"] else None,
+                             **markers["eval"]["result"], "eval_seconds": markers["eval"]["seconds"]})
+        entry["total_seconds"] = round(sum(m["seconds"] for m in markers.values() if m), 2)
+        rounds.append(entry)
+    accuracies = [p["accuracy"] for p in policies]
+    return {
+        "method": config.method, "task": config.task, "task_options": config.task_options, "model": config.model,
+        "reference": config.reference, "backend": config.backend,
+        "accuracy_by_policy": accuracies,
+        "accuracy_gain": round(accuracies[-1] - accuracies[0], 4) if len(accuracies) > 1 else None,
+        "policies": policies, "rounds": rounds,
+        "total_seconds": round(sum(r["total_seconds"] for r in rounds) + sum(
+            p["eval_seconds"] for p in policies if p["policy"] == 0), 2),
+    }
+
+
+def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
+    """Four panels: held-out accuracy (95 % CI) by policy, rows per round, search tokens, phase times."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    policies = metrics["policies"]
+    xs = [p["policy"] for p in policies]
+    ys = [p["accuracy"] for p in policies]
+    low = [p["accuracy"] - p["ci95"][0] for p in policies]
+    high = [p["ci95"][1] - p["accuracy"] for p in policies]
+    axes[0].errorbar(xs, ys, yerr=[low, high], marker="o", capsize=4)
+    axes[0].set(title=f"held-out greedy accuracy ({metrics['method']})", xlabel="policy (after round k-1)", ylabel="accuracy")
+    rounds = metrics["rounds"]
+    rx = [r["round"] for r in rounds]
+    axes[1].bar(rx, [r.get("rows", 0) for r in rounds])
+    axes[1].set(title="training rows extracted", xlabel="round")
+    axes[2].bar(rx, [r.get("search_generated_tokens") or 0 for r in rounds])
+    axes[2].set(title="search generated tokens", xlabel="round")
+    bottom = [0.0] * len(rounds)
+    for phase in PHASES:
+        values = [(r["seconds"].get(phase) or 0.0) / 60 for r in rounds]
+        axes[3].bar(rx, values, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axes[3].set(title="time per phase", xlabel="round", ylabel="minutes")
+    axes[3].legend(fontsize=8)
+    for ax in axes:
+        if ax is not axes[0]:
+            ax.set_xticks(rx)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def share_round0(source_run: str | Path, target_run: str | Path) -> list[str]:
+    """Copy a run's baseline evaluation and round-0 search (outputs + markers) into another run, so
+    that several methods train from the SAME round-0 trees. Copies only what is finished and
+    absent in the target; returns the phases copied."""
+    source, target = Path(source_run), Path(target_run)
+    copied = []
+    for sub, phase, folder in ((BASELINE_DIR, "eval", BASELINE_DIR), ("round_0", "search", "round_0/search")):
+        marker = marker_path(source / sub, phase)
+        if not marker.exists() or marker_path(target / sub, phase).exists():
+            continue
+        if (target / folder).exists():
+            shutil.rmtree(target / folder)
+        shutil.copytree(source / folder, target / folder)
+        (target / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(marker, marker_path(target / sub, phase))
+        copied.append(f"{sub}/{phase}")
+    return copied
