@@ -27,14 +27,19 @@ def root_prompt(tree: Tree) -> str:
     return tree.prompt if tree.prompt else tree.question.strip() + STEP_DELIMITER
 
 
-def prefix_text(steps: list[str]) -> str:
+def step_delimiter(tree: Tree) -> str:
+    """The delimiter the search ended steps with (`tree.sampling["step_delimiter"]`), else STEP_DELIMITER."""
+    return (tree.sampling or {}).get("step_delimiter") or STEP_DELIMITER
+
+
+def prefix_text(steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
     """Steps each followed by the delimiter: "" for no steps, "a\\n\\nb\\n\\n" for two."""
-    return "".join(step + STEP_DELIMITER for step in steps)
+    return "".join(step + delimiter for step in steps)
 
 
 def training_prompt(tree: Tree, node_id: int) -> str:
-    """The prompt that continues `node_id`: root prompt + the steps on its path."""
-    return root_prompt(tree) + prefix_text(tree.steps(node_id))
+    """The prompt that continues `node_id`: root prompt + the steps on its path, as the search wrote them."""
+    return root_prompt(tree) + prefix_text(tree.steps(node_id), step_delimiter(tree))
 
 
 def join_steps(steps: list[str]) -> str:
