@@ -15,7 +15,9 @@ Resuming: a phase whose marker exists is skipped; a phase killed before its mark
 again (search resumes per tree, evaluation per chunk, training restarts). The inference
 engine is built once per policy (evaluation of policy k and the search with policy k share
 it) and closed before training, so each round's engine loads the new weights and the
-trainer gets the memory back.
+trainer gets the memory back. With `reuse_engine: true` (vllm) one engine serves the whole
+run: each new policy's weights are loaded into it in place (`VLLMBackend.load_weights`),
+which saves an engine start (~2 min on CPU) per policy but keeps the engine in memory.
 
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
@@ -72,6 +74,7 @@ class LoopConfig:
     eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
     backend: str = field(default="transformers", metadata={"help": "inference backend for search and evaluation: vllm, transformers, http"})
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options (YAML mapping), e.g. base_url"})
+    reuse_engine: bool = field(default=False, metadata={"help": "vllm: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~2 min each on CPU); the engine then stays in memory during training"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "base seed: round k searches with seed + k"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -193,22 +196,36 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 class BackendCache:
-    """At most one live engine, for one policy; asking for another policy closes the first."""
+    """At most one live engine, for one policy. Asking for another policy loads its weights into
+    the live engine when `reuse` is on and the backend can (`load_weights`), else closes the
+    engine and starts a new one."""
 
-    def __init__(self, make: Callable[[str], Any]):
+    def __init__(self, make: Callable[[str], Any], reuse: bool = False):
         self.make = make
+        self.reuse = reuse
         self.model: str | None = None
         self.backend: Any = None
         self.engines_started = 0
+        self.weight_loads = 0
 
     def get(self, model: str) -> Any:
         if self.backend is not None and self.model == model:
+            return self.backend
+        if self.backend is not None and self.reuse and hasattr(self.backend, "load_weights"):
+            self.backend.load_weights(model)
+            self.model = model
+            self.weight_loads += 1
             return self.backend
         self.close()
         self.backend = self.make(model)
         self.model = model
         self.engines_started += 1
         return self.backend
+
+    def release(self) -> None:
+        """Before training: close the engine to free its memory, unless it is kept for reuse."""
+        if not self.reuse:
+            self.close()
 
     def close(self) -> None:
         if self.backend is not None:
@@ -219,14 +236,19 @@ class BackendCache:
 class LoopPhases:
     """The real work of each phase. Tests substitute a fake with the same four methods."""
 
-    def __init__(self, config: LoopConfig, log: Callable[[str], None]):
+    def __init__(self, config: LoopConfig, log: Callable[[str], None], engines: BackendCache | None = None):
         self.config = config
         self.log = log
-        self.engines = BackendCache(self._make_backend)
+        self.owns_engines = engines is None
+        self.engines = engines if engines is not None else BackendCache(self._make_backend, reuse=config.reuse_engine)
 
     def _make_backend(self, model: str) -> Any:
         from mcts_po.backends import make_backend
 
+        if self.config.backend == "http" and model != self.config.model:
+            raise UserError(f"backend http: the servers hold a fixed model and cannot follow the loop to the trained "
+                            f"policy {model}; use backend vllm or transformers for the loop, or run the round by hand "
+                            "against servers restarted on that folder (docs/loop.md, scale-out)")
         self.log(f"starting {self.config.backend} engine for {model}")
         return make_backend(self.config.backend, model=model, seed=self.config.seed, **self.config.backend_options)
 
@@ -248,7 +270,7 @@ class LoopPhases:
         from mcts_po.extract.pipeline import extract_to_disk
         from mcts_po.search_runner import load_trees
 
-        self.engines.close()  # the engine is not needed again for this policy; free memory for training
+        self.engines.release()  # the engine is not needed again for this policy; free memory for training
         trees = load_trees(trees_dir / "trees.jsonl")
         stats = extract_to_disk(trees, [self.config.extract_format], out, self.config.extract, sources=[str(trees_dir)])
         rows = sum(1 for _ in read_jsonl(out / f"{self.config.extract_format}.jsonl"))
@@ -258,7 +280,7 @@ class LoopPhases:
     def train(self, round_index: int, policy: str, reference: str, data_dir: Path, out: Path) -> dict[str, Any]:
         from mcts_po.train.trainer import train_preferences
 
-        self.engines.close()
+        self.engines.release()
         rows = [row for _, row in read_jsonl(data_dir / f"{self.config.extract_format}.jsonl")]
         if not rows:
             self.log(f"round {round_index}: no training rows; policy {round_index + 1} = policy {round_index}")
@@ -289,7 +311,8 @@ class LoopPhases:
         return result
 
     def close(self) -> None:
-        self.engines.close()
+        if self.owns_engines:
+            self.engines.close()
 
 
 # ---------------------------------------------------------------- the loop

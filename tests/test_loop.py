@@ -209,6 +209,38 @@ def test_plot_is_written(tmp_path):
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+class FakeEngine:
+    def __init__(self, model, log):
+        self.model, self.log = model, log
+        log.append(("start", model))
+
+    def load_weights(self, model):
+        self.log.append(("load", model))
+        self.model = model
+
+    def close(self):
+        self.log.append(("close", self.model))
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_backend_cache_starts_one_engine_per_policy_or_reloads_weights(reuse):
+    from mcts_po.loop import BackendCache
+
+    log: list[tuple[str, str]] = []
+    cache = BackendCache(lambda model: FakeEngine(model, log), reuse=reuse)
+    assert cache.get("p0") is cache.get("p0")
+    cache.release()  # before training
+    cache.get("p1")
+    cache.get("p2")
+    cache.close()
+    if reuse:
+        assert log == [("start", "p0"), ("load", "p1"), ("load", "p2"), ("close", "p2")]
+        assert (cache.engines_started, cache.weight_loads) == (1, 2)
+    else:
+        assert log == [("start", "p0"), ("close", "p0"), ("start", "p1"), ("close", "p1"), ("start", "p2"), ("close", "p2")]
+        assert (cache.engines_started, cache.weight_loads) == (3, 0)
+
+
 # ---------------------------------------------------------------- one real round (slow)
 
 

@@ -1,0 +1,186 @@
+"""Loop benchmark: two rounds of search → extract → train → evaluate on CPU, for step-dpo, step-apo and
+tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → BENCHMARK_LOOP.md + .json.
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --budget-minutes 18
+    # rerun the same command until it prints "all done": each run resumes at phase granularity and
+    # stops starting new phases once the budget is spent (so each locked piece stays < 20 min)
+    .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --report-only   # rewrite the report
+
+Settings come from configs/loop_arithmetic_cpu.yaml (`--config`), with `method` set per run. The
+first method's run (WORK/step-dpo) does the baseline evaluation and the round-0 search; the other
+methods copy those (`mcts_po.loop.share_round0`) before they start, so all three train from the
+same round-0 trees and are compared against the same baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("step-dpo", "step-apo", "tpo")
+
+
+class BudgetSpent(Exception):
+    pass
+
+
+class BudgetedPhases:
+    """Wraps the real phases: refuses to start a phase once the wall-clock budget is spent."""
+
+    def __init__(self, inner, deadline: float):
+        self.inner = inner
+        self.deadline = deadline
+
+    def _check(self, name: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise BudgetSpent(name)
+
+    def search(self, *args):
+        self._check("search")
+        return self.inner.search(*args)
+
+    def extract(self, *args):
+        self._check("extract")
+        return self.inner.extract(*args)
+
+    def train(self, *args):
+        self._check("train")
+        return self.inner.train(*args)
+
+    def evaluate(self, *args):
+        self._check("eval")
+        return self.inner.evaluate(*args)
+
+    def close(self):
+        self.inner.close()
+
+
+def load_config(path: Path, method: str):
+    from mcts_po.config_utils import load_yaml
+    from mcts_po.loop import LoopConfig
+
+    values = load_yaml(path)
+    values["method"] = method
+    return LoopConfig.from_yaml_dict(values, str(path))
+
+
+def run_methods(work: Path, config_path: Path, budget_minutes: float) -> bool:
+    """Advance every method's loop within the budget; True when all are finished."""
+    from mcts_po.loop import BackendCache, LoopPhases, marker_path, run_loop, share_round0, stderr_log
+
+    deadline = time.monotonic() + budget_minutes * 60
+    first = work / METHODS[0]
+    base_config = load_config(config_path, METHODS[0])
+    # one engine cache for all three methods: with reuse_engine the engine starts once per piece
+    engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend, reuse=base_config.reuse_engine)
+    try:
+        return _run_methods(work, config_path, first, deadline, budget_minutes, engines)
+    finally:
+        engines.close()
+        stderr_log(f"engines started: {engines.engines_started}, weight loads into a running engine: {engines.weight_loads}")
+
+
+def _run_methods(work, config_path, first, deadline, budget_minutes, engines) -> bool:
+    from mcts_po.loop import LoopPhases, marker_path, run_loop, share_round0, stderr_log
+
+    for method in METHODS:
+        config = load_config(config_path, method)
+        run_dir = work / method
+        if method != METHODS[0]:
+            if not marker_path(first / "round_0", "search").exists():
+                stderr_log(f"{method}: waiting for the shared round-0 search of {METHODS[0]}")
+                return False
+            copied = share_round0(first, run_dir)
+            if copied:
+                stderr_log(f"{method}: reusing {', '.join(copied)} from {first}")
+        phases = BudgetedPhases(LoopPhases(config, stderr_log, engines=engines), deadline)
+        stderr_log(f"=== {method} ({run_dir})")
+        try:
+            run_loop(config, run_dir, phases=phases)
+        except BudgetSpent as stop:
+            stderr_log(f"budget of {budget_minutes} min spent before {method} {stop}; rerun to continue")
+            return False
+    return True
+
+
+def write_report(work: Path, config_path: Path, report: Path, command: str) -> dict:
+    from mcts_po.loop import collect_metrics
+
+    results = {}
+    for method in METHODS:
+        run_dir = work / method
+        if (run_dir / "loop_config.json").exists():
+            results[method] = collect_metrics(run_dir, load_config(config_path, method))
+    config_text = config_path.read_text(encoding="utf-8")
+    data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
+            "results": results}
+    report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+    lines = ["# Loop benchmark: SmolLM2-135M, arithmetic, two rounds on CPU", "",
+             "Written by `scripts/bench_loop.py` (numbers below are measured, nothing is edited by hand).", "",
+             "Command (run under the shared CPU lock, repeated until it printed `all done`; it resumes per phase):", "",
+             f"    {command}", "",
+             f"Config: `{data['config_file']}` (method set per run); step-apo and tpo reuse step-dpo's baseline "
+             "evaluation and round-0 trees. Machine: " + data["machine"] + ".", "",
+             "## Held-out greedy accuracy by policy", "",
+             "Policy 0 = SmolLM2-135M-Instruct; policy k+1 = trained in round k. 95 % Wilson interval in brackets.", "",
+             "| method | policy 0 | policy 1 | policy 2 | gain (2 rounds) | training rows r0 / r1 |",
+             "|---|---|---|---|---|---|"]
+    for method, metrics in results.items():
+        cells = []
+        for index in range(3):
+            entry = next((p for p in metrics["policies"] if p["policy"] == index), None)
+            cells.append(f"{entry['accuracy']:.3f} [{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}] ({entry['correct']}/{entry['problems']})"
+                         if entry else "not run")
+        gain = f"{100 * metrics['accuracy_gain']:+.1f} pts" if metrics["accuracy_gain"] is not None and len(metrics["policies"]) == 3 else "—"
+        rows = " / ".join(str(r.get("rows", "—")) for r in metrics["rounds"]) or "—"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {gain} | {rows} |")
+    lines += ["", "## Wall time per phase (seconds)", "",
+              "| method | round | search | extract | train | eval | search tokens | final train loss | final reward margin |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for method, metrics in results.items():
+        for r in metrics["rounds"]:
+            s = r["seconds"]
+            train = r.get("train", {})
+            fmt = lambda v: "—" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
+            lines.append(f"| {method} | {r['round']} | {fmt(s['search'])} | {fmt(s['extract'])} | {fmt(s['train'])} | "
+                         f"{fmt(s['eval'])} | {fmt(r.get('search_generated_tokens'))} | {fmt(train.get('final_loss'))} | "
+                         f"{fmt(train.get('final_reward_margin'))} |")
+        baseline = next((p for p in metrics["policies"] if p["policy"] == 0), None)
+        if baseline and method == METHODS[0]:
+            lines.append(f"| {method} | baseline eval | | | | {baseline['eval_seconds']:.1f} | | | |")
+    lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo and tpo "
+              "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
+              "ran per method.", ""]
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=str(REPO / "runs" / "bench_loop"), help="folder of the three loop runs")
+    parser.add_argument("--config", default=str(REPO / "configs" / "loop_arithmetic_cpu.yaml"))
+    parser.add_argument("--report", default=str(REPO / "BENCHMARK_LOOP.md"), help="report (the .json goes beside it)")
+    parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
+    args = parser.parse_args(argv)
+    work, config_path, report = Path(args.work), Path(args.config).resolve(), Path(args.report)
+    command = ("flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py "
+               f"--work {args.work} --config {os.path.relpath(config_path, REPO)} --budget-minutes {args.budget_minutes:g}")
+    finished = True
+    if not args.report_only:
+        finished = run_methods(work, config_path, args.budget_minutes)
+    write_report(work, config_path, report, command)
+    print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
