@@ -129,6 +129,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
              f"    {command}", "",
              f"Config: `{data['config_file']}` (method set per run); step-apo and tpo reuse step-dpo's baseline "
              "evaluation and round-0 trees. Machine: " + data["machine"] + ".", "",
+             *difficulty_lines(work),
              "## Held-out greedy accuracy by policy", "",
              "Policy 0 = SmolLM2-135M-Instruct; policy k+1 = trained in round k. 95 % Wilson interval in brackets.", "",
              "| method | policy 0 | policy 1 | policy 2 | gain (2 rounds) | training rows r0 / r1 |",
@@ -161,6 +162,24 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
               "ran per method.", ""]
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return data
+
+
+def difficulty_lines(work: Path) -> list[str]:
+    """A table of the round-0 difficulty probe: WORK/difficulty/<name>/summary.json (mcts-po eval outputs)."""
+    summaries = sorted((work / "difficulty").glob("*/summary.json"))
+    if not summaries:
+        return []
+    lines = ["## Choosing the difficulty (SmolLM2-135M greedy, before any training)", "",
+             "`mcts-po eval` summaries (the first held-out test problems of each setting); the loop uses the setting "
+             "in the config above, chosen for a greedy accuracy inside the 5-60 % band.", "",
+             "| task options | problems | greedy accuracy [95 % CI] | backend | generated tokens | seconds |",
+             "|---|---|---|---|---|---|"]
+    for path in summaries:
+        s = json.loads(path.read_text(encoding="utf-8"))
+        g = s["greedy"]
+        lines.append(f"| `{json.dumps(s['task_options'])}` | {s['problems']} | {g['accuracy']:.3f} "
+                     f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {s['backend']} | {s['generated_tokens']} | {s['seconds']} |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
