@@ -10,7 +10,7 @@
 (mcts_po/train/trainer.py); `--config FILE` reads them from YAML (top level or under `train:`),
 flags override the file. The step delimiter defaults to the search's ("\\n"; `--step-delimiter '\\n\\n'`
 for paragraph steps; escapes are decoded). The output folder is a plain HF model folder (+ training_log.json),
-written atomically. On several GPUs, see docs/loop.md (accelerate launch: untested here).
+written atomically. Data-parallel: `torchrun --nproc_per_node N -m mcts_po.cli train ...` (docs/loop.md).
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ Rows (the columns `mcts-po extract` writes; see docs/losses.md):
     out = train_preferences("smollm2-135m", rows, "step-dpo", TrainConfig(max_steps=20), "runs/x/policy-1")
 
 Weights are saved in float32 by default: a few small updates would round away in bf16.
+
+Data parallel: under `torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N`
+(which set RANK / WORLD_SIZE / LOCAL_RANK), each process takes every N-th micro-batch, the policy is
+wrapped in DistributedDataParallel (nccl on GPU, one GPU per process; gloo on CPU), and rank 0
+saves. The global batch is batch_size x gradient_accumulation_steps x N.
 """
 
 from __future__ import annotations
@@ -336,10 +341,48 @@ def ordered_pair_fraction(rewards: torch.Tensor, examples: Sequence[ListExample]
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA GPU is available")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun / accelerate launch
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run (torchrun / `accelerate launch` set the env vars)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def data_parallel_from_env() -> DataParallel:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return DataParallel(rank=int(os.environ.get("RANK", "0")), world_size=world_size)
+
+
+def start_data_parallel(parallel: DataParallel, device: torch.device) -> bool:
+    """Join the process group (nccl on GPU, gloo on CPU); True when this call created it."""
+    import torch.distributed as dist
+
+    if parallel.world_size == 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def rank_batches(batches: list[Any], parallel: DataParallel) -> list[Any]:
+    """This rank's micro-batches: every world_size-th, the same count on every rank (the rest dropped),
+    so that rank r's i-th micro-batch pairs with the other ranks' i-th in one synchronised step."""
+    per_rank = len(batches) // parallel.world_size
+    return batches[parallel.rank :: parallel.world_size][:per_rank]
 
 
 def load_causal_lm(path: str, device: torch.device) -> Any:
@@ -435,6 +478,8 @@ def train_preferences(
         raise UserError(f"no {method} training examples in {len(rows)} rows")
     started = time.monotonic()
     device = resolve_device(config.device)
+    parallel = data_parallel_from_env()
+    created_group = start_data_parallel(parallel, device)
     torch.manual_seed(config.seed)  # LoRA initialisation draws from the global generator
     tokenizer = load_tokenizer(model_path)
     policy = load_causal_lm(model_path, device)
@@ -444,27 +489,36 @@ def train_preferences(
         policy = add_lora(policy, config)
     policy.train()
     trainable = [p for p in policy.parameters() if p.requires_grad]
+    forward_model = policy
+    if parallel.world_size > 1:  # gradients are averaged over ranks in backward()
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = config.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
     batches = micro_batches(examples, config, random.Random(config.seed))
+    if parallel.world_size > 1:
+        batches = rank_batches(batches, parallel)
+        if not batches:
+            raise UserError(f"{len(examples)} examples make fewer micro-batches than the {parallel.world_size} processes")
     accumulation = config.gradient_accumulation_steps
     total_steps = math.ceil(len(batches) / accumulation)
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc=f"train {method}", unit="step", disable=not config.progress)
+    bar = tqdm(total=total_steps, desc=f"train {method}", unit="step", disable=not (config.progress and parallel.is_main))
     for step in range(total_steps):
         group = batches[step * accumulation : (step + 1) * accumulation]
         optimizer.zero_grad(set_to_none=True)
         step_loss, margins, ordered = 0.0, [], []
         for batch in group:
             if method == "tpo":
-                out = list_batch_loss(policy, reference, tokenizer, batch, config, device)
+                out = list_batch_loss(forward_model, reference, tokenizer, batch, config, device)
                 ordered.append(ordered_pair_fraction(out.chosen_rewards, batch))
             else:
-                out = pair_batch_loss(policy, reference, tokenizer, batch, method, config, device)
+                out = pair_batch_loss(forward_model, reference, tokenizer, batch, method, config, device)
                 margins.extend((out.chosen_rewards - out.rejected_rewards).float().tolist())
             (out.loss / len(group)).backward()
             step_loss += out.loss.item() / len(group)
@@ -492,10 +546,20 @@ def train_preferences(
         "optimizer_steps": total_steps,
         "seconds": round(time.monotonic() - started, 2),
         "device": str(device),
+        "world_size": parallel.world_size,
         "config": config.to_dict(),
         "history": history,
     }
-    return save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
+    if parallel.world_size == 1:
+        return save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
+    import torch.distributed as dist
+
+    if parallel.is_main:  # the weights are identical on every rank
+        save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
+    dist.barrier()
+    if created_group:
+        dist.destroy_process_group()
+    return Path(output_dir)
 
 
 @torch.no_grad()
