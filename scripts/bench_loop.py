@@ -61,24 +61,31 @@ class BudgetedPhases:
         self.inner.close()
 
 
+TASK_OPTIONS_OVERRIDE: dict | None = None  # --task-options
+
+
 def load_config(path: Path, method: str):
     from mcts_po.config_utils import load_yaml
     from mcts_po.loop import LoopConfig
 
     values = load_yaml(path)
     values["method"] = method
+    if TASK_OPTIONS_OVERRIDE is not None:
+        values["task_options"] = dict(TASK_OPTIONS_OVERRIDE)
     return LoopConfig.from_yaml_dict(values, str(path))
 
 
-def run_methods(work: Path, config_path: Path, budget_minutes: float) -> bool:
-    """Advance every method's loop within the budget; True when all are finished."""
+def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=None) -> bool:
+    """Advance every method's loop within the budget; True when all are finished. `engines`: a
+    BackendCache to use (and close) instead of a new one."""
     from mcts_po.loop import BackendCache, LoopPhases, marker_path, run_loop, share_round0, stderr_log
 
     deadline = time.monotonic() + budget_minutes * 60
     first = work / METHODS[0]
     base_config = load_config(config_path, METHODS[0])
     # one engine cache for all three methods: with reuse_engine the engine starts once per piece
-    engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend, reuse=base_config.reuse_engine)
+    if engines is None:
+        engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend, reuse=base_config.reuse_engine)
     try:
         return _run_methods(work, config_path, first, deadline, budget_minutes, engines)
     finally:
@@ -189,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default=str(REPO / "BENCHMARK_LOOP.md"), help="report (the .json goes beside it)")
     parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
+    parser.add_argument("--task-options", help="JSON object replacing the config's task_options (the difficulty)")
     args = parser.parse_args(argv)
+    global TASK_OPTIONS_OVERRIDE
+    if args.task_options:
+        TASK_OPTIONS_OVERRIDE = json.loads(args.task_options)
     work, config_path, report = Path(args.work), Path(args.config).resolve(), Path(args.report)
     command = ("flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py "
-               f"--work {args.work} --config {os.path.relpath(config_path, REPO)} --budget-minutes {args.budget_minutes:g}")
+               f"--work {args.work} --config {os.path.relpath(config_path, REPO)} --budget-minutes {args.budget_minutes:g}"
+               + (f" --task-options '{args.task_options}'" if args.task_options else ""))
     finished = True
     if not args.report_only:
         finished = run_methods(work, config_path, args.budget_minutes)

