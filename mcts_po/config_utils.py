@@ -30,11 +30,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser | Any, cls: type, ti
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{help_text} (default: {default!r})"
+        flags = (_flag(f.name), *f.metadata.get("aliases", ()))
         if kind is bool:
-            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             base = kind if kind in (int, float, str) else str
-            group.add_argument(_flag(f.name), dest=f.name, type=base, default=None, help=help_text)
+            group.add_argument(*flags, dest=f.name, type=base, default=None, help=help_text)
 
 
 def build_dataclass(cls: type, file_values: dict[str, Any] | None, args: argparse.Namespace | None, source: str = "config"):
