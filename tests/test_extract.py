@@ -145,17 +145,17 @@ def test_step_dpo_full_rows_of_one_tree():
         {"prompt": CHAT_PROMPT, "chosen": "First, 3 * 4 = 12.", "rejected": "First, 2 + 3 = 5.",
          **{k: common[k] for k in ("question",)},
          "initial_reason_steps": "",
-         "full_chosen": "First, 3 * 4 = 12.\n\nNow we add them: 2 + 12 = 14. The answer is 14.",
-         "full_rejected": "First, 2 + 3 = 5.\n\nThen 5 * 4 = 20. The answer is 20.",
+         "full_chosen": "First, 3 * 4 = 12.\nNow we add them: 2 + 12 = 14. The answer is 14.",
+         "full_rejected": "First, 2 + 3 = 5.\nThen 5 * 4 = 20. The answer is 20.",
          "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
          "parent_id": 0, "chosen_id": 1, "rejected_id": 2, "q_chosen": 0.5, "q_rejected": -0.6,
          "visits_chosen": 6, "visits_rejected": 4, "depth": 1, "level": "step",
          "chosen_is_terminal": False, "rejected_is_terminal": False,
          "chosen_ends_solution": False, "rejected_ends_solution": False},
-        {"prompt": CHAT_PROMPT + "First, 3 * 4 = 12.\n\n",
+        {"prompt": CHAT_PROMPT + "First, 3 * 4 = 12.\n",
          "chosen": "Now we add them: 2 + 12 = 14. The answer is 14.",
          "rejected": "Now we add them: 2 + 12 = 15. The answer is 15.",
-         "question": "What is 2 + 3 * 4?", "initial_reason_steps": "First, 3 * 4 = 12.\n\n",
+         "question": "What is 2 + 3 * 4?", "initial_reason_steps": "First, 3 * 4 = 12.\n",
          "full_chosen": "Now we add them: 2 + 12 = 14. The answer is 14.",
          "full_rejected": "Now we add them: 2 + 12 = 15. The answer is 15.",
          "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
@@ -163,10 +163,10 @@ def test_step_dpo_full_rows_of_one_tree():
          "visits_chosen": 3, "visits_rejected": 1, "depth": 2, "level": "step",
          "chosen_is_terminal": True, "rejected_is_terminal": True,
          "chosen_ends_solution": True, "rejected_ends_solution": True},
-        {"prompt": CHAT_PROMPT + "First, 2 + 3 = 5.\n\n", "chosen": "Multiply by 4.",
+        {"prompt": CHAT_PROMPT + "First, 2 + 3 = 5.\n", "chosen": "Multiply by 4.",
          "rejected": "Then 5 * 4 = 20. The answer is 20.",
-         "question": "What is 2 + 3 * 4?", "initial_reason_steps": "First, 2 + 3 = 5.\n\n",
-         "full_chosen": "Multiply by 4.\n\n5 * 4 = 20. The answer is 20.",
+         "question": "What is 2 + 3 * 4?", "initial_reason_steps": "First, 2 + 3 = 5.\n",
+         "full_chosen": "Multiply by 4.\n5 * 4 = 20. The answer is 20.",
          "full_rejected": "Then 5 * 4 = 20. The answer is 20.",
          "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
          "parent_id": 2, "chosen_id": 8, "rejected_id": 7, "q_chosen": -0.2, "q_rejected": -1.0,
@@ -181,7 +181,7 @@ def test_step_dpo_prompt_falls_back_to_question_and_truncated_terminal_does_not_
     rows = extract_rows([tree_all_wrong()], "step-dpo")
     assert len(rows) == 1
     row = rows[0]
-    assert (row["prompt"], row["chosen"], row["rejected"]) == ("What is 9 - 3?\n\n", "Take away 3 from 9.", "9 - 3 = 5 and then")
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("What is 9 - 3?\n", "Take away 3 from 9.", "9 - 3 = 5 and then")
     assert (row["rejected_is_terminal"], row["rejected_ends_solution"]) == (True, False)
 
 
@@ -272,7 +272,7 @@ def test_level_filter_on_a_plan_tree():
     assert levels == ["plan", "step"]
     # the step pair's prompt holds the plan step as its prefix
     assert extract_rows([t3], "step-dpo", ExtractConfig(level="step"))[0]["initial_reason_steps"] == \
-        "Plan: compute the total cost, then subtract it from 20.\n\n"
+        "Plan: compute the total cost, then subtract it from 20.\n"
 
 
 # ---------------------------------------------------------------------------- step-apo
@@ -336,7 +336,7 @@ def test_tpo_full_row():
     assert rows == [{
         "prompt": CHAT_PROMPT, "question": "What is 2 + 3 * 4?", "answer": "14", "dataset": "demo",
         "tree_id": "t1", "problem_id": "p1",
-        "responses": [f"{a}\n\n{s4}", f"{a}\n\n{s6}", f"{a}\n\n{s5}", f"{b}\n\n{c}\n\n{s9}", f"{b}\n\n{s7}"],
+        "responses": [f"{a}\n{s4}", f"{a}\n{s6}", f"{a}\n{s5}", f"{b}\n{c}\n{s9}", f"{b}\n{s7}"],
         "values": [1.0, 1.0, -1.0, -1.0, -1.0],
         "ends_solution": [True] * 5,
         "terminal_ids": [4, 6, 5, 9, 7],
@@ -388,8 +388,8 @@ def test_dpo_full_row_and_pair_order():
     # correct ranked [4, 6]; wrong ranked [5, 9, 7]; anti-diagonals (0,0) (0,1) (1,0) (0,2) (1,1) (1,2)
     assert [(r["chosen_id"], r["rejected_id"]) for r in rows] == [(4, 5), (4, 9), (6, 5), (4, 7), (6, 9), (6, 7)]
     assert rows[0] == {
-        "prompt": CHAT_PROMPT, "chosen": f"{a}\n\nNow we add them: 2 + 12 = 14. The answer is 14.",
-        "rejected": f"{a}\n\nNow we add them: 2 + 12 = 15. The answer is 15.",
+        "prompt": CHAT_PROMPT, "chosen": f"{a}\nNow we add them: 2 + 12 = 14. The answer is 14.",
+        "rejected": f"{a}\nNow we add them: 2 + 12 = 15. The answer is 15.",
         "question": "What is 2 + 3 * 4?", "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
         "chosen_id": 4, "rejected_id": 5, "q_chosen": 1.0, "q_rejected": -1.0, "value_chosen": 1.0,
         "value_rejected": -1.0, "num_steps_chosen": 2, "num_steps_rejected": 2, "chosen_answer": "14",
@@ -415,9 +415,9 @@ def test_sft_rows_and_dedup_across_trees():
     rows = extract_rows(all_trees() + [tree_arithmetic()], "sft")  # t1 read twice (two runs)
     assert [(r["tree_id"], r["node_id"]) for r in rows] == [("t1", 4), ("t1", 6), ("t2", 3), ("t2", 4), ("t3", 5), ("t4", 1)]
     assert rows[0] == {
-        "prompt": CHAT_PROMPT, "completion": "First, 3 * 4 = 12.\n\nNow we add them: 2 + 12 = 14. The answer is 14.",
+        "prompt": CHAT_PROMPT, "completion": "First, 3 * 4 = 12.\nNow we add them: 2 + 12 = 14. The answer is 14.",
         "messages": [{"role": "user", "content": "What is 2 + 3 * 4?"},
-                     {"role": "assistant", "content": "First, 3 * 4 = 12.\n\nNow we add them: 2 + 12 = 14. The answer is 14."}],
+                     {"role": "assistant", "content": "First, 3 * 4 = 12.\nNow we add them: 2 + 12 = 14. The answer is 14."}],
         "question": "What is 2 + 3 * 4?", "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
         "node_id": 4, "num_steps": 2, "q": 1.0, "mean_step_q": 0.75, "predicted_answer": "14", "ends_solution": True,
     }

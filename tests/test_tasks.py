@@ -92,8 +92,8 @@ def test_gsm8k_test_file_loads_1319_problems_with_unique_ids():
     first = problems[0]
     assert first.answer == "18"
     assert first.question.startswith("Janet")
-    assert first.solution == ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.\n\n"
-                              "She makes 9 * 2 = $18 every day at the farmer\u2019s market.\n\n"
+    assert first.solution == ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.\n"
+                              "She makes 9 * 2 = $18 every day at the farmer\u2019s market.\n"
                               "The answer is 18.")
     assert task.last_load_skipped == 0
 
@@ -230,14 +230,21 @@ def test_is_correct_for_math_task():
 def test_messages_hold_question_and_answer_format():
     problem = Problem("p", "  What is 2 + 2?  ", "4")
     numeric = get_task("gsm8k").messages(problem)
-    assert [message["role"] for message in numeric] == ["system", "user"]
-    assert numeric[1]["content"].startswith("What is 2 + 2?\n\n")
-    assert "The answer is N." in numeric[1]["content"]
-    assert "blank line" in numeric[0]["content"]
+    # system (format), one worked example exchange, then the question itself
+    assert [message["role"] for message in numeric] == ["system", "user", "assistant", "user"]
+    assert numeric[-1]["content"] == "What is 2 + 2?"
+    assert "The answer is N." in numeric[0]["content"]
+    assert "own line" in numeric[0]["content"]
+    example_steps = numeric[2]["content"].split(STEP_DELIMITER)
+    assert len(example_steps) == 3 and example_steps[-1] == "The answer is 9."
+    assert get_task("gsm8k").is_correct(numeric[2]["content"], Problem("ex", numeric[1]["content"], "9"))
     math_messages = get_task("math").messages(problem)
-    assert "\\boxed{}" in math_messages[1]["content"]
-    assert "The answer is \\boxed{ANSWER}." in math_messages[1]["content"]
-    assert get_task("math").prompt(problem).endswith("Answer:\n")
+    assert "\\boxed{}" in math_messages[0]["content"]
+    assert "The answer is \\boxed{ANSWER}." in math_messages[0]["content"]
+    assert get_task("math").is_correct(math_messages[2]["content"], Problem("ex", "x?", "5"))
+    plain = get_task("math").prompt(problem)
+    assert plain.endswith("Question: What is 2 + 2?\nAnswer:\n")
+    assert plain.count("Question:") == 2
 
 
 # ------------------------------------------------------------------------- malformed input
@@ -398,14 +405,14 @@ def test_bad_hub_row_names_dataset_and_row(monkeypatch):
 
 def test_jsonl_task_with_user_named_fields(tmp_path):
     path = write_lines(tmp_path / "mine.jsonl", [
-        json.dumps({"uid": "q-1", "prompt": "What is 6 x 7?", "target": 42, "worked": "6 * 7 = 42\n\nThe answer is 42."}),
+        json.dumps({"uid": "q-1", "prompt": "What is 6 x 7?", "target": 42, "worked": "6 * 7 = 42\nThe answer is 42."}),
         json.dumps({"uid": "q-2", "prompt": "What is 1,000 + 1?", "target": "1,001"}),
     ])
     task = get_task("jsonl", question_field="prompt", answer_field="target", solution_field="worked", id_field="uid")
     problems = task.load(path=str(path))
     assert [(p.id, p.question, p.answer) for p in problems] == [
         ("q-1", "What is 6 x 7?", "42"), ("q-2", "What is 1,000 + 1?", "1001")]
-    assert problems[0].solution == "6 * 7 = 42\n\nThe answer is 42."
+    assert problems[0].solution == "6 * 7 = 42\nThe answer is 42."
     assert problems[1].solution == ""
     assert task.is_correct("The answer is 1,001.", problems[1])
     assert not task.is_correct("The answer is 1000.", problems[1])
@@ -421,7 +428,7 @@ def test_jsonl_task_default_ids_and_missing_user_field(tmp_path):
     assert [p.id for p in problems] == ["algebra-00000", "algebra-00001"]
     assert problems[0].answer == "\\frac{1}{2}"
     assert task.is_correct("The answer is \\boxed{\\frac12}.", problems[0])
-    assert "\\boxed" in task.messages(problems[0])[1]["content"]
+    assert "\\boxed" in task.messages(problems[0])[0]["content"]
     folder = tmp_path / "set"
     folder.mkdir()
     (folder / "train.jsonl").write_text(path.read_text(encoding="utf-8"), encoding="utf-8")

@@ -72,7 +72,7 @@ def test_step_completion_adds_the_delimiter_only_to_intermediate_steps():
 
 def test_pair_rows_become_examples_with_eos_only_after_finishing_steps():
     examples = pair_examples_from_rows(STEP_ROWS, "step-apo", TrainConfig(conservative=True))
-    assert examples[0].chosen == "2+3=5\n\n" and not examples[0].chosen_eos
+    assert examples[0].chosen == "2+3=5\n" and not examples[0].chosen_eos
     assert examples[1].chosen == "so 5." and examples[1].chosen_eos
     assert (examples[0].q_chosen, examples[0].q_rejected) == (0.8, -0.6)
     assert (examples[0].visits_chosen, examples[0].visits_rejected) == (6.0, 2.0)
@@ -91,7 +91,7 @@ def test_tpo_rows_keep_best_worst_and_spread_and_carry_adaptive_weights():
     row = {"prompt": "p\n\n", "steps": [["a", "c"], ["b"], ["a", "d"], ["e"], ["f"]], "values": [0.2, 1.0, -1.0, 0.0, -0.5]}
     (example,) = list_examples_from_rows([row], TrainConfig(max_list_size=3))
     assert example.values == (1.0, 0.0, -1.0)
-    assert example.segments == (("b",), ("e",), ("a\n\n", "d"))
+    assert example.segments == (("b",), ("e",), ("a\n", "d"))
     assert example.step_weights == ((1.0,), (1.0,), (1.0, 1.0))  # nothing shared with the kept better ones
     (full,) = list_examples_from_rows([row], TrainConfig(max_list_size=5))
     # "a, d" (value -1) shares step "a" with "a, c" (value 0.2), one of its 4 better responses.

@@ -4,9 +4,12 @@ A task knows how to load problems, how to prompt for a step-by-step solution, ho
 pull the final answer out of a model's text, and how to judge it. The search engine,
 extraction and evaluation only ever talk to this interface.
 
-Prompt convention shared by all tasks: each reasoning step is one paragraph (steps are
-separated by a blank line, `STEP_DELIMITER`) and the solution ends with a recognisable
-final answer line ("The answer is N." / `\\boxed{...}` for MATH).
+Prompt convention shared by all tasks: each reasoning step is one line (steps are separated
+by a newline, `STEP_DELIMITER`; small chat models such as SmolLM2 write one step per line)
+and the solution ends with a recognisable final answer line ("The answer is N." /
+`\\boxed{...}` for MATH). The chat prompt is a system message with the format, one worked
+example exchange (it is what makes a 135M model follow the format: measured in
+docs/prompts.md), then the question.
 
     from mcts_po.tasks import get_task
     task = get_task("gsm8k")
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STEP_DELIMITER = "\n\n"
+STEP_DELIMITER = "\n"
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,19 @@ class Task:
     """Base class. Subclasses set `name` and implement `load`, `extract_answer`, `answers_match`."""
 
     name: str = "task"
-    # The system message and the instruction appended to each question.
+    # The system message is `system_prompt` followed by `answer_instruction`; `worked_example`
+    # (question, solution) is shown as one earlier user/assistant exchange.
     system_prompt: str = (
-        "You are a careful math tutor. Solve the problem step by step. Write each step as one "
-        "short paragraph and separate steps with a blank line."
+        "You are a careful math tutor. Solve the problem step by step. Write each step on its own "
+        "line as one short sentence with one calculation."
     )
-    answer_instruction: str = 'Finish with a last line of the form "The answer is N."'
+    answer_instruction: str = 'End with a line of the form "The answer is N."'
+    worked_example: tuple[str, str] | None = (
+        "A baker makes 4 trays of muffins with 6 muffins on each tray. She sells 15 muffins. "
+        "How many muffins are left?",
+        "The baker makes 4 * 6 = 24 muffins.\nAfter selling 15, she has 24 - 15 = 9 muffins left.\n"
+        "The answer is 9.",
+    )
     # Set by `load`: how many bad input lines `skip_bad_lines=True` skipped, and the source read.
     last_load_skipped: int = 0
     last_load_source: str | None = None
@@ -60,14 +70,21 @@ class Task:
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:
         """Chat messages for a problem; the backend renders them with the model's template."""
-        return [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": f"{problem.question.strip()}\n\n{self.answer_instruction}"},
-        ]
+        messages = [{"role": "system", "content": f"{self.system_prompt} {self.answer_instruction}"}]
+        if self.worked_example is not None:
+            example_question, example_solution = self.worked_example
+            messages += [{"role": "user", "content": example_question},
+                         {"role": "assistant", "content": example_solution}]
+        messages.append({"role": "user", "content": problem.question.strip()})
+        return messages
 
     def prompt(self, problem: Problem) -> str:
         """A plain-text prompt, for models without a chat template."""
-        return f"{self.system_prompt}\n\nQuestion: {problem.question.strip()}\n{self.answer_instruction}\n\nAnswer:\n"
+        example = ""
+        if self.worked_example is not None:
+            example = f"Question: {self.worked_example[0]}\nAnswer:\n{self.worked_example[1]}\n\n"
+        return (f"{self.system_prompt} {self.answer_instruction}\n\n{example}"
+                f"Question: {problem.question.strip()}\nAnswer:\n")
 
     def extract_answer(self, text: str) -> str | None:
         """The final answer stated in `text`, or None if it states none."""

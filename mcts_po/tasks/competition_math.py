@@ -74,8 +74,12 @@ def math_source_names(split: str) -> list[str]:
 class BoxedAnswerTask(Task):
     """Base for tasks with LaTeX answers in `\\boxed{}`, checked by verify_math."""
 
-    answer_instruction = ('Put the final answer in \\boxed{} and finish with a last line of the form '
+    answer_instruction = ('Put the final answer in \\boxed{} and end with a line of the form '
                           '"The answer is \\boxed{ANSWER}."')
+    worked_example = (
+        "What is the value of $x$ if $3x + 5 = 20$?",
+        "Subtract 5 from both sides: $3x = 15$.\nDivide both sides by 3: $x = 5$.\nThe answer is \\boxed{5}.",
+    )
     verify_timeout_s: float = 5.0
 
     def extract_answer(self, text: str) -> str | None:

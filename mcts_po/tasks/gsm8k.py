@@ -129,7 +129,7 @@ def split_gsm8k_answer(answer_field: str) -> tuple[str, str]:
 class NumericAnswerTask(Task):
     """Base for tasks whose answer is one number: "The answer is N." and verify_numeric."""
 
-    answer_instruction = 'Finish with a last line of the form "The answer is N." where N is a number.'
+    answer_instruction = 'End with a line of the form "The answer is N." where N is a number.'
 
     def extract_answer(self, text: str) -> str | None:
         return numeric_final_answer(text)

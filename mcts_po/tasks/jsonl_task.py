@@ -55,6 +55,7 @@ class JsonlTask(Task):
         self.hub_config = hub_config
         style = NumericAnswerTask if answer_type == "numeric" else BoxedAnswerTask
         self.answer_instruction = style.answer_instruction
+        self.worked_example = style.worked_example
         self.last_load_skipped = 0
         self.last_load_source: str | None = None
 

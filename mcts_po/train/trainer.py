@@ -60,7 +60,7 @@ METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
 DEFAULT_BETA = {"dpo": 0.1, "step-dpo": 0.4, "step-apo": 0.3, "tpo": 0.5}
 DEVICES = ("auto", "cpu", "cuda")
 SAVE_DTYPES = ("float32", "bfloat16")
-STEP_DELIMITER = "\n\n"
+STEP_DELIMITER = "\n"  # the search's default (SamplingConfig.step_delimiter)
 
 
 @dataclass
