@@ -31,7 +31,7 @@ from mcts_po.extract.selection import (
     sibling_groups,
     worst_child,
 )
-from mcts_po.extract.tree_text import join_steps, prefix_text, root_prompt, step_delimiter
+from mcts_po.extract.tree_text import continuation_prompt, join_steps
 from mcts_po.search.tree import Node, Tree
 
 NAME = "step-dpo"
@@ -75,9 +75,9 @@ def full_text(tree: Tree, node: Node) -> str:
 
 def pair_row(tree: Tree, parent: Node, chosen: Node, rejected: Node) -> dict[str, Any]:
     """One row of the shared step-pair schema (`PAIR_COLUMNS`)."""
-    prefix = prefix_text(tree.steps(parent.node_id), step_delimiter(tree))  # the prompt the step was sampled from
+    prompt, prefix = continuation_prompt(tree, parent.node_id)  # the prompt the step was sampled from
     return {
-        "prompt": root_prompt(tree) + prefix,
+        "prompt": prompt,
         "chosen": chosen.text,
         "rejected": rejected.text,
         "question": tree.question,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcts_po.extract.selection import normalise_text
+from mcts_po.search import plan
 from mcts_po.search.tree import Node, Tree
 from mcts_po.tasks.base import STEP_DELIMITER
 
@@ -37,9 +38,22 @@ def prefix_text(steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
     return "".join(step + delimiter for step in steps)
 
 
+def continuation_prompt(tree: Tree, node_id: int) -> tuple[str, str]:
+    """(the prompt that continues `node_id`, the steps part of it). Step trees: root prompt +
+    the steps on the path. Plan trees (`mcts_po.search.plan`): while the plan is open, the plan
+    prompt + the plan steps; below a complete plan, the solution prompt with the plan in it +
+    the solution steps."""
+    delimiter = step_delimiter(tree)
+    if tree.tree_kind == "plan":
+        prefix = prefix_text(plan.level_steps(tree, node_id), delimiter)
+        return plan.node_state_text(tree, node_id, delimiter), prefix
+    prefix = prefix_text(tree.steps(node_id), delimiter)
+    return root_prompt(tree) + prefix, prefix
+
+
 def training_prompt(tree: Tree, node_id: int) -> str:
-    """The prompt that continues `node_id`: root prompt + the steps on its path, as the search wrote them."""
-    return root_prompt(tree) + prefix_text(tree.steps(node_id), step_delimiter(tree))
+    """The prompt that continues `node_id`, as the search wrote it (see `continuation_prompt`)."""
+    return continuation_prompt(tree, node_id)[0]
 
 
 def join_steps(steps: list[str]) -> str:

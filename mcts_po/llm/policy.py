@@ -10,6 +10,13 @@ are judged by the verifier alone.
 
 It does not know about selection, backup or values: those are the core's.
 
+Plan trees (`SearchConfig.tree == "plan"`, CPL): the root prompt is the plan prompt
+(`mcts_po.llm.plan_prompts`); a leaf whose plan is open is expanded into plan steps (one
+line each; an empty line, the model stopping, or a marker line becomes the plan-end node
+"Now solve."); below a complete plan the solution prompt (the task prompt with the plan
+in it) continues with solution steps. Rollouts of plan nodes solve from the plan so far.
+Which prompt continues which node: `mcts_po.search.plan`.
+
     policy = LLMSearchPolicy(backend, task, problems, SamplingConfig(), SearchConfig())
     run_search(trees, policy, search_config)
 """
@@ -21,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
+from mcts_po.llm import plan_prompts
 from mcts_po.llm.prompts import self_eval_messages, state_text, verdict_probability
+from mcts_po.search import plan as plan_tree
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import (
     STEP_ANSWER,
@@ -66,9 +75,48 @@ class LLMSearchPolicy:
         self.problems = list(problems)
         self.sampling = sampling
         self.search = search
-        self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
+        self.plan_tree = search.tree == "plan"
+        if self.plan_tree:
+            self.root_prompts = [backend.render_chat(plan_prompts.plan_messages(task, p)) for p in self.problems]
+            self.solution_templates = [self._solution_template(p) for p in self.problems]
+        else:
+            self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
         self.token_counts: list[dict[str, int]] = [defaultdict(int) for _ in self.problems]
         self.engine_calls = 0
+
+    # ------------------------------------------------------------ prompts
+    def _solution_template(self, problem: Problem) -> str:
+        template = self.backend.render_chat(plan_prompts.solution_messages(self.task, problem, plan_tree.PLAN_PLACEHOLDER))
+        if template.count(plan_tree.PLAN_PLACEHOLDER) != 1:
+            raise ValueError("the chat template changed the plan placeholder; plan trees need it verbatim")
+        return template
+
+    def _state_text(self, tree: Tree, tree_index: int, node_id: int) -> str:
+        """The prompt that continues `node_id` (children are sampled from it)."""
+        if not self.plan_tree:
+            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+        if plan_tree.EXTRA_KEY not in tree.extra:  # what extraction needs to rebuild these prompts
+            tree.extra[plan_tree.EXTRA_KEY] = plan_tree.plan_metadata(
+                self.solution_templates[tree_index], self.search.max_plan_depth)
+        return plan_tree.state_text(tree, node_id, self.root_prompts[tree_index], self.solution_templates[tree_index],
+                                    self.sampling.step_delimiter, self.search.max_plan_depth)
+
+    def _rollout_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str:
+        if not self.plan_tree:
+            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+        return plan_tree.rollout_prompt(tree, node_id, self.solution_templates[tree_index], self.sampling.step_delimiter)
+
+    def _solution_steps(self, tree: Tree, node_id: int) -> list[str]:
+        return plan_tree.solution_steps(tree, node_id) if self.plan_tree else tree.steps(node_id)
+
+    def _plan_proposal(self, completion: Any) -> StepProposal | None:
+        """A sampled plan line as a plan-step proposal, the plan-end marker, or None (dropped)."""
+        line = plan_prompts.classify_plan_line(completion.text, self.task.has_final_answer(completion.text))
+        if line == plan_prompts.PLAN_LINE_REJECT:
+            return None
+        text = plan_tree.PLAN_END_TEXT if line == plan_prompts.PLAN_LINE_END else completion.text.strip()
+        return StepProposal(text=text, num_tokens=completion.num_tokens, logprob_sum=completion.logprob_sum,
+                            finish=STEP_CONTINUES, kind="plan")
 
     # ------------------------------------------------------------ accounting
     def _count(self, tree_index: int, kind: str, result: Any) -> None:
@@ -87,7 +135,7 @@ class LLMSearchPolicy:
         s = self.sampling
         generation = [
             GenerationRequest(
-                prompt=state_text(self.root_prompts[r.tree_index], trees[r.tree_index].steps(r.node_id), s.step_delimiter),
+                prompt=self._state_text(trees[r.tree_index], r.tree_index, r.node_id),
                 max_tokens=s.max_step_tokens,
                 n=r.num_children,
                 temperature=s.temperature,
@@ -102,6 +150,11 @@ class LLMSearchPolicy:
             self._count(request.tree_index, "expand", result)
             proposals = []
             for completion in result.completions:
+                if request.kind == "plan":
+                    proposal = self._plan_proposal(completion)
+                    if proposal is not None:
+                        proposals.append(proposal)
+                    continue
                 text = completion.text.strip()
                 if not text:
                     continue  # the model ended the line at once: no step
@@ -125,15 +178,23 @@ class LLMSearchPolicy:
         for index, request in enumerate(requests):
             tree = trees[request.tree_index]
             problem = self.problems[request.tree_index]
-            steps = tree.steps(request.node_id)
+            steps = self._solution_steps(tree, request.node_id)
+            node = tree.nodes[request.node_id]
             if request.terminal:
                 solution = s.step_delimiter.join(steps)
                 evaluations[index].answer = self.task.extract_answer(solution)
                 evaluations[index].correct = self.task.is_correct(solution, problem)
                 continue
-            if self.search.use_self_eval and steps:
+            if self.search.use_self_eval and node.kind == "plan":
+                plan_steps = plan_tree.plan_steps(tree, request.node_id)
+                messages = (None if plan_tree.is_plan_end(node) or not plan_steps
+                            else plan_prompts.plan_self_eval_messages(problem, plan_steps[:-1], plan_steps[-1]))
+            elif self.search.use_self_eval and steps:
                 messages = self_eval_messages(problem, steps[:-1], steps[-1],
                                               problem.solution if s.self_eval_hint else None)
+            else:
+                messages = None
+            if messages is not None:
                 generation.append(GenerationRequest(
                     prompt=self.backend.render_chat(messages), max_tokens=1, n=1,
                     temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
@@ -141,7 +202,7 @@ class LLMSearchPolicy:
                 slots.append((index, "self_eval"))
             if self.search.use_rollout:
                 generation.append(GenerationRequest(
-                    prompt=state_text(self.root_prompts[request.tree_index], steps, s.step_delimiter),
+                    prompt=self._rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
                 ))
                 slots.append((index, "rollout"))
@@ -155,7 +216,7 @@ class LLMSearchPolicy:
                 evaluations[index].self_eval = verdict_probability(top)
             else:
                 problem = self.problems[request.tree_index]
-                steps = trees[request.tree_index].steps(request.node_id)
+                steps = self._solution_steps(trees[request.tree_index], request.node_id)
                 full = s.step_delimiter.join(steps) + s.step_delimiter + completion.text
                 evaluations[index].rollout_value = 1.0 if self.task.is_correct(full, problem) else -1.0
                 evaluations[index].rollout_text = completion.text

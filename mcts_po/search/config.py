@@ -35,14 +35,15 @@ class SearchConfig:
     use_self_eval: bool = field(default=True, metadata={"help": "score new non-terminal steps by the policy's own yes/no verdict"})
     use_rollout: bool = field(default=True, metadata={"help": "score new non-terminal steps by one rollout to an answer, checked by the verifier"})
     merge_identical_siblings: bool = field(default=True, metadata={"help": "merge sibling steps with identical text (after whitespace normalisation)"})
-    tree: str = field(default="step", metadata={"help": f"tree kind: {', '.join(TREE_KINDS)}"})
+    tree: str = field(default="step", metadata={"help": f"tree kind: {', '.join(TREE_KINDS)} (plan = CPL: abstract plan steps first, then solution steps; see docs/plan_trees.md)"})
+    max_plan_depth: int = field(default=3, metadata={"help": "plan trees: plan steps per path; the plan is complete at this depth (or earlier, when the model ends it)"})
     seed: int = field(default=0, metadata={"help": "seed of the search's own tie-breaking and of the engine"})
 
     def __post_init__(self) -> None:
         _choice("selection", self.selection, SELECTION_RULES)
         _choice("backup", self.backup, BACKUP_RULES)
         _choice("tree", self.tree, TREE_KINDS)
-        for name in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens"):
+        for name in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens", "max_plan_depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.self_eval_weight <= 1.0:

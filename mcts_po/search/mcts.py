@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from mcts_po.search.backup import backup
+from mcts_po.search import plan
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.selection import VirtualLoss, length_normalised_prior, normalise_priors, select_leaf
 from mcts_po.search.tree import Node, Tree
@@ -129,13 +130,20 @@ def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], 
         for k in ordered
     ]
     priors = normalise_priors(raw_priors) if ordered else []
-    path_tokens = sum(n.num_tokens for n in tree.path(parent_id))
+    if config.tree == "plan":  # plan trees: depth and token limits count solution steps only
+        path_tokens = sum(n.num_tokens for n in plan.solution_nodes(tree, parent_id))
+        parent_depth = len(plan.solution_nodes(tree, parent_id))
+    else:
+        path_tokens = sum(n.num_tokens for n in tree.path(parent_id))
+        parent_depth = parent.depth
     new_ids = []
     for key, prior in zip(ordered, priors):
         proposal, count = merged[key]
-        depth = parent.depth + 1
+        depth = parent_depth + 1
         reason = ""
-        if proposal.finish == STEP_ANSWER:
+        if proposal.kind == "plan":
+            pass  # plan steps are never terminal: the plan ends at its marker or max_plan_depth
+        elif proposal.finish == STEP_ANSWER:
             reason = "answer"
         elif proposal.finish == STEP_EOS:
             reason = "eos"
@@ -249,5 +257,8 @@ def run_search(
 
 
 def _child_kind(tree: Tree, leaf: Node, config: SearchConfig) -> str:
-    """Step trees have only step nodes; plan trees are handled by the plan policy."""
+    """Step trees have only step nodes; in plan trees a leaf whose plan is still open is
+    expanded into plan steps, any other leaf into solution steps (`mcts_po.search.plan`)."""
+    if config.tree == "plan":
+        return plan.child_kind(tree, leaf.node_id, config.max_plan_depth)
     return "step"
