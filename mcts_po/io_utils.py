@@ -70,6 +70,21 @@ def append_jsonl_line(path: str | os.PathLike, line: str) -> None:
         os.fsync(handle.fileno())
 
 
+def append_jsonl_lines(path: str | os.PathLike, lines: list[str]) -> None:
+    """Append several complete lines in one write and fsync them (a crash leaves the earlier
+    lines whole and at most a torn last line)."""
+    if not lines:
+        return
+    if any("\n" in line for line in lines):
+        raise ValueError("a JSONL record must not contain a newline")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def read_jsonl(
     path: str | os.PathLike,
     *,

