@@ -31,9 +31,13 @@ Responses map to `Completion` exactly as the offline vLLM backend maps `RequestO
   `--enable-prompt-tokens-details`), else 0.
 - temperature 0 with n > 1 asks for one sample and copies it (vLLM refuses greedy n > 1).
 
-Seeds: with `per_request_seed` (default) every request carries a seed derived from the
-backend seed, the call number and the request's position, so a run gives the same samples
-whatever order the server schedules requests in (and whichever server of a fleet answers).
+Seeds: the server's engine seed (`vllm serve --seed`) governs sampling by default. With
+`per_request_seed=True` every request carries a seed derived from the backend seed, the
+call number and the request's position, so samples do not depend on which server of a
+fleet answers or in which order. It is off by default because vLLM 0.32's CPU engine
+crashes on seeded requests whose prefill is chunked (the runner rewinds a CPU generator's
+offset: "CPU Generator does not use offset"), which a busy search triggers; GPU servers
+can turn it on.
 
 Prompts are rendered with the model's chat template loaded locally
 (`AutoTokenizer.from_pretrained` on the resolved model folder, or `tokenizer=`), so they are
@@ -221,7 +225,7 @@ class HTTPBackend:
         request_timeout_s: float = 600.0,
         retry_budget_s: float = 120.0,
         backoff_max_s: float = 10.0,
-        per_request_seed: bool = True,
+        per_request_seed: bool = False,
         vllm_extensions: bool = True,
         **ignored: Any,
     ):
