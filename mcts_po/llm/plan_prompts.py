@@ -25,13 +25,21 @@ from mcts_po.tasks.base import Problem, Task
 
 PLAN_SYSTEM = (
     "You are a careful math tutor. Before anyone solves a problem, you write a short plan: "
-    "a few strategy steps, one per line, that say what to find and how, without doing any arithmetic."
+    "a few strategy steps, one per line, that say what to find and how, without doing any arithmetic. "
+    f'After the plan, write the line "{PLAN_END_TEXT}"'
 )
-PLAN_INSTRUCTION = (
-    "Do not solve the problem. Write a plan of at most 3 short steps, one per line, with no calculations. "
-    f'Then write the line "{PLAN_END_TEXT}"'
-)
+PLAN_INSTRUCTION = "Write the plan only, at most 3 short steps, no numbers worked out."
 SOLUTION_PLAN_INTRO = "Follow this plan:"
+
+# One worked example of a plan, shown as an earlier exchange (SmolLM2 follows formats it is shown).
+PLAN_EXAMPLE_QUESTION = (
+    "A baker makes 4 trays of muffins with 6 muffins on each tray. She sells 15 muffins. "
+    "How many muffins are left?"
+)
+PLAN_EXAMPLE_STEPS = (
+    "Find how many muffins the baker makes in total.",
+    "Take away the muffins she sells.",
+)
 
 PLAN_SELF_EVAL_SYSTEM = "You are a strict math teacher who checks a student's plan for solving a problem."
 
@@ -48,18 +56,33 @@ _PLAN_END_RE = re.compile(
 
 
 def plan_messages(task: Task, problem: Problem) -> list[dict[str, str]]:
+    """System instruction, the worked plan example, then the problem (the plan is sampled after it)."""
+    example_plan = "\n".join(PLAN_EXAMPLE_STEPS + (PLAN_END_TEXT,))
     return [
         {"role": "system", "content": PLAN_SYSTEM},
+        {"role": "user", "content": f"{PLAN_EXAMPLE_QUESTION}\n\n{PLAN_INSTRUCTION}"},
+        {"role": "assistant", "content": example_plan},
         {"role": "user", "content": f"{problem.question.strip()}\n\n{PLAN_INSTRUCTION}"},
     ]
 
 
+def with_plan(content: str, plan: str) -> str:
+    return f"{content}\n\n{SOLUTION_PLAN_INTRO}\n{plan}"
+
+
 def solution_messages(task: Task, problem: Problem, plan: str) -> list[dict[str, str]]:
-    """The task's prompt with `plan` appended to the last user message."""
+    """The task's prompt (`task.messages`) with `plan` appended to the last user message; when
+    the task's worked example is the one the plan example is about, its question shows that plan."""
     messages = [dict(m) for m in task.messages(problem)]
+    example = getattr(task, "worked_example", None)
+    if example is not None and example[0] == PLAN_EXAMPLE_QUESTION:
+        for message in messages[:-1]:
+            if message["role"] == "user" and message["content"] == PLAN_EXAMPLE_QUESTION:
+                message["content"] = with_plan(message["content"], "\n".join(PLAN_EXAMPLE_STEPS))
+                break
     for message in reversed(messages):
         if message["role"] == "user":
-            message["content"] = f"{message['content']}\n\n{SOLUTION_PLAN_INTRO}\n{plan}"
+            message["content"] = with_plan(message["content"], plan)
             break
     else:
         messages.append({"role": "user", "content": f"{SOLUTION_PLAN_INTRO}\n{plan}"})
