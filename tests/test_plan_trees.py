@@ -361,3 +361,17 @@ def test_llm_policy_terminals_are_judged_on_solution_steps_and_levels_are_ordere
     rows = extract_rows([tree], "step-apo", ExtractConfig(level="plan"))
     assert rows and {r["level"] for r in rows} == {"plan"}
     assert all(r["prompt"] == tree.prompt for r in rows if r["parent_id"] == 0)
+
+
+# ---------------------------------------------------------------------------- statistics and text view mark the level
+def test_run_stats_count_nodes_by_kind_and_text_view_marks_plan_steps():
+    from mcts_po.graphs.run_stats import compute_run_stats, format_run_stats
+    from mcts_po.graphs.text_view import render_tree_text
+
+    tree = plan_tree_for_test()
+    run_search([tree], PlanLetterPolicy(answer_steps=1), plan_config(num_simulations=2))
+    stats = compute_run_stats([tree], pair_source="siblings")
+    assert stats.nodes_by_kind == {"plan": 2, "root": 1, "step": 2}
+    assert "nodes by kind: plan 2, root 1, step 2" in format_run_stats(stats)
+    text = render_tree_text(tree, width=100, pair_source="siblings")
+    assert "◆ [2]" in text and "kind plan" in text

@@ -84,6 +84,7 @@ class RunStats:
     token_counts_mean: dict[str, float]
     calibration: Calibration
     extra: dict[str, Any] = field(default_factory=dict)
+    nodes_by_kind: dict[str, int] = field(default_factory=dict)  # root / plan / step (plan trees: both levels)
 
     def to_json_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -179,6 +180,7 @@ def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration
                       pair_source: str = "auto") -> RunStats:
     pair_source = resolve_pair_source(pair_source)
     node_depths: Counter[int] = Counter()
+    kinds: Counter[str] = Counter()
     tree_depths: Counter[int] = Counter()
     branching: Counter[int] = Counter()
     verdicts: Counter[str] = Counter({"correct": 0, "wrong": 0, "unverified": 0})
@@ -188,6 +190,7 @@ def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration
     solved = best_correct = num_pairs = 0
     for tree in trees:
         node_depths.update(n.depth for n in tree.nodes)
+        kinds.update(n.kind for n in tree.nodes)
         tree_depths[max(n.depth for n in tree.nodes)] += 1
         branching.update(len(n.children) for n in tree.nodes if n.children)
         for node in tree.terminals():
@@ -221,6 +224,7 @@ def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration
         tokens_per_problem_summary=_summary([float(v) for v in tokens_per_problem.values()]),
         token_counts_mean={k: statistics.fmean(v) for k, v in sorted(token_count_values.items())},
         calibration=calibration_table(points, calibration_bins, calibration_outcome),
+        nodes_by_kind=dict(sorted(kinds.items())),
     )
 
 
@@ -259,6 +263,7 @@ def format_run_stats(stats: RunStats) -> str:
         f"best-path correct share (greedy read-out by visits, then Q): {s.best_path_correct_share:.3f}",
         "terminal nodes: " + ", ".join(f"{k} {v}" for k, v in s.terminal_verdicts.items())
         + "; reasons: " + (", ".join(f"{k} {v}" for k, v in s.terminal_reasons.items()) or "-"),
+        "nodes by kind: " + (", ".join(f"{k} {v}" for k, v in s.nodes_by_kind.items()) or "-"),
         f"preference pairs ({s.pair_source}): {s.num_pairs}",
         f"step tokens per problem: mean {s.tokens_per_problem_summary.mean:.1f}, median "
         f"{s.tokens_per_problem_summary.median:.1f}, min {s.tokens_per_problem_summary.min:.0f}, "
