@@ -59,16 +59,25 @@ def mutated_record(draw, valid: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+ALL_LINE_KINDS = ("valid", "valid", "mutated", "non_object", "truncated", "bad_utf8", "blank", "junk")
+
+
 @st.composite
-def jsonl_lines(draw, valid_records: st.SearchStrategy, mutate) -> list[bytes]:
-    """Lines of a JSONL file: valid records, mutated records, non-objects and broken text."""
-    kinds = st.sampled_from(["valid", "valid", "mutated", "non_object", "truncated", "bad_utf8", "blank", "junk"])
+def jsonl_lines(draw, valid_records: st.SearchStrategy, mutate, odd=None) -> list[bytes]:
+    """Lines of a JSONL file: valid records, mutated records, non-objects and broken text. With
+    `odd`, half the files hold only valid or `odd`-ly changed (well-typed but strange) records,
+    so that readers accept them and the code behind the readers is exercised too."""
+    kinds = ALL_LINE_KINDS
+    if odd is not None and draw(st.booleans()):
+        kinds = ("valid", "odd", "odd")
     lines: list[bytes] = []
     for _ in range(draw(st.integers(0, 5))):
-        kind = draw(kinds)
+        kind = draw(st.sampled_from(kinds))
         record = draw(valid_records)
         if kind == "valid":
             lines.append(json.dumps(record).encode())
+        elif kind == "odd":
+            lines.append(json.dumps(draw(odd(record))).encode())
         elif kind == "mutated":
             lines.append(json.dumps(draw(mutate(record))).encode())
         elif kind == "non_object":
@@ -210,7 +219,59 @@ def mutated_tree(draw, valid: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-tree_file_lines = jsonl_lines(valid_tree_records(), mutated_tree)
+ODD_NODE_VALUES = {
+    "kind": st.sampled_from(["root", "plan", "step", "", "leaf"]),
+    "depth": st.integers(-2, 50),
+    "text": st.text(max_size=30),
+    "num_tokens": st.integers(-5, 10**6),
+    "logprob_sum": st.floats(-1e6, 1e6),
+    "prior": st.floats(-1.0, 1e6),
+    "num_samples": st.integers(-1, 100),
+    "visits": st.integers(-3, 10**6),
+    "value_sum": st.floats(-1e9, 1e9),
+    "q": st.floats(-1e3, 1e3),
+    "self_eval": st.one_of(st.none(), st.floats(-2.0, 2.0)),
+    "rollout_value": st.one_of(st.none(), st.floats(-2.0, 2.0)),
+    "rollout_text": st.one_of(st.none(), st.text(max_size=20)),
+    "initial_value": st.one_of(st.none(), st.floats(-5.0, 5.0)),
+    "terminal": st.booleans(),
+    "terminal_reason": st.sampled_from(["", "answer", "eos", "max_depth", "max_tokens", "why"]),
+    "answer": st.one_of(st.none(), st.text(max_size=10)),
+    "correct": st.one_of(st.none(), st.booleans()),
+    "wave": st.integers(-5, 100),
+}
+ODD_TREE_VALUES = {
+    "problem_id": st.text(max_size=10),
+    "question": st.text(max_size=30),
+    "gold_answer": st.text(max_size=10),
+    "task": st.text(max_size=10),
+    "tree_kind": st.sampled_from(["step", "plan", "", "forest"]),
+    "prompt": st.text(max_size=30),
+    "seed": st.integers(-10**12, 10**12),
+    "sampling": st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    "search_config": st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    "token_counts": st.dictionaries(st.text(max_size=8), st.integers(-10, 10**6), max_size=3),
+    "extra": st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+}
+
+
+@st.composite
+def odd_tree(draw, valid: dict[str, Any]) -> dict[str, Any]:
+    """A tree whose fields keep their JSON types but take strange values (negative visits,
+    out-of-range values, unknown kinds, empty texts...)."""
+    record = json.loads(json.dumps(valid))
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            name = draw(st.sampled_from(sorted(ODD_TREE_VALUES)))
+            record[name] = draw(ODD_TREE_VALUES[name])
+        else:
+            node = record["nodes"][draw(st.integers(0, len(record["nodes"]) - 1))]
+            name = draw(st.sampled_from(sorted(ODD_NODE_VALUES)))
+            node[name] = draw(ODD_NODE_VALUES[name])
+    return record
+
+
+tree_file_lines = jsonl_lines(valid_tree_records(), mutated_tree, odd=odd_tree)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
