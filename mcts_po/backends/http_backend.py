@@ -306,7 +306,13 @@ class HTTPBackend:
             self._pool.submit(self._complete, request, self.payload(request, call_index, i), first_url + i)
             for i, request in enumerate(requests)
         ]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: nothing new starts, retries stop
+            self._abort.set()
+            for future in futures:
+                future.cancel()
+            raise
         if pending or any(future.exception() is not None for future in done):
             # One request failed for good: the others stop retrying, the unstarted ones never start.
             self._abort.set()
