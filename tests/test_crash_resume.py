@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -259,3 +260,103 @@ def test_sigkill_midway_with_smollm2_resumes_to_the_same_trees(tmp_path):
     expected = comparable_lines(tmp_path / "reference" / "trees.jsonl")
     command = search_command(folder, tmp_path / "run", limit=4, in_flight=1, extra=options)
     assert_resumed_run_matches(command, tmp_path / "run", expected, timeout=200)
+
+
+# --------------------------------------------------------------------------- mcts-po loop
+
+LOOP_CONFIG = """\
+rounds: 1
+method: step-dpo
+model: {model}
+task: arithmetic
+task_options: {{num_ops: 1, max_value: 5}}
+problems_per_round: 8
+eval_limit: 4
+eval_max_tokens: 6
+backend: transformers
+problems_in_flight: 2
+seed: 3
+progress: false
+search: {{num_simulations: 4, num_children: 3, leaves_per_wave: 2, max_depth: 3}}
+sampling: {{max_step_tokens: 6, rollout_max_tokens: 6, self_eval_top_logprobs: 5}}
+extract: {{min_q_margin: 0.0}}
+train: {{max_steps: 60, batch_size: 2, max_length: 256}}
+"""
+
+
+def loop_outputs(run: Path) -> dict[str, object]:
+    """What a finished loop run produced, minus wall-clock fields: trees, rows, eval results,
+    the trained weights and the accuracies."""
+    from safetensors.numpy import load_file
+
+    round_dir = run / "round_0"
+    weights = load_file(str(round_dir / "policy" / "model.safetensors"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {
+        "trees": comparable_lines(round_dir / "search" / "trees.jsonl"),
+        "rows": (round_dir / "data" / "step-dpo.jsonl").read_text(),
+        "baseline_eval": (run / "baseline_eval" / "results.jsonl").read_text(),
+        "eval": (round_dir / "eval" / "results.jsonl").read_text(),
+        "weights": {name: value.tobytes() for name, value in sorted(weights.items())},
+        "accuracy_by_policy": metrics["accuracy_by_policy"],
+        "rows_by_round": [r["rows"] for r in metrics["rounds"]],
+        "optimizer_steps": [r["train"]["optimizer_steps"] for r in metrics["rounds"]],
+    }
+
+
+def kill_when(command: list[str], ready, timeout: float, settle: float = 0.0) -> None:
+    """Run `command` and SIGKILL it once `ready()` is true (after `settle` more seconds)."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode(errors="replace")
+                pytest.fail(f"loop finished (rc {process.returncode}) before the kill point: {stderr[-2000:]}")
+            if ready():
+                time.sleep(settle)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                return
+            time.sleep(0.02)
+        pytest.fail("the kill point was not reached before the timeout")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+@pytest.mark.slow
+def test_loop_killed_within_and_between_phases_resumes_to_the_uninterrupted_results(tiny_model, tmp_path):
+    """One run killed three times (inside the search, right after the search's marker, inside
+    training), rerun after each kill, ends with the outputs of an uninterrupted run."""
+    config = tmp_path / "loop.yaml"
+    config.write_text(LOOP_CONFIG.format(model=tiny_model), encoding="utf-8")
+
+    def loop_command(run: Path) -> list[str]:
+        return [sys.executable, "-m", "mcts_po.cli", "loop", "--config", str(config), "--out", str(run), "--no-plot"]
+
+    reference = tmp_path / "reference"
+    run_to_end(loop_command(reference), timeout=300)
+    expected = loop_outputs(reference)
+    assert expected["rows_by_round"][0] > 0  # training really ran, so the train kill is meaningful
+
+    run = tmp_path / "run"
+    round_dir = run / "round_0"
+    trees = round_dir / "search" / "trees.jsonl"
+    # 1. inside the search phase: some trees written, not all
+    kill_when(loop_command(run), lambda: trees.exists() and 0 < trees.read_text().count("\n") < 8, timeout=300)
+    assert not (round_dir / "search.done.json").exists()
+    # 2. between phases: as soon as the search's done-marker is written
+    kill_when(loop_command(run), lambda: (round_dir / "search.done.json").exists(), timeout=300)
+    # 3. inside training: the rows are extracted, the policy not yet saved
+    kill_when(loop_command(run), lambda: (round_dir / "extract.done.json").exists(), timeout=300, settle=1.0)
+    assert not (round_dir / "train.done.json").exists()
+    result = run_to_end(loop_command(run), timeout=300)
+    assert re.search(r"round 0 search \(policy 0\): done before, skipped", result.stderr), result.stderr
+    assert "round 0 extract (step-dpo): done before, skipped" in result.stderr
+
+    resumed = loop_outputs(run)
+    for key in expected:
+        assert resumed[key] == expected[key], key
