@@ -42,6 +42,8 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
+# Everything after this line of BENCHMARKS.md (the analysis) is written by hand and kept on rewrite.
+HAND_WRITTEN_MARKER = "<!-- generated above; the analysis below is written by hand and kept when the script rewrites this file -->"
 
 
 # --------------------------------------------------------------------------- timing wrapper
@@ -430,10 +432,16 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             f"({_pct(compare['solved_in_tree_or_rollout'] / compare['problems'])}) | |",
             "",
         ]
-    notes = results.get("notes")
-    if notes:
-        lines += ["## Analysis", "", *notes, ""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kept = ""
+    if path.exists():
+        previous = path.read_text(encoding="utf-8")
+        if HAND_WRITTEN_MARKER in previous:
+            kept = previous[previous.index(HAND_WRITTEN_MARKER) + len(HAND_WRITTEN_MARKER):]
+    lines.append(HAND_WRITTEN_MARKER)
+    text = "\n".join(lines) + "\n"
+    if kept.strip():
+        text += "\n" + kept.strip("\n") + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- main
