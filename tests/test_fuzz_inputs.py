@@ -402,3 +402,32 @@ def test_tree_with_a_wrongly_typed_node_field_names_file_line_and_field(tmp_path
         read_trees([path])
     assert str(caught.value).startswith(f"{path}:2: not a valid tree: ")
     assert "visits" in str(caught.value)
+
+
+@pytest.mark.parametrize("content, line, message", [
+    (b'{"problem_id": "a"}\n[1, 2]\n', 2, "not a greedy-baseline record (needs a text 'problem_id')"),
+    (b'{"problem_id": 7}\n', 1, "not a greedy-baseline record (needs a text 'problem_id')"),
+    (b'{"problem_id": "a"}\n{"problem_id": "b\xff"}\n', 2, "not valid UTF-8"),
+])
+def test_damaged_greedy_file_on_resume_names_file_and_line(tmp_path, content, line, message):
+    from mcts_po.search.config import SearchConfig
+    from mcts_po.search_runner import SearchJob, run_search_job
+
+    (tmp_path / "greedy.jsonl").write_bytes(content)
+    job = SearchJob(out=str(tmp_path), task="demo", limit=1, search=SearchConfig(num_simulations=1), progress=False)
+    with pytest.raises(InputError) as caught:
+        run_search_job(job, backend=object())
+    assert str(caught.value) == f"{tmp_path / 'greedy.jsonl'}:{line}: {message}"
+
+
+def test_torn_tail_cut_inside_a_multibyte_character_is_repaired(tmp_path):
+    """A kill can cut a line inside a UTF-8 character (trees are written with ensure_ascii=False)."""
+    from mcts_po.search_runner import _finished_tree_ids
+
+    whole = json.dumps(small_tree_dict("p0", "The answer is 5.", True), ensure_ascii=False)
+    torn = json.dumps(small_tree_dict("p1", "Die Lösung ist 5 — fünf.", True), ensure_ascii=False).encode("utf-8")
+    cut = torn.index("ö".encode("utf-8")) + 1  # between the two bytes of "ö"
+    path = tmp_path / "trees.jsonl"
+    path.write_bytes(whole.encode("utf-8") + b"\n" + torn[:cut])
+    assert _finished_tree_ids(path) == {"p0"}
+    assert path.read_bytes() == whole.encode("utf-8") + b"\n"
