@@ -131,7 +131,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     lines = ["# Loop benchmark: SmolLM2-135M, arithmetic, two rounds on CPU", "",
-             "Written by `scripts/bench_loop.py` (numbers below are measured, nothing is edited by hand).", "",
+             "Written by `scripts/bench_loop.py` from the runs' outputs (the Notes section is WORK/NOTES.md).", "",
              "Command (run under the shared CPU lock, repeated until it printed `all done`; it resumes per phase):", "",
              f"    {command}", "",
              f"Config: `{data['config_file']}` (method set per run); step-apo and tpo reuse step-dpo's baseline "
@@ -167,6 +167,9 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo and tpo "
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
+    notes = work / "NOTES.md"  # measured side notes written during the runs (e.g. backend speed)
+    if notes.exists():
+        lines += ["## Notes", "", notes.read_text(encoding="utf-8").strip(), ""]
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return data
 
