@@ -251,10 +251,16 @@ class ChromiumPage:
     def click(self, selector: str) -> None:
         """Scroll the first element matching `selector` into view and click its centre
         with real mouse events (moved, pressed, released)."""
+        # After a scroll, content-visibility:auto sections lay out their real size in the next
+        # frames and the element moves: scroll again until its box is stable, then click.
         box = self.evaluate(
-            "(function(){var e=document.querySelector(" + json.dumps(selector) + ");"
-            "if(!e) return null; e.scrollIntoView({block:'center', inline:'nearest'});"
-            "var r=e.getBoundingClientRect(); return [r.left + Math.min(r.width/2, 120), r.top + r.height/2];})()")
+            "(async function(){var e=document.querySelector(" + json.dumps(selector) + ");"
+            "if(!e) return null; var frame=function(){return new Promise(function(done){"
+            "requestAnimationFrame(function(){requestAnimationFrame(done);});});};"
+            "var last=null, r;"
+            "for(var i=0;i<10;i++){e.scrollIntoView({block:'center', inline:'nearest'}); await frame();"
+            "r=e.getBoundingClientRect(); if(last && last.top===r.top && last.left===r.left) break; last=r;}"
+            "return [r.left + Math.min(r.width/2, 120), r.top + r.height/2];})()")
         if box is None:
             raise BrowserError(f"no element matches {selector!r}")
         x, y = box
