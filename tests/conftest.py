@@ -30,6 +30,7 @@ def shared_data() -> Path:
 # shared by every test that asks for `real_gsm8k_run` (tests/test_real_pipeline.py): the
 # engine starts once per pytest session. Run those tests under the CPU lock:
 #     flock /tmp/mcts_po_cpu.lock .venv/bin/pytest -q -m slow tests/test_real_pipeline.py
+# MCTS_PO_KEEP_REAL_RUN=DIR copies the run folder there (pytest deletes old tmp dirs).
 REAL_RUN_PROBLEMS = 10
 REAL_RUN_SIMULATIONS = 8
 REAL_RUN_SEED = 0
@@ -61,4 +62,9 @@ def real_gsm8k_run(shared_data, tmp_path_factory):
         summary = run_search_job(job)
         seconds = time.perf_counter() - started
     print(f"\nreal_gsm8k_run: {seconds:.1f} s (engine start included), summary: {summary}")
+    keep = os.environ.get("MCTS_PO_KEEP_REAL_RUN")  # a folder to copy the run to, for a look afterwards
+    if keep:
+        import shutil
+
+        shutil.copytree(job.out, keep, dirs_exist_ok=True)
     return SimpleNamespace(job=job, out=Path(job.out), summary=summary, seconds=seconds)

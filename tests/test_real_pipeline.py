@@ -215,6 +215,7 @@ def test_viewer_renders_the_real_run_in_chromium(real_gsm8k_run, real_trees, tmp
             page.click(f'.node[data-node-id="{node.node_id}"]')
             detail = page.evaluate("document.getElementById('detail').textContent")
             assert "correcttrue" in detail and f"answer{node.answer}" in detail
+            assert page.evaluate("Array.from(document.querySelectorAll('.node.selected')).map(e => Number(e.dataset.nodeId))") == [node.node_id]
         shot = page.screenshot(tmp_path / "real_run.png")
     print(f"\nviewer screenshot of the real run: {shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
