@@ -15,9 +15,9 @@ Resuming: a phase whose marker exists is skipped; a phase killed before its mark
 again (search resumes per tree, evaluation per chunk, training restarts). The inference
 engine is built once per policy (evaluation of policy k and the search with policy k share
 it) and closed before training, so each round's engine loads the new weights and the
-trainer gets the memory back. With `reuse_engine: true` (vllm) one engine serves the whole
-run: each new policy's weights are loaded into it in place (`VLLMBackend.load_weights`),
-which saves an engine start (~2 min on CPU) per policy but keeps the engine in memory.
+trainer gets the memory back. With `reuse_engine: true` (vllm, experimental) one engine serves
+the whole run: each new policy's weights are loaded into it in place (`VLLMBackend.load_weights`),
+which saves an engine start (~80 s on CPU) per policy but keeps the engine in memory.
 
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
@@ -51,7 +51,7 @@ METRICS_FILE = "metrics.json"
 PLOT_FILE = "metrics.png"
 BASELINE_DIR = "baseline_eval"
 # Options that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("rounds", "progress")
+RESUMABLE_CHANGES = ("rounds", "progress", "reuse_engine")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class LoopConfig:
     eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
     backend: str = field(default="transformers", metadata={"help": "inference backend for search and evaluation: vllm, transformers, http"})
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options (YAML mapping), e.g. base_url"})
-    reuse_engine: bool = field(default=False, metadata={"help": "vllm: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~2 min each on CPU); the engine then stays in memory during training"})
+    reuse_engine: bool = field(default=False, metadata={"help": "vllm, experimental: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~80 s each on CPU); the engine stays in memory during training (see docs/loop.md for its measured caveat)"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "base seed: round k searches with seed + k"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})

@@ -1,5 +1,5 @@
 """Tests of `mcts-po loop` (mcts_po/loop.py): phase markers, resuming, config checks, metrics, and
-one real round on SmolLM2 (vLLM engine started once, the trained weights loaded into it in place).
+one real round on SmolLM2 (vLLM, a new engine for the trained policy).
 
 Fast tests drive `run_loop` with a fake set of phases (no model) and check which phases run
 on a rerun, that a phase killed before its marker is redone, and the metrics. The slow test
@@ -252,7 +252,7 @@ def test_one_real_round_raises_the_log_ratio_margin_of_its_pairs(tmp_path):
     from mcts_po.train.trainer import TrainConfig, pair_log_ratio_margins
 
     config = LoopConfig.from_yaml_dict({
-        "rounds": 1, "method": "step-dpo", "model": "smollm2-135m", "backend": "vllm", "reuse_engine": True,
+        "rounds": 1, "method": "step-dpo", "model": "smollm2-135m", "backend": "vllm",
         "task": "arithmetic", "task_options": {"num_ops": 1, "max_value": 20},
         "problems_per_round": 6, "eval_limit": 8, "eval_max_tokens": 96, "progress": False,
         "search": {"num_simulations": 6, "num_children": 3, "max_depth": 4, "max_tokens": 160},
