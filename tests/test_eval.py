@@ -1,4 +1,4 @@
-"""Tests of `mcts_po.evaluation` and `mcts-po eval`: Wilson intervals, maj@k voting, resume, CLI errors.
+"""Tests of `mcts_po.evaluation`, `mcts-po eval` (Wilson intervals, maj@k voting, resume, CLI errors) and `mcts-po train`.
 
 A scripted backend stands in for the model (no torch, no model), so exact counts can be asserted:
 
@@ -191,3 +191,43 @@ def test_cli_evaluates_with_a_scripted_backend(tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "x" / SUMMARY_FILE).read_text())
     assert summary["greedy"]["correct"] == 2 and summary["problems"] == 6
     assert "greedy   0.3333  (2/6" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- mcts-po train (tiny model, no real model)
+
+
+def test_train_command_reads_an_extract_folder_and_decodes_the_delimiter(tmp_path, capsys):
+    from test_trainer import STEP_ROWS, save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "step-dpo.jsonl").write_text("".join(json.dumps(row) + "\n" for row in STEP_ROWS))
+    code = main(["train", "--data", str(data), "--method", "step-dpo", "--model", base, "--out", str(tmp_path / "p1"),
+                 "--max-steps", "2", "--num-epochs", "3", "--batch-size", "3", "--learning-rate", "1e-2", "--device", "cpu",
+                 "--step-delimiter", "\\n\\n", "--no-progress"])
+    assert code == 0
+    log = json.loads((tmp_path / "p1" / "training_log.json").read_text())
+    assert log["optimizer_steps"] == 2 and log["rows"] == 3
+    assert log["config"]["step_delimiter"] == "\n\n" and log["config"]["learning_rate"] == 0.01
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["examples"] == 3 and printed["data"] == str(data / "step-dpo.jsonl")
+
+
+def test_train_command_defaults_to_the_search_delimiter_and_names_missing_data(tmp_path, capsys):
+    from mcts_po.commands.train import build_config, rows_file
+    from mcts_po.io_utils import UserError
+
+    (tmp_path / "tpo.jsonl").write_text("{}\n")
+    with pytest.raises(UserError, match=r"has no step-dpo.jsonl \(has: tpo.jsonl\)"):
+        rows_file(str(tmp_path), "step-dpo")
+    code = main(["train", "--data", str(tmp_path / "nope"), "--method", "tpo", "--model", "m", "--out", str(tmp_path / "o")])
+    assert code == 2 and "no such file or folder" in capsys.readouterr().err
+    import argparse
+
+    from mcts_po.commands.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--method", "tpo", "--model", "m", "--out", "o"])
+    assert build_config(args).step_delimiter == "\n"
