@@ -1,6 +1,7 @@
 """Tests of `mcts_po.evaluation`, `mcts-po eval` (Wilson intervals, maj@k voting, resume, CLI errors) and `mcts-po train`.
 
-A scripted backend stands in for the model (no torch, no model), so exact counts can be asserted:
+A scripted backend stands in for the model in the eval tests (exact counts can be asserted); the
+train-command tests use the tiny random Llama of tests/test_trainer.py:
 
     .venv/bin/pytest -q tests/test_eval.py
 """
