@@ -87,24 +87,27 @@ def comparable_lines(path: Path) -> list[dict]:
     return records
 
 
-def run_to_end(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env())
+def run_to_end(command: list[str], timeout: float, threads: int = 1) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env(threads))
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def _env() -> dict[str, str]:
+def _env(threads: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["OMP_NUM_THREADS"] = "1"  # the tiny model gains nothing from threads; the machine is shared
+    # The same thread count in every run keeps float sums identical; the tiny model gains
+    # nothing from threads and the machine is shared.
+    env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def kill_after_first_trees(command: list[str], trees_path: Path, total: int, timeout: float) -> int:
+def kill_after_first_trees(command: list[str], trees_path: Path, total: int, timeout: float, threads: int = 1) -> int:
     """Start the search, SIGKILL it as soon as some but not all trees are written; return how many
     complete lines were on disk at the kill."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=_env(threads))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -126,12 +129,13 @@ def kill_after_first_trees(command: list[str], trees_path: Path, total: int, tim
         process.stderr.close()
 
 
-def assert_resumed_run_matches(command: list[str], out: Path, expected: list[dict], timeout: float) -> None:
+def assert_resumed_run_matches(command: list[str], out: Path, expected: list[dict], timeout: float,
+                               threads: int = 1) -> None:
     """Kill the search midway, rerun it, and compare every line with `expected`."""
     total = len(expected)
-    lines_at_kill = kill_after_first_trees(command, out / "trees.jsonl", total, timeout)
+    lines_at_kill = kill_after_first_trees(command, out / "trees.jsonl", total, timeout, threads)
     assert 0 < lines_at_kill < total
-    result = run_to_end(command, timeout)
+    result = run_to_end(command, timeout, threads)
     assert f"{lines_at_kill} of {total} problems already searched" in result.stderr
 
     resumed = comparable_lines(out / "trees.jsonl")
@@ -254,12 +258,13 @@ def test_sigkill_midway_with_smollm2_resumes_to_the_same_trees(tmp_path):
     except Exception as exc:  # the weights package is missing
         pytest.skip(f"SmolLM2 not available: {exc}")
     options = ("--num-simulations", "2", "--num-children", "2", "--leaves-per-wave", "2",
-               "--max-step-tokens", "24", "--no-use-rollout", "--max-depth", "4", "--no-greedy-baseline")
-    command = search_command(folder, tmp_path / "reference", limit=4, in_flight=1, extra=options)
-    run_to_end(command, timeout=200)
+               "--max-step-tokens", "16", "--no-use-rollout", "--max-depth", "4", "--no-greedy-baseline")
+    reference = search_command(folder, tmp_path / "reference", limit=3, in_flight=1, extra=options)
+    run_to_end(reference, timeout=200, threads=2)
     expected = comparable_lines(tmp_path / "reference" / "trees.jsonl")
-    command = search_command(folder, tmp_path / "run", limit=4, in_flight=1, extra=options)
-    assert_resumed_run_matches(command, tmp_path / "run", expected, timeout=200)
+    assert len(expected) == 3 and all(len(r["nodes"]) > 1 for r in expected)
+    command = search_command(folder, tmp_path / "run", limit=3, in_flight=1, extra=options)
+    assert_resumed_run_matches(command, tmp_path / "run", expected, timeout=200, threads=2)
 
 
 # --------------------------------------------------------------------------- mcts-po loop
