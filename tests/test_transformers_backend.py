@@ -325,6 +325,18 @@ def test_render_chat_uses_the_model_template(backend):
     assert backend.generate([]) == []
 
 
+def test_auto_dtype_reads_the_cpu_flags(tmp_path):
+    from mcts_po.backends.transformers_backend import cpu_has_native_bf16
+
+    with_bf16 = tmp_path / "cpuinfo-zen4"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n")
+    without = tmp_path / "cpuinfo-old"
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(with_bf16)) is True
+    assert cpu_has_native_bf16(str(without)) is False
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
 # ---------------------------------------------------------------- the real model
 
 @pytest.mark.slow
