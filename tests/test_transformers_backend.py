@@ -346,10 +346,12 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, load_trees, run_search_job
 
+    # Sized for a 2-core CPU: without a prefix cache every wave prefills all its prompts in full.
     job = SearchJob(out=str(tmp_path / "run"), task="gsm8k", split="test", limit=3,
                     data=str(shared_data / "gsm8k"), model="smollm2-135m", backend="transformers",
-                    search=SearchConfig(num_simulations=8, seed=0), sampling=SamplingConfig(rollout_max_tokens=160),
-                    greedy_baseline=True, greedy_max_tokens=160, progress=False)
+                    search=SearchConfig(num_simulations=8, num_children=3, seed=0),
+                    sampling=SamplingConfig(max_step_tokens=64, rollout_max_tokens=96),
+                    greedy_baseline=True, greedy_max_tokens=96, progress=False)
     started = time.perf_counter()
     summary = run_search_job(job)
     seconds = time.perf_counter() - started
