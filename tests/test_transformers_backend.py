@@ -188,6 +188,42 @@ def test_left_padding_gives_the_single_prompt_greedy_output(backend):
         assert together.prompt_tokens == alone.prompt_tokens
 
 
+def test_prompts_sharing_a_prefix_prefill_it_once_and_match_the_reference(backend, tiny_folder, monkeypatch):
+    from mcts_po.backends.transformers_backend import shared_prefix_length
+
+    stem = "Problem: x = 12 + 3 * 4. Steps so far:\nab = 1\n"
+    prompts = [stem + tail for tail in ("x", "x = 15\nNext", "Step 2: y =", "Step 2: y = 3 +")]
+    ids = [backend.tokenizer(p).input_ids for p in prompts]
+    assert shared_prefix_length(ids, 16) == len(backend.tokenizer(stem).input_ids) >= 16
+    assert shared_prefix_length(ids, 10**6) == 0 and shared_prefix_length([ids[1]], 1) == len(ids[1]) - 1
+    forward_batch_sizes = []
+    original_forward = backend.hf_model.forward
+
+    def counting_forward(*args, **kwargs):
+        forward_batch_sizes.append(tuple(kwargs["input_ids"].shape))
+        return original_forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend.hf_model, "forward", counting_forward)
+    results = backend.generate([GenerationRequest(prompt=p, max_tokens=12, temperature=0.0) for p in prompts])
+    monkeypatch.undo()
+    # the shared stem went through the model once, as a batch of one; then the 4 suffixes
+    assert forward_batch_sizes[0] == (1, len(backend.tokenizer(stem).input_ids))
+    assert forward_batch_sizes[1][0] == 4 and forward_batch_sizes[1][1] == max(len(i) for i in ids) - forward_batch_sizes[0][1]
+    for prompt, result in zip(prompts, results):
+        ref_ids, ref_logprobs, finish = reference_greedy(backend, prompt, 12)
+        completion = result.completions[0]
+        assert (completion.text, completion.finish_reason) == (backend.tokenizer.decode(ref_ids), finish)
+        assert completion.token_logprobs == pytest.approx(ref_logprobs, abs=1e-5)
+    # sampling with and without the shared pass: same seed, same rows, same draws
+    sample = [GenerationRequest(prompt=p, max_tokens=10, n=2, temperature=1.0) for p in prompts]
+    shared_run = new_backend(tiny_folder, seed=9).generate(sample)
+    plain_run = new_backend(tiny_folder, seed=9, min_shared_prefix=10**6).generate(sample)
+    for a, b in zip(shared_run, plain_run):
+        assert [c.text for c in a.completions] == [c.text for c in b.completions]
+        for x, y in zip(a.completions, b.completions):
+            assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-5)
+
+
 def test_greedy_n_returns_identical_independent_copies(backend):
     [result] = backend.generate([GenerationRequest(prompt=PROMPTS[0], max_tokens=10, n=3, temperature=0.0)])
     texts = [c.text for c in result.completions]

@@ -106,6 +106,21 @@ def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int) -> int:
+    """Tokens at the start of every prompt that all share, leaving each at least one own token
+    (its last position must be computed in the batched pass); 0 when fewer than `minimum`."""
+    if len(prompts) < 2:
+        length = len(prompts[0]) - 1 if prompts else 0
+    else:
+        first, length = prompts[0], min(len(p) for p in prompts) - 1
+        for prompt in prompts[1:]:
+            k = 0
+            while k < length and prompt[k] == first[k]:
+                k += 1
+            length = k
+    return length if length >= max(minimum, 1) else 0
+
+
 def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     """The stop string that completes earliest in `text`, as (start index, stop); ties go to the first listed.
 
@@ -146,6 +161,7 @@ class TransformersBackend:
         dtype: str = "auto",
         device: str | None = None,
         max_batch_size: int = 32,
+        min_shared_prefix: int = 16,
         **_: Any,
     ):
         import torch
@@ -159,6 +175,7 @@ class TransformersBackend:
         self.model_path = resolve_model(model)
         self.seed = seed
         self.max_batch_size = max_batch_size
+        self.min_shared_prefix = min_shared_prefix  # shorter common prefixes are not worth a separate pass
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" or cpu_has_native_bf16() else "float32"
@@ -209,8 +226,9 @@ class TransformersBackend:
             for i, r in enumerate(requests)
             for _ in range(r.n if r.temperature > 0 else 1)
         ]
-        # Stable sort: samples of one request stay adjacent and in order.
-        ordered = sorted(rows, key=lambda row: len(row.prompt_ids))
+        # Sorted by prompt tokens (stable: samples of one request stay adjacent and in order), so a
+        # chunk holds prompts that share long prefixes (one problem's states, its self-evaluations).
+        ordered = sorted(rows, key=lambda row: row.prompt_ids)
         with torch.inference_mode():
             for start in range(0, len(ordered), self.max_batch_size):
                 self._run_chunk(ordered[start : start + self.max_batch_size])
@@ -249,19 +267,27 @@ class TransformersBackend:
         from transformers import DynamicCache
 
         device = self.device
-        # Each distinct prompt is prefilled once; its cache is copied to its rows.
+        # Each distinct prompt is prefilled once; its cache is copied to its rows. The prefix all
+        # of them share is prefilled once too (batch of one) and copied to every prompt; the rest
+        # of each prompt follows it, left-padded: [shared prefix][pad][own suffix], pads masked.
         distinct: dict[tuple[int, ...], int] = {}
         row_to_prompt = [distinct.setdefault(tuple(row.prompt_ids), len(distinct)) for row in rows]
         prompts = list(distinct)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention[i, width - len(prompt) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        shared = shared_prefix_length(prompts, self.min_shared_prefix)
         cache = DynamicCache(config=self.hf_model.config)
+        if shared:
+            self.hf_model(input_ids=torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device),
+                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+        width = max(len(p) for p in prompts) - shared
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        own = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - (len(prompt) - shared) :] = torch.tensor(prompt[shared:], dtype=torch.long)
+            own[i, width - (len(prompt) - shared) :] = 1
+        input_ids, own = input_ids.to(device), own.to(device)
+        attention = torch.cat([own.new_ones((len(prompts), shared)), own], dim=1)
+        positions = shared + (own.cumsum(-1) - 1).clamp(min=0)
         output = self.hf_model(
             input_ids=input_ids,
             attention_mask=attention,
