@@ -188,32 +188,43 @@ def test_left_padding_gives_the_single_prompt_greedy_output(backend):
         assert together.prompt_tokens == alone.prompt_tokens
 
 
-def test_prompts_sharing_a_prefix_prefill_it_once_and_match_the_reference(backend, tiny_folder, monkeypatch):
-    from mcts_po.backends.transformers_backend import shared_prefix_length
+def test_prefix_groups():
+    from mcts_po.backends.transformers_backend import shared_prefix_groups
 
+    stem = list(range(20))
+    prompts = [[0, 1, 2], stem + [1], stem + [2, 2], stem + [3, 3, 3], [50] * 30 + [1], [50] * 30 + [2], [60] * 5]
+    assert shared_prefix_groups(prompts, 16) == [([0], 0), ([1, 2, 3], 20), ([4, 5], 30), ([6], 0)]
+    assert shared_prefix_groups(prompts, 25) == [([0], 0), ([1], 0), ([2], 0), ([3], 0), ([4, 5], 30), ([6], 0)]
+    # a lone prompt keeps its last token for the second pass; a common part shorter than half splits
+    assert shared_prefix_groups([stem], 16) == [([0], 19)]
+    assert shared_prefix_groups([stem + [1] * 30, stem + [2] * 30], 16) == [([0], 49), ([1], 49)]
+
+
+def test_prompts_sharing_a_prefix_prefill_it_once_and_match_the_reference(backend, tiny_folder, monkeypatch):
     stem = "Problem: x = 12 + 3 * 4. Steps so far:\nab = 1\n"
+    other = "Solve: 7 * 8 - 5 = ? Steps so far: none\n"
     prompts = [stem + tail for tail in ("x", "x = 15\nNext", "Step 2: y =", "Step 2: y = 3 +")]
-    ids = [backend.tokenizer(p).input_ids for p in prompts]
-    assert shared_prefix_length(ids, 16) == len(backend.tokenizer(stem).input_ids) >= 16
-    assert shared_prefix_length(ids, 10**6) == 0 and shared_prefix_length([ids[1]], 1) == len(ids[1]) - 1
-    forward_batch_sizes = []
+    prompts += [other + "a", other + "ab", "a", "b c"]  # a second group, and prompts with no shared prefix
+    forward_shapes = []
     original_forward = backend.hf_model.forward
 
     def counting_forward(*args, **kwargs):
-        forward_batch_sizes.append(tuple(kwargs["input_ids"].shape))
+        forward_shapes.append(tuple(kwargs["input_ids"].shape))
         return original_forward(*args, **kwargs)
 
     monkeypatch.setattr(backend.hf_model, "forward", counting_forward)
     results = backend.generate([GenerationRequest(prompt=p, max_tokens=12, temperature=0.0) for p in prompts])
     monkeypatch.undo()
-    # the shared stem went through the model once, as a batch of one; then the 4 suffixes
-    assert forward_batch_sizes[0] == (1, len(backend.tokenizer(stem).input_ids))
-    assert forward_batch_sizes[1][0] == 4 and forward_batch_sizes[1][1] == max(len(i) for i in ids) - forward_batch_sizes[0][1]
+    # first pass: one row per group (2 shared prefixes + 2 prompts with none), as wide as the longest prefix
+    stem_tokens = len(backend.tokenizer(stem).input_ids)
+    other_tokens = len(backend.tokenizer(other).input_ids) + 1  # "a" is shared by both of its prompts
+    assert forward_shapes[0] == (4, max(stem_tokens, other_tokens))
+    assert forward_shapes[1][0] == 8
     for prompt, result in zip(prompts, results):
         ref_ids, ref_logprobs, finish = reference_greedy(backend, prompt, 12)
         completion = result.completions[0]
-        assert (completion.text, completion.finish_reason) == (backend.tokenizer.decode(ref_ids), finish)
-        assert completion.token_logprobs == pytest.approx(ref_logprobs, abs=1e-5)
+        assert (completion.text, completion.finish_reason) == (backend.tokenizer.decode(ref_ids), finish), prompt
+        assert completion.token_logprobs == pytest.approx(ref_logprobs, abs=1e-5), prompt
     # sampling with and without the shared pass: same seed, same rows, same draws
     sample = [GenerationRequest(prompt=p, max_tokens=10, n=2, temperature=1.0) for p in prompts]
     shared_run = new_backend(tiny_folder, seed=9).generate(sample)

@@ -106,19 +106,36 @@ def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int) -> int:
-    """Tokens at the start of every prompt that all share, leaving each at least one own token
-    (its last position must be computed in the batched pass); 0 when fewer than `minimum`."""
-    if len(prompts) < 2:
-        length = len(prompts[0]) - 1 if prompts else 0
-    else:
-        first, length = prompts[0], min(len(p) for p in prompts) - 1
-        for prompt in prompts[1:]:
-            k = 0
-            while k < length and prompt[k] == first[k]:
-                k += 1
-            length = k
-    return length if length >= max(minimum, 1) else 0
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    k, limit = 0, min(len(a), len(b))
+    while k < limit and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list[tuple[list[int], int]]:
+    """Runs of consecutive prompts worth prefilling a common prefix for, as (indices, prefix length).
+
+    Neighbours join a run when they share at least `minimum` tokens and at least half the
+    shorter one (prompts sorted by tokens put one problem's states side by side). A run's
+    prefix is what all its prompts share, less one token so that each prompt keeps an own
+    last position; it is 0 (no first pass) when shorter than `minimum`.
+    """
+    runs: list[tuple[list[int], int]] = []
+    for i, prompt in enumerate(prompts):
+        if runs:
+            indices, length = runs[-1]
+            previous = prompts[indices[-1]]
+            common = common_prefix_length(previous, prompt)
+            if common >= minimum and 2 * common >= min(len(previous), len(prompt)):
+                runs[-1] = (indices + [i], min(length, common))
+                continue
+        runs.append(([i], len(prompt)))
+    groups = []
+    for indices, length in runs:
+        length = min(length, min(len(prompts[i]) for i in indices) - 1)
+        groups.append((indices, length if length >= max(minimum, 1) else 0))
+    return groups
 
 
 def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
@@ -267,27 +284,47 @@ class TransformersBackend:
         from transformers import DynamicCache
 
         device = self.device
-        # Each distinct prompt is prefilled once; its cache is copied to its rows. The prefix all
-        # of them share is prefilled once too (batch of one) and copied to every prompt; the rest
-        # of each prompt follows it, left-padded: [shared prefix][pad][own suffix], pads masked.
+        # Each distinct prompt is prefilled once; its cache is copied to its rows. Prompts that
+        # share a long prefix (one problem's states; its self-evaluations) form a group whose
+        # prefix is prefilled once (first pass, one row per group, left-padded) and copied to the
+        # group's prompts; the second pass runs each prompt's own suffix after it:
+        # [pad][group prefix][pad][own suffix], pads masked, positions counted without pads.
         distinct: dict[tuple[int, ...], int] = {}
         row_to_prompt = [distinct.setdefault(tuple(row.prompt_ids), len(distinct)) for row in rows]
         prompts = list(distinct)
-        shared = shared_prefix_length(prompts, self.min_shared_prefix)
+        groups = shared_prefix_groups(prompts, self.min_shared_prefix)
+        prefix_length = [0] * len(prompts)
+        group_of = [0] * len(prompts)
+        for g, (indices, length) in enumerate(groups):
+            for i in indices:
+                prefix_length[i], group_of[i] = length, g
         cache = DynamicCache(config=self.hf_model.config)
-        if shared:
-            self.hf_model(input_ids=torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device),
+        widest_prefix = max(prefix_length)
+        prefix_mask = torch.zeros((len(prompts), widest_prefix), dtype=torch.long, device=device)
+        if widest_prefix:
+            prefix_ids = torch.full((len(groups), widest_prefix), self.pad_token_id, dtype=torch.long)
+            group_mask = torch.zeros((len(groups), widest_prefix), dtype=torch.long)
+            for g, (indices, length) in enumerate(groups):
+                if length:
+                    prefix_ids[g, widest_prefix - length :] = torch.tensor(prompts[indices[0]][:length])
+                    group_mask[g, widest_prefix - length :] = 1
+            prefix_ids, group_mask = prefix_ids.to(device), group_mask.to(device)
+            self.hf_model(input_ids=prefix_ids, attention_mask=group_mask,
+                          position_ids=(group_mask.cumsum(-1) - 1).clamp(min=0),
                           past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
-        width = max(len(p) for p in prompts) - shared
+            expand_groups = torch.tensor(group_of, dtype=torch.long, device=device)
+            cache.batch_select_indices(expand_groups)
+            prefix_mask = group_mask.index_select(0, expand_groups)
+        width = max(len(p) - k for p, k in zip(prompts, prefix_length))
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         own = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            input_ids[i, width - (len(prompt) - shared) :] = torch.tensor(prompt[shared:], dtype=torch.long)
-            own[i, width - (len(prompt) - shared) :] = 1
+        for i, (prompt, k) in enumerate(zip(prompts, prefix_length)):
+            input_ids[i, width - (len(prompt) - k) :] = torch.tensor(prompt[k:], dtype=torch.long)
+            own[i, width - (len(prompt) - k) :] = 1
         input_ids, own = input_ids.to(device), own.to(device)
-        attention = torch.cat([own.new_ones((len(prompts), shared)), own], dim=1)
-        positions = shared + (own.cumsum(-1) - 1).clamp(min=0)
+        attention = torch.cat([prefix_mask, own], dim=1)
+        offsets = torch.tensor(prefix_length, dtype=torch.long, device=device).unsqueeze(1)
+        positions = offsets + (own.cumsum(-1) - 1).clamp(min=0)
         output = self.hf_model(
             input_ids=input_ids,
             attention_mask=attention,
