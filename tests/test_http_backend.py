@@ -176,6 +176,7 @@ def server():
 
 def new_backend(folder, url, **options):
     options.setdefault("retry_budget_s", 5.0)
+    options.setdefault("served_model", "fake-model")
     return make_backend("http", model=folder, seed=3, base_url=url, **options)
 
 
@@ -252,7 +253,6 @@ def test_search_flags_reach_the_backend_options():
 
 def test_requests_and_responses_round_trip(tokenizer_folder, server):
     backend = new_backend(tokenizer_folder, server.url, per_request_seed=True)
-    assert backend.served_model == "fake-model"  # the one model the server lists
     prompt = backend.render_chat([{"role": "user", "content": "2+2?"}])
     assert prompt == "<user>2+2?\n<assistant>"
     requests = [
@@ -331,12 +331,14 @@ def test_client_errors_fail_at_once_with_the_server_message(tokenizer_folder, se
     assert str(error.value) == (f"http backend: POST {server.url}/completions was refused: HTTP 400: "
                                 "This model's maximum context length is 2048 tokens")
     server.fail_with = None
-    server.models.append("other-model")
+    # the served model: the one named like --model (vllm serve FOLDER names it by the folder), never a guess
     with pytest.raises(UserError) as error:
-        new_backend(tokenizer_folder, server.url)
-    assert str(error.value) == (f"http backend: {server.url} serves ['fake-model', 'other-model']; "
-                                f"say which one is {tokenizer_folder!r} with served_model=NAME")
-    assert new_backend(tokenizer_folder, server.url, served_model="other-model").served_model == "other-model"
+        new_backend(tokenizer_folder, server.url, served_model=None)
+    assert str(error.value) == (f"http backend: {server.url} serves ['fake-model'], not {tokenizer_folder!r}; "
+                                "start the server with that model, or pass served_model=NAME if it is the same model")
+    server.models.append(tokenizer_folder)
+    assert new_backend(tokenizer_folder, server.url, served_model=None).served_model == tokenizer_folder
+    assert new_backend(tokenizer_folder, server.url, served_model="fake-model").served_model == "fake-model"
 
 
 def test_server_errors_are_retried_until_the_budget_then_a_clear_error(tokenizer_folder, server):
@@ -380,7 +382,7 @@ def test_a_stopped_search_resumes_on_rerun_without_duplicates(tokenizer_folder, 
 
     def job():
         return SearchJob(out=str(tmp_path / "run"), task="demo", limit=3, model=tokenizer_folder, backend="http",
-                         backend_options={"base_url": server.url, "retry_budget_s": 0.6},
+                         backend_options={"base_url": server.url, "retry_budget_s": 0.6, "served_model": "fake-model"},
                          search=SearchConfig(num_simulations=4, num_children=2, seed=0), problems_in_flight=1,
                          greedy_baseline=False, progress=False)
 

@@ -42,7 +42,8 @@ can turn it on.
 Prompts are rendered with the model's chat template loaded locally
 (`AutoTokenizer.from_pretrained` on the resolved model folder, or `tokenizer=`), so they are
 byte-identical to the other backends'. The served model name is asked from `/v1/models`
-when not given (`served_model=`): the one model served, or the one named like `model`.
+when not given (`served_model=`): the one named like `model` or its resolved folder (what
+`vllm serve FOLDER` calls it); anything else is an error, never a silent fallback.
 
 Faults: a refused or reset connection, a timeout, HTTP 5xx, 408 or 429 is retried with
 exponential backoff (0.5 s doubling, at most `backoff_max_s` apart; every retry goes to the
@@ -278,10 +279,10 @@ class HTTPBackend:
         for candidate in (self.model, path):
             if candidate in names:
                 return candidate
-        if len(names) == 1:
-            return names[0]
-        raise UserError(f"http backend: {self.base_urls[0]} serves {names or 'no models'}; "
-                        f"say which one is {self.model!r} with served_model=NAME")
+        # Never fall back to whatever is served: a loop round would silently search with last
+        # round's model.
+        raise UserError(f"http backend: {self.base_urls[0]} serves {names or 'no models'}, not {self.model!r}; "
+                        f"start the server with that model, or pass served_model=NAME if it is the same model")
 
     # ---------------------------------------------------------------- protocol
 
