@@ -9,7 +9,9 @@ tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → B
 Settings come from configs/loop_arithmetic_cpu.yaml (`--config`), with `method` set per run. The
 first method's run (WORK/step-dpo) does the baseline evaluation and the round-0 search; the other
 methods copy those (`mcts_po.loop.share_round0`) before they start, so all three train from the
-same round-0 trees and are compared against the same baseline.
+same round-0 trees and are compared against the same baseline. Breadth first: a first pass takes
+every method through round 0 (train, evaluate policy 1) and its round-1 search; a second pass
+finishes round 1 (extract, train, evaluate policy 2), so a partial run still compares the methods.
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ class BudgetSpent(Exception):
     pass
 
 
-class BudgetedPhases:
-    """Wraps the real phases: refuses to start a phase once the wall-clock budget is spent."""
+class PassDone(Exception):
+    """The first pass stops each method before its round-1 training (breadth first over methods)."""
 
-    def __init__(self, inner, deadline: float):
+
+class BudgetedPhases:
+    """Wraps the real phases: refuses to start a phase once the wall-clock budget is spent, and in the
+    first pass stops before round 1's training, so that every method gets its round-0 result (and
+    its round-1 search, on the same engine as its policy-1 evaluation) before any method finishes."""
+
+    def __init__(self, inner, deadline: float, first_pass: bool = False):
         self.inner = inner
         self.deadline = deadline
+        self.first_pass = first_pass
 
     def _check(self, name: str) -> None:
         if time.monotonic() > self.deadline:
@@ -50,6 +59,8 @@ class BudgetedPhases:
         return self.inner.extract(*args)
 
     def train(self, *args):
+        if self.first_pass and args[0] >= 1:
+            raise PassDone()
         self._check("train")
         return self.inner.train(*args)
 
@@ -96,7 +107,7 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
 def _run_methods(work, config_path, first, deadline, budget_minutes, engines) -> bool:
     from mcts_po.loop import LoopPhases, marker_path, run_loop, share_round0, stderr_log
 
-    for method in METHODS:
+    for first_pass, method in [(True, m) for m in METHODS] + [(False, m) for m in METHODS]:
         config = load_config(config_path, method)
         run_dir = work / method
         if method != METHODS[0]:
@@ -106,10 +117,12 @@ def _run_methods(work, config_path, first, deadline, budget_minutes, engines) ->
             copied = share_round0(first, run_dir)
             if copied:
                 stderr_log(f"{method}: reusing {', '.join(copied)} from {first}")
-        phases = BudgetedPhases(LoopPhases(config, stderr_log, engines=engines), deadline)
-        stderr_log(f"=== {method} ({run_dir})")
+        phases = BudgetedPhases(LoopPhases(config, stderr_log, engines=engines), deadline, first_pass)
+        stderr_log(f"=== {method} ({run_dir}), {'first pass: up to the round-1 search' if first_pass else 'second pass'}")
         try:
             run_loop(config, run_dir, phases=phases)
+        except PassDone:
+            continue
         except BudgetSpent as stop:
             stderr_log(f"budget of {budget_minutes} min spent before {method} {stop}; rerun to continue")
             return False
