@@ -467,9 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-problems", type=int, default=2)
     parser.add_argument("--piece-seconds", type=float, default=840.0,
                         help="no new section or search chunk starts after this long (rerun to resume)")
+    parser.add_argument("--stop-at", default="", help="HH:MM (UTC): no new section or search chunk starts after it")
     parser.add_argument("--naive-simulations", type=int, default=4)
     args = parser.parse_args(argv)
     args.deadline = time.perf_counter() + args.piece_seconds
+    if args.stop_at:
+        import datetime as dt
+
+        hour, minute = (int(part) for part in args.stop_at.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        args.deadline = min(args.deadline, time.perf_counter() + (stop - now).total_seconds())
 
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
