@@ -46,13 +46,13 @@ PAINT_BUDGET_MS = 1000.0
 EXAMPLE_TEXT_LIMIT = 160
 
 
-def run_search(run: Path, problems: int, simulations: int, seed: int, data: Path) -> dict[str, Any]:
+def run_search(run: Path, problems: int, simulations: int, seed: int, data: Path, in_flight: int) -> dict[str, Any]:
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, run_search_job
 
     job = SearchJob(out=str(run), task="gsm8k", data=str(data), split="test", limit=problems,
                     model="smollm2-135m", backend="vllm",
-                    search=SearchConfig(num_simulations=simulations, seed=seed))
+                    search=SearchConfig(num_simulations=simulations, seed=seed), problems_in_flight=in_flight)
     return run_search_job(job)
 
 
@@ -297,6 +297,8 @@ def main() -> int:
     parser.add_argument("--problems", type=int, default=50, help="--search: GSM8K test problems")
     parser.add_argument("--simulations", type=int, default=8, help="--search: simulations per problem")
     parser.add_argument("--seed", type=int, default=0, help="--search: search and engine seed")
+    parser.add_argument("--problems-in-flight", type=int, default=32,
+                        help="--search: problems searched together (a finished chunk is saved)")
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "gsm8k"),
                         help="--search: GSM8K folder with test.jsonl")
     parser.add_argument("--viewer-sizes", type=int, nargs="*", default=[200, 1000, 2000, 5000, 10000, 20000])
@@ -311,7 +313,7 @@ def main() -> int:
 
     run = Path(args.run)
     if args.search:
-        run_search(run, args.problems, args.simulations, args.seed, Path(args.data))
+        run_search(run, args.problems, args.simulations, args.seed, Path(args.data), args.problems_in_flight)
     if not (run / TREES_FILE).exists():
         raise SystemExit(f"{run / TREES_FILE} does not exist: pass --search to create it")
     trees = load_trees(run / TREES_FILE)
