@@ -163,6 +163,8 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
         gain = f"{100 * metrics['accuracy_gain']:+.1f} pts" if metrics["accuracy_gain"] is not None and len(metrics["policies"]) == 3 else "—"
         rows = " / ".join(str(r.get("rows", "—")) for r in metrics["rounds"]) or "—"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {gain} | {rows} |")
+    if not any(metrics["policies"] for metrics in results.values()):
+        lines.append("| (no evaluation has finished yet) | | | | | |")
     lines += ["", "## Wall time per phase (seconds)", "",
               "| method | round | search | extract | train | eval | search tokens | final train loss | final reward margin |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -194,7 +196,8 @@ def difficulty_lines(work: Path) -> list[str]:
         return []
     lines = ["## Choosing the difficulty (SmolLM2-135M greedy, before any training)", "",
              "`mcts-po eval` summaries (the first held-out test problems of each setting); the loop uses the setting "
-             "in the config above, chosen for a greedy accuracy inside the 5-60 % band.", "",
+             "given by `--task-options` in the command above (else the config's), chosen for a greedy accuracy inside "
+             "the 5-60 % band with at least 300 distinct test problems.", "",
              "| task options | problems | greedy accuracy [95 % CI] | backend | generated tokens | seconds |",
              "|---|---|---|---|---|---|"]
     for path in summaries:
