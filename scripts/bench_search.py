@@ -485,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s for s in args.sections.split(",") if s]
     redo = {s for s in args.redo.split(",") if s}
     todo = [] if args.report_only else [s for s in sections if s not in results or s in redo]
+    if todo and time.perf_counter() > args.deadline:
+        print("past --stop-at / --piece-seconds before starting: no engine started", flush=True)
+        todo = []
 
     if todo:
         if not (args.data / "test.jsonl").exists():
