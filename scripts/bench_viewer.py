@@ -14,7 +14,7 @@ writes into the DOM:
 - click_ms: a click on the deepest node until the detail panel is filled and laid out;
 - fold_ms: "collapse all" then "expand all", with layout;
 - open_s: wall time in Python from Page.navigate to the page's ready flag.
-Medians over `--repeats` page loads are printed as a Markdown table (used in docs/viewer.md).
+Medians over `--repeats` page loads are printed as a Markdown table (used in docs/graphs.md).
 """
 
 from __future__ import annotations

@@ -621,3 +621,18 @@ def test_extraction_imports_no_torch():
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_whole_solutions_join_steps_with_the_trees_own_delimiter():
+    """A search run with --step-delimiter '\\n\\n' gets '\\n\\n' between steps in every whole
+    solution (sft completions, step-dpo full_chosen; dpo and tpo use the same join); the default is '\\n'."""
+    newline_tree = tree_arithmetic()
+    paragraph_tree = tree_arithmetic()
+    paragraph_tree.sampling = {"step_delimiter": "\n\n"}
+    expected_sft = "First, 3 * 4 = 12.{}Now we add them: 2 + 12 = 14. The answer is 14."
+    for tree, delimiter in ((newline_tree, "\n"), (paragraph_tree, "\n\n")):
+        sft = extract_rows([tree], "sft", ExtractConfig())
+        assert sft[0]["completion"] == expected_sft.format(delimiter)
+        step_dpo = extract_rows([tree], "step-dpo", ExtractConfig())
+        root_pair = next(row for row in step_dpo if row["initial_reason_steps"] == "")
+        assert root_pair["full_chosen"] == expected_sft.format(delimiter)

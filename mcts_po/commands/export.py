@@ -9,7 +9,7 @@
 RUN is a run directory (its `trees.jsonl`) or a `.jsonl` file of trees; `--problem ID`
 exports one problem. File names are the tree ids with characters other than letters,
 digits, `.`, `_` and `-` replaced by `_`. The formats are described in
-`mcts_po/graphs/networkx_export.py` and `docs/viewer.md`.
+`mcts_po/graphs/networkx_export.py` and `docs/graphs.md`.
 """
 
 from __future__ import annotations

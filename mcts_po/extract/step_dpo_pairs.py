@@ -31,7 +31,7 @@ from mcts_po.extract.selection import (
     sibling_groups,
     worst_child,
 )
-from mcts_po.extract.tree_text import continuation_prompt, join_steps
+from mcts_po.extract.tree_text import continuation_prompt, join_steps, step_delimiter
 from mcts_po.search.tree import Node, Tree
 
 NAME = "step-dpo"
@@ -70,7 +70,7 @@ PAIR_FORMAT = True
 
 def full_text(tree: Tree, node: Node) -> str:
     """The step followed by the search's best continuation below it, down to a leaf."""
-    return join_steps([node.text] + [n.text for n in greedy_continuation(tree, node.node_id)])
+    return join_steps([node.text] + [n.text for n in greedy_continuation(tree, node.node_id)], step_delimiter(tree))
 
 
 def pair_row(tree: Tree, parent: Node, chosen: Node, rejected: Node) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def diverging_texts(a: Trajectory, b: Trajectory) -> tuple[str, str]:
     shared = 0
     while shared < min(len(a.nodes), len(b.nodes)) and a.nodes[shared].node_id == b.nodes[shared].node_id:
         shared += 1
-    return join_steps(a.steps[shared:]), join_steps(b.steps[shared:])
+    return join_steps(a.steps[shared:], a.delimiter), join_steps(b.steps[shared:], b.delimiter)
 
 
 def rows_from_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] | None = None) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Texts and trajectories read off a tree: training prompts, step prefixes, complete paths.
 
-The search writes the state of a node as `tree.prompt + "".join(step + "\\n\\n" for step in
-path)` (`mcts_po.llm.prompts.state_text`). Extraction rebuilds exactly that text, so a
+The search writes the state of a node as `tree.prompt + "".join(step + delimiter for step in
+path)` (`mcts_po.llm.prompts.state_text`; the delimiter is `tree.sampling["step_delimiter"]`,
+a newline by default). Extraction rebuilds exactly that text, so a
 training prompt is what the policy saw when it proposed the next step. Hand-built trees
 may have an empty `tree.prompt`; the question followed by the delimiter stands in for it.
 
@@ -34,7 +35,7 @@ def step_delimiter(tree: Tree) -> str:
 
 
 def prefix_text(steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
-    """Steps each followed by the delimiter: "" for no steps, "a\\n\\nb\\n\\n" for two."""
+    """Steps each followed by the delimiter: "" for no steps, "a\\nb\\n" for two."""
     return "".join(step + delimiter for step in steps)
 
 
@@ -56,8 +57,9 @@ def training_prompt(tree: Tree, node_id: int) -> str:
     return continuation_prompt(tree, node_id)[0]
 
 
-def join_steps(steps: list[str]) -> str:
-    return STEP_DELIMITER.join(steps)
+def join_steps(steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
+    """A whole (partial) solution: the steps joined by the search's step delimiter."""
+    return delimiter.join(steps)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Trajectory:
 
     nodes: tuple[Node, ...]
     value: float
+    delimiter: str = STEP_DELIMITER  # the tree's step delimiter, for `text`
 
     @property
     def terminal(self) -> Node:
@@ -77,7 +80,7 @@ class Trajectory:
 
     @property
     def text(self) -> str:
-        return join_steps(self.steps)
+        return join_steps(self.steps, self.delimiter)
 
     @property
     def mean_q(self) -> float:
@@ -100,7 +103,7 @@ def rank_key(trajectory: Trajectory) -> tuple[float, float, int]:
 def complete_trajectories(tree: Tree) -> list[Trajectory]:
     """Every root-to-terminal path of the tree, ranked best first (`rank_key`)."""
     out = [
-        Trajectory(nodes=tuple(tree.path(node.node_id)), value=trajectory_value(node))
+        Trajectory(nodes=tuple(tree.path(node.node_id)), value=trajectory_value(node), delimiter=step_delimiter(tree))
         for node in tree.nodes
         if node.terminal and not node.is_root
     ]

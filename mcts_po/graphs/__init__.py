@@ -6,7 +6,7 @@
     write_viewer(trees, "run.html")
 
 CLI: `mcts-po show RUN` and `mcts-po export RUN --format graphml|json|tree-json|html --out DIR`.
-See docs/viewer.md. Imports neither torch nor matplotlib (the calibration plot imports
+See docs/graphs.md. Imports neither torch nor matplotlib (the calibration plot imports
 matplotlib when called).
 """
 
