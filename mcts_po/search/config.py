@@ -20,7 +20,7 @@ TREE_KINDS = ("step", "plan")
 
 @dataclass
 class SearchConfig:
-    num_simulations: int = field(default=16, metadata={"help": "simulations (select-expand-evaluate-backup) per problem"})
+    num_simulations: int = field(default=16, metadata={"help": "simulations (select-expand-evaluate-backup) per problem", "aliases": ("--simulations",)})
     num_children: int = field(default=4, metadata={"help": "k: steps sampled when a leaf is expanded"})
     leaves_per_wave: int = field(default=2, metadata={"help": "leaves of one tree expanded in the same wave (virtual loss keeps them apart)"})
     selection: str = field(default="puct", metadata={"help": f"selection rule: {', '.join(SELECTION_RULES)}"})
