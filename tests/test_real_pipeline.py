@@ -17,6 +17,7 @@ is shared by every test here; budget about 8 minutes with the engine start. Acce
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -169,6 +170,37 @@ def test_step_dpo_rows_from_real_trees(real_gsm8k_run, real_trees, tmp_path):
     assert stats["trees_read"] == 10 and stats["trees_with_correct_answer"] == solved
     assert (stats["formats"]["sft"]["rows"] > 0) == (solved > 0)
     print("\nrows per format:", {name: fmt["rows"] for name, fmt in stats["formats"].items()})
+
+
+def test_real_step_dpo_rows_train_one_trl_dpo_step(real_trees, tmp_path):
+    """Issue 4: rows extracted from the real SmolLM2 trees go, as they are, into TRL's DPOTrainer."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from mcts_po.extract import ExtractConfig, extract_rows
+    from mcts_po.models import resolve_model
+
+    rows = extract_rows(real_trees, "step-dpo", ExtractConfig(max_pairs_per_tree=1))[:4]
+    assert len(rows) >= 2
+    folder = resolve_model("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ref_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=len(rows),
+                     learning_rate=1e-4, beta=0.1, max_length=1024, use_cpu=True, bf16=False, report_to=[],
+                     logging_steps=1, save_strategy="no", seed=0, data_seed=0)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    assert len(trainer.train_dataset) == len(rows)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert trainer.state.global_step == 1 and len(losses) == 1
+    assert losses[0] == pytest.approx(math.log(2), abs=2e-3)  # policy == reference before the step
+    assert any(not torch.equal(p.detach(), before[name]) for name, p in model.named_parameters())
 
 
 # ---------------------------------------------------------------------------- issue 6: graphs
