@@ -387,6 +387,7 @@ def test_auto_dtype_reads_the_cpu_flags(tmp_path):
 # ---------------------------------------------------------------- the real model
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     """`mcts-po search --task gsm8k --split test --limit 3 --backend transformers --num-simulations 8`."""
     from mcts_po.llm.policy import SamplingConfig
