@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mcts_po.search.tree import Tree
+from tiny_model import BRACKET_CHAT_TEMPLATE, byte_level_tokenizer, save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE_TREE_FIELDS = ("timings",)  # wall-clock measurements differ between runs
@@ -32,27 +33,8 @@ VOLATILE_TREE_FIELDS = ("timings",)  # wall-clock measurements differ between ru
 
 def build_tiny_llama(folder: Path) -> str:
     """A 2-layer random Llama with a byte-level tokenizer (no download), saved to `folder`."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    core = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(byte_symbols)}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<eos>")
-    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}[assistant] {% endif %}")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(1234)
-    model = LlamaForCausalLM(config)
-    torch.random.set_rng_state(generator_state)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_llama(folder, byte_level_tokenizer(BRACKET_CHAT_TEMPLATE), hidden_size=32, intermediate_size=64,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096, seed=1234)
 
 
 @pytest.fixture(scope="module")

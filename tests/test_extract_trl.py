@@ -23,6 +23,7 @@ import pytest
 
 from mcts_po.extract import extract_rows
 from mcts_po.search.tree import Tree
+from tiny_model import byte_level_tokenizer, save_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -50,27 +51,8 @@ def build_tree(prompt: str) -> Tree:
 
 def tiny_model_and_tokenizer(tmp_path):
     """A 2-layer random Llama and a byte-level tokenizer, built without any download."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {symbol: index for index, symbol in enumerate(alphabet)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<eos>")
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    folder = tmp_path / "tiny-llama"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder), tokenizer
+    tokenizer = byte_level_tokenizer()
+    return save_tiny_llama(tmp_path / "tiny-llama", tokenizer), tokenizer
 
 
 def model_folder_and_tokenizer(tmp_path):

@@ -89,12 +89,16 @@ def test_gsm8k_test_file_loads_1319_problems_with_unique_ids():
     assert len({problem.id for problem in problems}) == 1319
     assert all(problem.answer and "," not in problem.answer for problem in problems)
     assert problems[12].id == "gsm8k-test-00012"
+    # The first problem, checked against its own raw line (no data text is written into this file):
+    # question kept, calculator annotations dropped, "#### X" rewritten as the final-answer sentence.
+    raw = json.loads((SHARED_DATA / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[0])
     first = problems[0]
-    assert first.answer == "18"
-    assert first.question.startswith("Janet")
-    assert first.solution == ("Janet sells 16 - 3 - 4 = 9 duck eggs a day.\n"
-                              "She makes 9 * 2 = $18 every day at the farmer\u2019s market.\n"
-                              "The answer is 18.")
+    raw_reasoning, raw_final = raw["answer"].split("####")
+    assert first.question == raw["question"].strip()
+    assert first.answer == raw_final.strip().replace(",", "")
+    expected_lines = [re.sub(r"<<[^>]*>>", "", line).strip() for line in raw_reasoning.strip().splitlines()]
+    assert first.solution.splitlines() == expected_lines + [f"The answer is {first.answer}."]
+    assert "<<" not in first.solution and "####" not in first.solution
     assert task.last_load_skipped == 0
 
 

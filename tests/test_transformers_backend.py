@@ -26,6 +26,7 @@ pytest.importorskip("transformers")
 
 from mcts_po.backends import GenerationRequest, make_backend  # noqa: E402
 from mcts_po.io_utils import UserError  # noqa: E402
+from tiny_model import ANGLE_CHAT_TEMPLATE, save_tiny_llama  # noqa: E402
 
 # greedy: 0, 1, 2, 4 run past 60 tokens; 3 ends with EOS after 12 tokens; 2 meets "12" and "\n\n" early
 PROMPTS = ["Solve: 3 * 4 =", "a", "99 - 4 =", "The answer is 12.\nNext step =", "hello world"]
@@ -39,7 +40,7 @@ def build_tiny_model(folder, extra_eos: list[int] | None = None):
     end inside a token or span two. `extra_eos` adds token ids that end a sample (through
     the generation config, as chat models such as SmolLM2 do)."""
     from tokenizers import Tokenizer, decoders, models
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     chars = list(string.ascii_letters + string.digits + " .,=+-*:\n")
     vocab = {c: i for i, c in enumerate(chars)}
@@ -49,17 +50,9 @@ def build_tiny_model(folder, extra_eos: list[int] | None = None):
     backend = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
     backend.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")  # no pad token, like SmolLM2
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, initializer_range=0.3)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=[tokenizer.eos_token_id, *(extra_eos or [])])
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    tokenizer.chat_template = ANGLE_CHAT_TEMPLATE
+    return save_tiny_llama(folder, tokenizer, num_key_value_heads=2, max_position_embeddings=512,
+                           initializer_range=0.3, extra_eos=list(extra_eos or []))
 
 
 @pytest.fixture(scope="module")
