@@ -47,10 +47,10 @@ from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
 from mcts_po.search.tree import Tree
+from mcts_po.tree_io import TREES_FILE, read_tree_file
 
 logger = logging.getLogger(__name__)
 
-TREES_FILE = "trees.jsonl"
 GREEDY_FILE = "greedy.jsonl"
 SUMMARY_FILE = "summary.json"
 RUN_CONFIG_FILE = "run_config.json"
@@ -86,13 +86,7 @@ class SearchJob:
 
 def load_trees(path: str | Path, drop_torn_tail: bool = False) -> list[Tree]:
     """Read a trees.jsonl; errors name the file and line."""
-    trees = []
-    for line_no, data in read_jsonl(path, drop_torn_tail=drop_torn_tail):
-        try:
-            trees.append(Tree.from_dict(data))
-        except ValueError as exc:
-            raise InputError(path, line_no, f"not a valid tree: {exc}") from None
-    return trees
+    return read_tree_file(path, drop_torn_tail=drop_torn_tail)
 
 
 def _repair_torn_tail(path: Path) -> None:

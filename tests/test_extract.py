@@ -504,7 +504,7 @@ def test_bad_tree_lines_name_file_and_line(tmp_path):
     with pytest.raises(InputError) as info:
         read_trees([tmp_path / "run"])
     assert f"{bad_tree}:2: not a valid tree: " in str(info.value)
-    with pytest.raises(InputError, match="a run directory needs a trees.jsonl"):
+    with pytest.raises(InputError, match="not a run directory: it has no trees.jsonl"):
         read_trees([tmp_path])
     with pytest.raises(InputError, match="no such run directory or trees file"):
         read_trees([tmp_path / "missing"])

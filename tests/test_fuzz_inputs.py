@@ -299,9 +299,9 @@ def assert_clean_cli_failure(command: str, code: int, err: str, path: Path) -> N
 
 
 def test_fuzzed_tree_files_through_every_reader(tmp_path_factory):
-    """The three tree readers (extract's, show/export's, the search runner's) agree: a file is
-    read whole, or rejected with an InputError naming the file and line."""
-    from mcts_po.extract.reading import read_trees
+    """The three entry points to the tree reader (extract's, show/export's, the search runner's)
+    agree: a file is read whole, or rejected with an InputError naming the file and line."""
+    from mcts_po.tree_io import read_trees
     from mcts_po.graphs.tree_files import load_trees as load_for_graphs
     from mcts_po.search_runner import load_trees as load_for_runner
 
@@ -392,7 +392,7 @@ def test_fuzzed_trees_file_on_search_resume(tmp_path_factory):
 
 
 def test_tree_with_a_wrongly_typed_node_field_names_file_line_and_field(tmp_path):
-    from mcts_po.extract.reading import read_trees
+    from mcts_po.tree_io import read_trees
 
     record = small_tree_dict("p1", "The answer is 5.", True)
     record["nodes"][2]["visits"] = "many"

@@ -57,7 +57,7 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
 
 def run(args: argparse.Namespace) -> int:
     from mcts_po.extract.pipeline import extract_to_disk
-    from mcts_po.extract.reading import read_trees
+    from mcts_po.tree_io import read_trees
     from mcts_po.extract.stats import format_stats
 
     formats = format_names(args.formats)

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 from mcts_po.extract import ranked_trajectories, sft_traces, step_apo_pairs, step_dpo_pairs, trajectory_pairs
-from mcts_po.extract.reading import read_trees
+from mcts_po.tree_io import read_trees
 from mcts_po.extract.selection import ExtractConfig
 from mcts_po.io_utils import UserError
 from mcts_po.search.tree import Tree

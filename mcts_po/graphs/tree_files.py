@@ -17,38 +17,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mcts_po.io_utils import InputError, read_jsonl
+from mcts_po.io_utils import InputError
 from mcts_po.search.tree import Tree
+from mcts_po.tree_io import read_trees
 
-TREES_FILE_NAME = "trees.jsonl"
 SUMMARY_FILE_NAME = "summary.json"
 
 
-def trees_path(source: str | os.PathLike) -> Path:
-    """The `.jsonl` file of trees for `source` (a run directory or the file itself)."""
-    source = Path(source)
-    if source.is_dir():
-        path = source / TREES_FILE_NAME
-        if not path.exists():
-            raise InputError(source, None, f"not a run directory: it has no {TREES_FILE_NAME}")
-        return path
-    if not source.exists():
-        raise InputError(source, None, "no such run directory or trees file")
-    return source
-
-
 def load_trees(source: str | os.PathLike) -> list[Tree]:
-    """Every tree in `source`, in file order. Bad lines raise `InputError(path, line, why)`."""
-    path = trees_path(source)
-    trees: list[Tree] = []
-    for line_no, record in read_jsonl(path):
-        try:
-            trees.append(Tree.from_dict(record))
-        except (ValueError, TypeError) as exc:
-            raise InputError(path, line_no, f"not a valid tree: {exc}") from None
-    if not trees:
-        raise InputError(path, None, "holds no trees")
-    return trees
+    """Every tree in `source` (a run directory or a `.jsonl` file), in file order. Bad lines raise
+    `InputError(path, line, why)`; a source without any tree is an error too."""
+    return read_trees([source], require_trees=True)
 
 
 def load_run_summary(source: str | os.PathLike) -> dict[str, Any] | None:
