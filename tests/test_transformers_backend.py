@@ -419,4 +419,3 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     rate = summary["this_invocation"]["generated_tokens_per_second"]
     print(f"\nSmolLM2 transformers search: 3 problems x 8 simulations in {seconds:.1f} s, "
           f"{summary['generated_tokens']} generated tokens, {rate} generated tok/s, {summary['nodes']} nodes")
-    assert seconds < 300
