@@ -44,6 +44,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file 0600; a results file is meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         try:

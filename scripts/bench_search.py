@@ -16,7 +16,8 @@ already in the results file is skipped unless `--redo SECTION`):
   evaluation, one problem at a time, one leaf per simulation, on a small sample
   (--naive-problems): node expansions/s and the ratio of ours to it.
 
-Then BENCHMARKS.md is rewritten from the results (tables, the command, the machine).
+Then BENCHMARKS.md is rewritten from the results (tables, the command, the machine), with the raw
+results beside it in BENCHMARKS.json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_10,naive
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_50,flat
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
 # Everything after this line of BENCHMARKS.md (the analysis) is written by hand and kept on rewrite.
@@ -177,7 +180,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
         calls = [CallRecord(**c) for c in previous["calls"]] + timed.calls
         wall_total = previous["wall_seconds"] + wall
         out.mkdir(parents=True, exist_ok=True)
-        partial_path.write_text(json.dumps({"calls": [asdict(c) for c in calls], "wall_seconds": wall_total, "done": limit}))
+        atomic_write_json(partial_path, {"calls": [asdict(c) for c in calls], "wall_seconds": wall_total, "done": limit})
         print(f"scale_{num_problems}: {limit} problems searched, {wall_total:.1f} s so far", flush=True)
 
     final = json.loads(partial_path.read_text())
@@ -441,7 +444,8 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     text = "\n".join(lines) + "\n"
     if kept.strip():
         text += "\n" + kept.strip("\n") + "\n"
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
+    atomic_write_json(path.with_suffix(".json"), {k: v for k, v in results.items() if not k.startswith("_")})
 
 
 # --------------------------------------------------------------------------- main
@@ -537,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                 if result is None:
                     break  # out of time for this piece; the section resumes next time
                 results[section] = result
-                results_path.write_text(json.dumps(results, indent=2))
+                atomic_write_json(results_path, results)
                 print(json.dumps({k: v for k, v in result.items() if k != "by_role"}), flush=True)
         finally:
             backend.close()
