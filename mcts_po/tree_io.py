@@ -47,10 +47,12 @@ def read_tree_file(path: str | os.PathLike, *, drop_torn_tail: bool = False, pro
     return trees
 
 
-def read_trees(sources: Iterable[str | os.PathLike], *, show_progress: bool = False,
+def read_trees(sources: str | os.PathLike | Iterable[str | os.PathLike], *, show_progress: bool = False,
                require_trees: bool = False) -> list[Tree]:
-    """All trees from the given run directories / `.jsonl` files, in order. With `require_trees`,
-    a source that holds no tree is an error."""
+    """All trees from the given run directories / `.jsonl` files (one path or several), in order.
+    With `require_trees`, a source that holds no tree is an error."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
     files = [trees_path(source) for source in sources]
     progress = None
     if show_progress:

@@ -488,6 +488,9 @@ def test_read_trees_from_run_dirs_and_files(tmp_path):
     trees = read_trees([tmp_path / "run_a", file_b])
     assert [t.tree_id for t in trees] == ["t1", "t2", "t3", "t4", "t5"]
     assert extract_rows(trees, "step-dpo") == extract_rows(all_trees(), "step-dpo")
+    # one path alone (a str is not iterated character by character)
+    assert [t.tree_id for t in read_trees(str(tmp_path / "run_a"))] == ["t1", "t2"]
+    assert [t.tree_id for t in read_trees(file_b)] == ["t3", "t4", "t5"]
 
 
 def test_bad_tree_lines_name_file_and_line(tmp_path):

