@@ -232,7 +232,6 @@ def test_chunk_seed_depends_only_on_seed_and_problem_ids():
 # --------------------------------------------------------------------------- slow: SmolLM2
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_sigkill_midway_with_smollm2_resumes_to_the_same_trees(tmp_path):
     from mcts_po.models import resolve_model
 
