@@ -255,6 +255,27 @@ def test_dedup_drops_near_identical_steps_but_not_different_numbers():
     assert counters == {"pairs_near_duplicate": 1, "pairs_tied": 1}
 
 
+def test_same_ending_drops_pairs_where_only_one_step_finishes_the_solution():
+    t1 = tree_arithmetic()
+    # parent 2: "Multiply by 4." (unfinished) preferred to the wrong final "Then 5 * 4 = 20": dropped;
+    # parent 1's pair (two final answers) and the root's (two unfinished steps) stay
+    assert pairs([t1], same_ending=True) == [("t1", 0, 1, 2), ("t1", 1, 4, 5)]
+    counters: dict = {}
+    extract_rows([t1], "step-dpo", ExtractConfig(same_ending=True), counters)
+    assert counters == {"pairs_ending_differently": 1}
+    assert [r[:3] for r in apo([t1], apo_rule="margin", same_ending=True)] == [
+        (0, 1, 2), (0, 1, 3), (0, 3, 2), (1, 4, 5), (1, 6, 5)]
+    # a terminal cut off by max_depth does not finish the solution: it pairs with an unfinished step
+    t = Tree.new(problem_id="p9", tree_id="t9", question="q", gold_answer="1", task="demo", prompt=CHAT_PROMPT)
+    step(t, 0, "Keep going.", 0.5, 2)
+    terminal(t, 0, "Still going", -0.5, 1, None, reason="max_depth")
+    terminal(t, 0, "The answer is 2.", -1.0, 1, False, "2")
+    assert pairs([t], same_ending=True) == [("t9", 0, 1, 2)]
+    assert pairs([t]) == [("t9", 0, 1, 3)]
+    with pytest.raises(ValueError, match="same_ending"):
+        ExtractConfig(same_ending="yes")
+
+
 def test_near_duplicate_and_normalisation():
     assert normalise_text("  Then 2 +  12 =14 .\n") == "then2+12=14."
     assert near_duplicate("3 + 4 = 7", "3+4=7", 1.0)

@@ -14,6 +14,7 @@ Which rule applies to which format:
 | level               |    x     |    x     |     |     |     |
 | max_pairs_per_tree  |    x     |    x     |     |  x  |     |
 | dedup_threshold     |    x     |    x     |     |  x  |     |
+| same_ending         |    x     |    x     |     |     |     |
 | apo_rule/baseline   |          |    x     |     |     |     |
 | max_list_size       |          |          |  x  |     |     |
 
@@ -56,6 +57,10 @@ class ExtractConfig:
         "help": "drop a pair whose chosen and rejected texts are this similar (difflib ratio after "
                 "normalising case, whitespace and spacing around digits, and only when both hold the same "
                 "numbers); 1.0 drops only texts equal after normalisation"})
+    same_ending: bool = field(default=False, metadata={
+        "help": "pair only steps that both end the solution (state an answer or stop) or both do not "
+                "(step-dpo: the rejected step is the worst sibling ending like the chosen one): an unfinished "
+                "step preferred to a wrong final answer also teaches the policy not to answer (BENCHMARK_LOOP.md)"})
     level: str = field(default="all", metadata={
         "help": f"which tree level pairs come from: {', '.join(LEVELS)} (plan = abstract plan steps)"})
     apo_rule: str = field(default="cpl", metadata={
@@ -74,6 +79,8 @@ class ExtractConfig:
         _number("min_q_margin", self.min_q_margin, float)
         if not 0.0 <= self.min_q_margin <= 2.0:
             raise ValueError(f"ExtractConfig.min_q_margin must be in [0, 2] (Q lies in [-1, 1]), got {self.min_q_margin!r}")
+        if not isinstance(self.same_ending, bool):
+            raise ValueError(f"ExtractConfig.same_ending must be true or false, got {self.same_ending!r}")
         _number("dedup_threshold", self.dedup_threshold, float)
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError(f"ExtractConfig.dedup_threshold must be in (0, 1], got {self.dedup_threshold!r}")

@@ -106,7 +106,7 @@ def pair_row(tree: Tree, parent: Node, chosen: Node, rejected: Node) -> dict[str
 
 def filter_and_cap(tree: Tree, candidates: list[tuple[Node, Node, Node]], config: ExtractConfig,
                    counters: dict[str, int] | None) -> list[tuple[Node, Node, Node]]:
-    """Apply the margin, near-duplicate and per-tree cap rules to (parent, chosen, rejected)."""
+    """Apply the margin, near-duplicate, same-ending and per-tree cap rules to (parent, chosen, rejected)."""
     kept = []
     for parent, chosen, rejected in candidates:
         if not margin_ok(chosen.q, rejected.q, config.min_q_margin):
@@ -114,6 +114,9 @@ def filter_and_cap(tree: Tree, candidates: list[tuple[Node, Node, Node]], config
             continue
         if near_duplicate(chosen.text, rejected.text, config.dedup_threshold):
             count_event(counters, "pairs_near_duplicate")
+            continue
+        if config.same_ending and ends_solution(chosen) != ends_solution(rejected):
+            count_event(counters, "pairs_ending_differently")
             continue
         kept.append((parent, chosen, rejected))
     capped = cap_pairs(
@@ -127,8 +130,17 @@ def filter_and_cap(tree: Tree, candidates: list[tuple[Node, Node, Node]], config
 
 
 def pairs_in_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] | None = None) -> list[tuple[Node, Node, Node]]:
-    candidates = [(parent, best_child(children), worst_child(children))
-                  for parent, children in sibling_groups(tree, config, counters)]
+    """(parent, best sibling, worst sibling) per sibling group; with `same_ending`, the worst among
+    the siblings that end (or do not end) the solution as the best one does."""
+    candidates = []
+    for parent, children in sibling_groups(tree, config, counters):
+        chosen = best_child(children)
+        if config.same_ending:
+            children = [c for c in children if ends_solution(c) == ends_solution(chosen)]
+            if len(children) < 2:
+                count_event(counters, "pairs_ending_differently")
+                continue
+        candidates.append((parent, chosen, worst_child(children)))
     return filter_and_cap(tree, candidates, config, counters)
 
 
