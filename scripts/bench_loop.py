@@ -2,6 +2,7 @@
 tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → BENCHMARK_LOOP.md + .json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --budget-minutes 18
+    # --methods tpo advances only that method in a piece (the round-0 search of step-dpo must exist)
     # rerun the same command until it prints "all done": each run resumes at phase granularity and
     # stops starting new phases once the budget is spent (so each locked piece stays < 20 min)
     .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --report-only   # rewrite the report
@@ -86,9 +87,10 @@ def load_config(path: Path, method: str):
     return LoopConfig.from_yaml_dict(values, str(path))
 
 
-def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=None) -> bool:
-    """Advance every method's loop within the budget; True when all are finished. `engines`: a
-    BackendCache to use (and close) instead of a new one."""
+def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=None,
+                methods: tuple[str, ...] = METHODS) -> bool:
+    """Advance the methods' loops (all three unless `methods` names some) within the budget; True
+    when they are finished. `engines`: a BackendCache to use (and close) instead of a new one."""
     from mcts_po.loop import BackendCache, LoopPhases, marker_path, run_loop, share_round0, stderr_log
 
     deadline = time.monotonic() + budget_minutes * 60
@@ -98,16 +100,16 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
     if engines is None:
         engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend, reuse=base_config.reuse_engine)
     try:
-        return _run_methods(work, config_path, first, deadline, budget_minutes, engines)
+        return _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods)
     finally:
         engines.close()
         stderr_log(f"engines started: {engines.engines_started}, weight loads into a running engine: {engines.weight_loads}")
 
 
-def _run_methods(work, config_path, first, deadline, budget_minutes, engines) -> bool:
+def _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods) -> bool:
     from mcts_po.loop import LoopPhases, marker_path, run_loop, share_round0, stderr_log
 
-    for first_pass, method in [(True, m) for m in METHODS] + [(False, m) for m in METHODS]:
+    for first_pass, method in [(True, m) for m in methods] + [(False, m) for m in methods]:
         config = load_config(config_path, method)
         run_dir = work / method
         if method != METHODS[0]:
@@ -216,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
     parser.add_argument("--task-options", help="JSON object replacing the config's task_options (the difficulty)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods to advance in this piece (the others wait for a later one)")
     args = parser.parse_args(argv)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        parser.error(f"--methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(METHODS)}")
     global TASK_OPTIONS_OVERRIDE
     if args.task_options:
         TASK_OPTIONS_OVERRIDE = json.loads(args.task_options)
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                + (f" --task-options '{args.task_options}'" if args.task_options else ""))
     finished = True
     if not args.report_only:
-        finished = run_methods(work, config_path, args.budget_minutes)
+        finished = run_methods(work, config_path, args.budget_minutes, methods=methods)
     write_report(work, config_path, report, command)
     print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
     return 0
