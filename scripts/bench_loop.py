@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         finished = run_methods(work, config_path, args.budget_minutes, methods=methods)
     write_report(work, config_path, report, command)
-    print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
+    if not args.report_only:
+        print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
     return 0
 
 
