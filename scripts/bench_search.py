@@ -389,7 +389,6 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             f"**Search throughput = {100 * ratio:.1f} % of flat** (target >= 85 %).",
             "",
         ]
-        results["_ratio_flat"] = ratio
     naive = results.get("naive")
     if compare and naive:
         ratio = compare["node_expansions_per_second"] / naive["node_expansions_per_second"]
@@ -445,7 +444,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     if kept.strip():
         text += "\n" + kept.strip("\n") + "\n"
     atomic_write_text(path, text)
-    atomic_write_json(path.with_suffix(".json"), {k: v for k, v in results.items() if not k.startswith("_")})
+    atomic_write_json(path.with_suffix(".json"), results)
 
 
 # --------------------------------------------------------------------------- main
