@@ -12,7 +12,8 @@ Writes EXTRACTION_STATS.md (and `--json-out`, default runs/<run>/extraction_stat
   with `min_q_margin=0.5`, the rStar-Math margin): rows, rows per 100 trees, share of
   problems that contributed at least one row, and for pair formats a summary of the Q margins
   `q_chosen - q_rejected` (quantiles, histogram in bins of 0.25);
-- one real example row per format (long texts shortened) for docs/data_formats.md;
+- one real example row per format (long texts shortened, the dataset's question replaced by a
+  placeholder) for docs/data_formats.md;
 - viewer responsiveness in headless Chromium (when a Chromium binary is found): the largest
   real tree and synthetic trees of growing size (`mcts_po.graphs.synthetic_trees`), measured
   with scripts/bench_viewer.py's page probes (time to first paint after load, click on the
@@ -87,6 +88,25 @@ def shorten(value: Any) -> Any:
     return value
 
 
+QUESTION_PLACEHOLDER = "(the dataset's question, not quoted here)"
+
+
+def without_question(value: Any, question: str) -> Any:
+    """`value` with every occurrence of the problem's own question text replaced by a placeholder,
+    so the example rows written to the repo quote model output but never the dataset."""
+    if isinstance(value, str):
+        return value.replace(question, QUESTION_PLACEHOLDER) if question else value
+    if isinstance(value, list):
+        return [without_question(v, question) for v in value]
+    if isinstance(value, dict):
+        return {k: without_question(v, question) for k, v in value.items()}
+    return value
+
+
+def example_row(row: dict[str, Any]) -> dict[str, Any]:
+    return shorten(without_question(row, row.get("question", "")))
+
+
 def run_figures(trees: list[Tree], summary: dict[str, Any] | None) -> dict[str, Any]:
     sizes = [len(t) for t in trees]
     depths = [max(n.depth for n in t.nodes) for t in trees]
@@ -129,7 +149,7 @@ def extraction_figures(trees: list[Tree]) -> dict[str, Any]:
         for name, rows in rows_by_format.items():
             stats["formats"][name]["q_margin_summary"] = margin_summary(rows)
         if label == "default":
-            stats["examples"] = {name: shorten(rows[0]) if rows else None for name, rows in rows_by_format.items()}
+            stats["examples"] = {name: example_row(rows[0]) if rows else None for name, rows in rows_by_format.items()}
         out[label] = stats
     return out
 
