@@ -30,6 +30,7 @@ from mcts_po.train.losses import (
     pad_step_weights,
     step_apo_loss,
     tpo_listwise_loss,
+    with_chosen_nll,
 )
 
 VOCAB = 64
@@ -601,3 +602,31 @@ def test_a_few_tpo_steps_put_the_policy_log_ratios_in_value_order():
     rewards = final.chosen_rewards[0].tolist()
     assert rewards == sorted(rewards, reverse=True), rewards
     assert final.loss.item() < out.loss.item()
+
+
+def test_chosen_nll_adds_the_length_normalised_nll_of_the_chosen_steps():
+    policy_chosen = torch.tensor([-4.0, -6.0], requires_grad=True)
+    base = dpo_loss(policy_chosen, torch.tensor([-5.0, -5.0]), torch.tensor([-4.5, -6.0]), torch.tensor([-5.0, -4.0]),
+                    beta=0.5)
+    counts = torch.tensor([2, 3])
+    out, nll = with_chosen_nll(base, policy_chosen, counts, weight=0.5)
+    assert nll.item() == pytest.approx((4.0 / 2 + 6.0 / 3) / 2)  # = 2.0
+    assert out.loss.item() == pytest.approx(base.loss.item() + 0.5 * 2.0)
+    assert torch.equal(out.chosen_rewards, base.chosen_rewards)
+    # The NLL part of the gradient is -weight / (count * batch) on each chosen log-prob.
+    (grad_with,) = torch.autograd.grad(out.loss, policy_chosen, retain_graph=True)
+    (grad_without,) = torch.autograd.grad(base.loss, policy_chosen)
+    assert (grad_with - grad_without).tolist() == pytest.approx([-0.5 / (2 * 2), -0.5 / (3 * 2)])
+
+
+def test_chosen_nll_with_weight_zero_leaves_the_loss_and_refuses_bad_input():
+    policy_chosen = torch.tensor([-3.0])
+    base = dpo_loss(policy_chosen, torch.tensor([-3.0]), torch.tensor([-3.0]), torch.tensor([-3.0]), beta=0.1)
+    out, nll = with_chosen_nll(base, policy_chosen, torch.tensor([3]), weight=0.0)
+    assert out is base and nll.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one token"):
+        with_chosen_nll(base, policy_chosen, torch.tensor([0]), weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        with_chosen_nll(base, policy_chosen, torch.tensor([3]), weight=-1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        with_chosen_nll(base, policy_chosen, torch.tensor([3, 4]), weight=1.0)

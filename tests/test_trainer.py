@@ -19,8 +19,11 @@ from mcts_po.io_utils import UserError
 from mcts_po.train.trainer import (
     TrainConfig,
     list_examples_from_rows,
+    load_causal_lm,
+    load_tokenizer,
     pair_examples_from_rows,
     pair_log_ratio_margins,
+    pair_sequence_logprobs,
     spread_indices,
     step_completion,
     train_preferences,
@@ -103,6 +106,8 @@ def test_config_validation_names_the_field():
         TrainConfig(device="tpu")
     with pytest.raises(ValueError, match="TrainConfig.label_smoothing"):
         TrainConfig(label_smoothing=0.7)
+    with pytest.raises(ValueError, match="TrainConfig.sft_weight"):
+        TrainConfig(sft_weight=-0.1)
     with pytest.raises(ValueError, match="unknown train options"):
         TrainConfig.from_dict({"lr": 1.0})
 
@@ -149,6 +154,33 @@ def test_unknown_method_and_misplaced_options_are_refused(tmp_path):
         train_preferences("unused", STEP_ROWS, "ppo", TrainConfig(), tmp_path / "x")
     with pytest.raises(UserError, match="conservative .* applies to dpo/step-dpo, not step-apo"):
         train_preferences("unused", STEP_ROWS, "step-apo", TrainConfig(conservative=True), tmp_path / "x")
+    with pytest.raises(UserError, match="sft_weight .* not tpo"):
+        train_preferences("unused", TPO_ROWS, "tpo", TrainConfig(sft_weight=1.0), tmp_path / "x")
+
+
+def chosen_logprobs(model_dir: str, rows: list[dict]) -> list[float]:
+    """Summed log-probs of each row's chosen completion under the model in `model_dir`."""
+    config = TrainConfig(device="cpu")
+    examples = pair_examples_from_rows(rows, "step-dpo", config)
+    model, tokenizer = load_causal_lm(model_dir, torch.device("cpu")).eval(), load_tokenizer(model_dir)
+    with torch.no_grad():
+        chosen, _, _ = pair_sequence_logprobs(model, tokenizer, examples, config, torch.device("cpu"))
+    return chosen.tolist()
+
+
+def test_sft_weight_raises_the_chosen_steps_likelihood_beyond_plain_step_dpo(tmp_path):
+    base = save_tiny_model(tmp_path / "base")
+    runs = {}
+    for weight in (0.0, 2.0):
+        config = TrainConfig(learning_rate=1e-2, num_epochs=5, max_steps=5, batch_size=3, max_length=64, progress=False,
+                             device="cpu", sft_weight=weight)
+        runs[weight] = train_preferences(base, STEP_ROWS, "step-dpo", config, tmp_path / f"trained-{weight}")
+    before = chosen_logprobs(base, STEP_ROWS)
+    plain, with_nll = chosen_logprobs(str(runs[0.0]), STEP_ROWS), chosen_logprobs(str(runs[2.0]), STEP_ROWS)
+    assert sum(with_nll) > sum(before) and sum(with_nll) > sum(plain), (before, plain, with_nll)
+    log = json.loads((runs[2.0] / "training_log.json").read_text())
+    assert log["history"][-1]["chosen_nll"] < log["history"][0]["chosen_nll"]
+    assert all(m > 0 for m in pair_log_ratio_margins(str(runs[2.0]), base, STEP_ROWS, TrainConfig(device="cpu")))
 
 
 @pytest.mark.slow

@@ -11,6 +11,9 @@ for `.backward()`), and detached implicit rewards `β·(log πθ − log πref)`
   `conservative_label_smoothing(N_w, N_l) = min(N_l / (N_w + N_l), 0.5)`.
 - `step_apo_loss`: CPL's Step-APO (Wang et al. 2024): DPO with an advantage offset,
   `−log σ(β·Δ − α(Q_w − Q_l))`.
+- `with_chosen_nll`: adds the length-normalised NLL of the chosen completions to a pairwise
+  loss (RPO, Pang et al. 2024: `L_DPO + λ·NLL(y_w)/|y_w|`), which keeps the policy's likelihood
+  of the preferred steps from falling while the margin grows.
 - `tpo_listwise_loss` + `adaptive_step_weights`: TPO (Liao et al. 2024) Preference List
   Ranking with the Adaptive Step Reward, written from its definition (the paper's released
   code has a sign error and no causal shift).
@@ -152,6 +155,29 @@ def step_apo_loss(
         chosen_rewards=(beta * chosen_log_ratio).detach(),
         rejected_rewards=(beta * rejected_log_ratio).detach(),
     )
+
+
+def with_chosen_nll(
+    out: PreferenceLoss,
+    policy_chosen: torch.Tensor,
+    chosen_token_counts: torch.Tensor,
+    weight: float,
+) -> tuple[PreferenceLoss, torch.Tensor]:
+    """Add λ·mean_b(−log πθ(y_w,b) / |y_w,b|) to a pairwise loss (RPO, Pang et al. 2024).
+
+    `policy_chosen` is Tensor[B] summed log-probs of the chosen completions (with gradient),
+    `chosen_token_counts` Tensor[B] their token counts (> 0). Returns the new loss and the
+    detached per-token NLL (its batch mean), for logging. λ = 0 gives `out` back unchanged.
+    """
+    _check_pair_shapes(policy_chosen=policy_chosen, chosen_token_counts=chosen_token_counts)
+    if weight < 0:
+        raise ValueError(f"the NLL weight must be >= 0, got {weight}")
+    if bool((chosen_token_counts <= 0).any()):
+        raise ValueError("every chosen completion needs at least one token for its NLL")
+    nll = (-policy_chosen / chosen_token_counts.to(policy_chosen.dtype)).mean()
+    if weight == 0:
+        return out, nll.detach()
+    return PreferenceLoss(out.loss + weight * nll, out.chosen_rewards, out.rejected_rewards), nll.detach()
 
 
 def adaptive_step_weights(

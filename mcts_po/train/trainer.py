@@ -54,6 +54,7 @@ from mcts_po.train.losses import (
     dpo_loss,
     step_apo_loss,
     tpo_listwise_loss,
+    with_chosen_nll,
 )
 
 METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
@@ -67,6 +68,7 @@ STEP_DELIMITER = "\n"  # the search's default (SamplingConfig.step_delimiter)
 class TrainConfig:
     beta: float = field(default=0.0, metadata={"help": "beta of the loss; 0 = the method's default (dpo 0.1, step-dpo 0.4, step-apo 0.3, tpo 0.5)"})
     alpha: float = field(default=1.0, metadata={"help": "step-apo: weight of the advantage offset alpha*(Q_w - Q_l)"})
+    sft_weight: float = field(default=0.0, metadata={"help": "dpo/step-dpo/step-apo: add this times the chosen step's per-token NLL to the loss (RPO); 0 = off"})
     conservative: bool = field(default=False, metadata={"help": "dpo/step-dpo: label smoothing min(N_l/(N_w+N_l), 0.5) from visits_chosen/visits_rejected (MCTS-DPO)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "dpo/step-dpo: a fixed label smoothing in [0, 0.5] (ignored with conservative)"})
     learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate (LoRA usually wants ~1e-4)"})
@@ -96,6 +98,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.beta < 0:
             raise ValueError(f"TrainConfig.beta must be >= 0 (0 = method default), got {self.beta!r}")
+        if self.sft_weight < 0:
+            raise ValueError(f"TrainConfig.sft_weight must be >= 0 (0 = off), got {self.sft_weight!r}")
         if not 0.0 <= self.label_smoothing <= 0.5:
             raise ValueError(f"TrainConfig.label_smoothing must be in [0, 0.5], got {self.label_smoothing!r}")
         for name in ("num_epochs", "batch_size", "gradient_accumulation_steps", "max_list_size", "lora_r"):
@@ -253,8 +257,9 @@ def autocast_context(device: torch.device, enabled: bool):
 
 
 def pair_sequence_logprobs(model: Any, tokenizer: Any, examples: Sequence[PairExample], config: TrainConfig,
-                           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed completion log-probs, Tensor[B] each, in one forward pass."""
+                           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed completion log-probs, Tensor[B] each, in one forward pass, and the
+    chosen completions' token counts (Tensor[B], after truncation to max_length)."""
     batch = build_pair_batch(
         tokenizer,
         [e.prompt for e in examples] * 2,
@@ -263,27 +268,33 @@ def pair_sequence_logprobs(model: Any, tokenizer: Any, examples: Sequence[PairEx
         config.max_length,
     ).to(device)
     logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
-    return logps[: len(examples)], logps[len(examples):]
+    chosen_token_counts = batch.completion_mask[: len(examples)].sum(dim=-1)
+    return logps[: len(examples)], logps[len(examples):], chosen_token_counts
 
 
 def pair_batch_loss(policy: Any, reference: Any, tokenizer: Any, examples: Sequence[PairExample], method: str,
-                    config: TrainConfig, device: torch.device) -> PreferenceLoss:
+                    config: TrainConfig, device: torch.device) -> tuple[PreferenceLoss, float]:
+    """The batch's preference loss (plus `sft_weight` × the chosen NLL) and that NLL, for logging."""
     beta = config.beta_for(method)
     with autocast_context(device, config.bf16):
-        policy_chosen, policy_rejected = pair_sequence_logprobs(policy, tokenizer, examples, config, device)
+        policy_chosen, policy_rejected, chosen_token_counts = pair_sequence_logprobs(
+            policy, tokenizer, examples, config, device)
         with torch.no_grad():
-            ref_chosen, ref_rejected = pair_sequence_logprobs(reference, tokenizer, examples, config, device)
+            ref_chosen, ref_rejected, _ = pair_sequence_logprobs(reference, tokenizer, examples, config, device)
     if method == "step-apo":
         q_chosen = torch.tensor([e.q_chosen for e in examples], device=device)
         q_rejected = torch.tensor([e.q_rejected for e in examples], device=device)
-        return step_apo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, q_chosen, q_rejected,
-                             beta=beta, alpha=config.alpha)
-    if config.conservative:
-        smoothing = conservative_label_smoothing([e.visits_chosen for e in examples],
-                                                 [e.visits_rejected for e in examples]).to(device)
+        out = step_apo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, q_chosen, q_rejected,
+                            beta=beta, alpha=config.alpha)
     else:
-        smoothing = config.label_smoothing
-    return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=smoothing)
+        if config.conservative:
+            smoothing = conservative_label_smoothing([e.visits_chosen for e in examples],
+                                                     [e.visits_rejected for e in examples]).to(device)
+        else:
+            smoothing = config.label_smoothing
+        out = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=smoothing)
+    out, chosen_nll = with_chosen_nll(out, policy_chosen, chosen_token_counts, config.sft_weight)
+    return out, chosen_nll.item()
 
 
 def list_step_logprobs(model: Any, tokenizer: Any, examples: Sequence[ListExample], config: TrainConfig,
@@ -471,6 +482,8 @@ def train_preferences(
         raise UserError(f"label_smoothing applies to dpo/step-dpo, not {method}")
     if config.conservative and method not in ("dpo", "step-dpo"):
         raise UserError(f"conservative (visit-count label smoothing) applies to dpo/step-dpo, not {method}")
+    if config.sft_weight and method == "tpo":
+        raise UserError("sft_weight (the chosen step's NLL) applies to the pair methods dpo/step-dpo/step-apo, not tpo")
     examples: list[Any] = (
         list_examples_from_rows(rows, config) if method == "tpo" else pair_examples_from_rows(rows, method, config)
     )
@@ -512,13 +525,14 @@ def train_preferences(
     for step in range(total_steps):
         group = batches[step * accumulation : (step + 1) * accumulation]
         optimizer.zero_grad(set_to_none=True)
-        step_loss, margins, ordered = 0.0, [], []
+        step_loss, margins, ordered, nlls = 0.0, [], [], []
         for batch in group:
             if method == "tpo":
                 out = list_batch_loss(forward_model, reference, tokenizer, batch, config, device)
                 ordered.append(ordered_pair_fraction(out.chosen_rewards, batch))
             else:
-                out = pair_batch_loss(forward_model, reference, tokenizer, batch, method, config, device)
+                out, chosen_nll = pair_batch_loss(forward_model, reference, tokenizer, batch, method, config, device)
+                nlls.append(chosen_nll)
                 margins.extend((out.chosen_rewards - out.rejected_rewards).float().tolist())
             (out.loss / len(group)).backward()
             step_loss += out.loss.item() / len(group)
@@ -530,6 +544,7 @@ def train_preferences(
         if margins:
             record["reward_margin"] = sum(margins) / len(margins)
             record["reward_accuracy"] = sum(m > 0 for m in margins) / len(margins)
+            record["chosen_nll"] = sum(nlls) / len(nlls)
         if ordered:
             record["ordered_pair_fraction"] = sum(ordered) / len(ordered)
         history.append(record)
@@ -583,8 +598,8 @@ def pair_log_ratio_margins(
     margins: list[float] = []
     for start in range(0, len(examples), config.batch_size):
         chunk = examples[start : start + config.batch_size]
-        policy_chosen, policy_rejected = pair_sequence_logprobs(policy, tokenizer, chunk, config, device)
-        ref_chosen, ref_rejected = pair_sequence_logprobs(reference, tokenizer, chunk, config, device)
+        policy_chosen, policy_rejected, _ = pair_sequence_logprobs(policy, tokenizer, chunk, config, device)
+        ref_chosen, ref_rejected, _ = pair_sequence_logprobs(reference, tokenizer, chunk, config, device)
         margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
         margins.extend(margin.tolist())
     return margins
