@@ -36,6 +36,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -68,7 +69,7 @@ STEP_DELIMITER = "\n"  # the search's default (SamplingConfig.step_delimiter)
 class TrainConfig:
     beta: float = field(default=0.0, metadata={"help": "beta of the loss; 0 = the method's default (dpo 0.1, step-dpo 0.4, step-apo 0.3, tpo 0.5)"})
     alpha: float = field(default=1.0, metadata={"help": "step-apo: weight of the advantage offset alpha*(Q_w - Q_l)"})
-    sft_weight: float = field(default=0.0, metadata={"help": "dpo/step-dpo/step-apo: add this times the chosen step's per-token NLL to the loss (RPO); 0 = off"})
+    sft_weight: float = field(default=0.0, metadata={"help": "dpo/step-dpo/step-apo: add this times the chosen step's per-token NLL to the loss (RPO); 0 = off; tpo ignores it"})
     conservative: bool = field(default=False, metadata={"help": "dpo/step-dpo: label smoothing min(N_l/(N_w+N_l), 0.5) from visits_chosen/visits_rejected (MCTS-DPO)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "dpo/step-dpo: a fixed label smoothing in [0, 0.5] (ignored with conservative)"})
     learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate (LoRA usually wants ~1e-4)"})
@@ -482,8 +483,9 @@ def train_preferences(
         raise UserError(f"label_smoothing applies to dpo/step-dpo, not {method}")
     if config.conservative and method not in ("dpo", "step-dpo"):
         raise UserError(f"conservative (visit-count label smoothing) applies to dpo/step-dpo, not {method}")
-    if config.sft_weight and method == "tpo":
-        raise UserError("sft_weight (the chosen step's NLL) applies to the pair methods dpo/step-dpo/step-apo, not tpo")
+    if config.sft_weight and method == "tpo":  # not an error: one loop config serves all methods
+        print(f"train: sft_weight={config.sft_weight:g} applies to the pair methods dpo/step-dpo/step-apo; "
+              "tpo trains without it", file=sys.stderr)
     examples: list[Any] = (
         list_examples_from_rows(rows, config) if method == "tpo" else pair_examples_from_rows(rows, method, config)
     )
