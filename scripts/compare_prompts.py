@@ -8,6 +8,8 @@ instructions given only in words, but follows one worked example. This script me
 
 Layouts: `instruction` (system format + question with the answer instruction, no example),
 `task` (the task's own messages: system format + one worked example + question).
+The first problem's output is kept as `example_output` only for problems bundled in the repo
+(no `--data`): outputs on external data restate its questions, which stay out of the repo.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def main() -> None:
             "has_final_answer": sum(task.extract_answer(t) is not None for t in texts),
             "mean_lines": round(sum(len([s for s in t.split("\n") if s.strip()]) for t in texts) / len(texts), 2),
             "seconds": round(time.time() - start, 1),
-            "example_output": texts[0],
         }
+        if not args.data:  # bundled problems only (see the docstring)
+            results[name]["example_output"] = texts[0]
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "example_output"}), flush=True)
     backend.close()
     if args.out:
