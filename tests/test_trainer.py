@@ -183,7 +183,8 @@ def test_sft_weight_raises_the_chosen_steps_likelihood_beyond_plain_step_dpo(tmp
 
 
 @pytest.mark.slow
-def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path):
+@pytest.mark.parametrize("trainer", ["mcts_po", "trl"])
+def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, trainer):
     from mcts_po.models import resolve_model
 
     base = resolve_model("smollm2-135m")
@@ -203,8 +204,10 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path):
          "rejected": "Each box holds 5 pens, so 2 boxes hold 5 + 2 = 7 pens.",
          "chosen_ends_solution": False, "rejected_ends_solution": False},
     ]
-    config = TrainConfig(learning_rate=1e-5, max_steps=4, batch_size=3, max_length=128, progress=False, device="cpu")
+    config = TrainConfig(learning_rate=1e-5, max_steps=4, batch_size=3, max_length=128, progress=False, device="cpu",
+                         trainer=trainer)
     out = train_preferences(base, rows, "step-dpo", config, tmp_path / "policy-1")
+    assert json.loads((out / "training_log.json").read_text())["optimizer_steps"] == 4
     margins = pair_log_ratio_margins(str(out), base, rows, TrainConfig(device="cpu"))
     assert sum(margins) / len(margins) > 0.1, margins
     assert all(m > 0 for m in margins), margins

@@ -146,7 +146,7 @@ def step_logprobs(
     return sum_by_step(per_token, step_ids, num_steps)
 
 
-def _token_ids_and_segments(tokenizer: Any, segments: Sequence[str]) -> tuple[list[int], list[int]]:
+def tokenize_segments(tokenizer: Any, segments: Sequence[str]) -> tuple[list[int], list[int]]:
     """Tokenise the concatenation of `segments` once; say which segment each token belongs to.
 
     Tokenising the joined text (not each piece) gives the tokens the model itself would see.
@@ -205,7 +205,7 @@ def build_step_batch(
             raise ValueError(f"example {index}: empty prompt; the first completion token needs a prompt token")
         if not steps or not any(steps):
             raise ValueError(f"example {index}: empty completion")
-        token_ids, segments = _token_ids_and_segments(tokenizer, [prompt, *steps])
+        token_ids, segments = tokenize_segments(tokenizer, [prompt, *steps])
         step_of_token = [segment - 1 for segment in segments]  # prompt -> -1, step k -> k
         if with_eos:
             if tokenizer.eos_token_id is None:

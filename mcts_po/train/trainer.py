@@ -61,12 +61,14 @@ from mcts_po.train.losses import (
 METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
 DEFAULT_BETA = {"dpo": 0.1, "step-dpo": 0.4, "step-apo": 0.3, "tpo": 0.5}
 DEVICES = ("auto", "cpu", "cuda")
+TRAINERS = ("mcts_po", "trl")
 SAVE_DTYPES = ("float32", "bfloat16")
 STEP_DELIMITER = "\n"  # the search's default (SamplingConfig.step_delimiter)
 
 
 @dataclass
 class TrainConfig:
+    trainer: str = field(default="mcts_po", metadata={"help": "mcts_po: our loop, every method; trl: TRL's DPOTrainer for dpo/step-dpo, EOS only after a finishing step (mcts_po/train/trl_dpo.py)"})
     beta: float = field(default=0.0, metadata={"help": "beta of the loss; 0 = the method's default (dpo 0.1, step-dpo 0.4, step-apo 0.3, tpo 0.5)"})
     alpha: float = field(default=1.0, metadata={"help": "step-apo: weight of the advantage offset alpha*(Q_w - Q_l)"})
     sft_weight: float = field(default=0.0, metadata={"help": "dpo/step-dpo/step-apo: add this times the chosen step's per-token NLL to the loss (RPO); 0 = off; tpo ignores it"})
@@ -115,6 +117,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"TrainConfig.trainer = {self.trainer!r} is not one of: {', '.join(TRAINERS)}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device = {self.device!r} is not one of: {', '.join(DEVICES)}")
         if self.save_dtype not in SAVE_DTYPES:
@@ -474,11 +478,16 @@ def train_preferences(
 
     The reference is `config.ref_model` or a frozen copy of the initial policy. The saved
     folder holds the weights (LoRA merged), the tokenizer and `training_log.json` (config,
-    per-step loss and reward margins, seconds).
+    per-step loss and reward margins, seconds). `config.trainer == "trl"` hands dpo/step-dpo to
+    TRL's DPOTrainer (`mcts_po.train.trl_dpo`), with the same inputs and the same saved folder.
     """
     from tqdm.auto import tqdm
 
     check_method(method)
+    if config.trainer == "trl":
+        from mcts_po.train.trl_dpo import train_with_trl
+
+        return train_with_trl(model_path, rows, method, config, output_dir)
     if config.label_smoothing and method not in ("dpo", "step-dpo"):
         raise UserError(f"label_smoothing applies to dpo/step-dpo, not {method}")
     if config.conservative and method not in ("dpo", "step-dpo"):
