@@ -204,8 +204,8 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, t
          "rejected": "Each box holds 5 pens, so 2 boxes hold 5 + 2 = 7 pens.",
          "chosen_ends_solution": False, "rejected_ends_solution": False},
     ]
-    config = TrainConfig(learning_rate=1e-5, max_steps=4, batch_size=3, max_length=128, progress=False, device="cpu",
-                         trainer=trainer)
+    config = TrainConfig(learning_rate=1e-5, num_epochs=4, max_steps=4, batch_size=3, max_length=128, progress=False,
+                         device="cpu", trainer=trainer)
     out = train_preferences(base, rows, "step-dpo", config, tmp_path / "policy-1")
     assert json.loads((out / "training_log.json").read_text())["optimizer_steps"] == 4
     margins = pair_log_ratio_margins(str(out), base, rows, TrainConfig(device="cpu"))

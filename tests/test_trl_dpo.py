@@ -15,7 +15,7 @@ import torch
 
 from mcts_po.io_utils import UserError
 from mcts_po.train.trainer import TrainConfig, load_causal_lm, load_tokenizer, train_preferences
-from mcts_po.train.trl_dpo import history_from_trl, tokenise_pair
+from mcts_po.train.trl_dpo import history_from_trl, tokenise_pair, total_optimizer_steps
 from test_trainer import STEP_ROWS, TPO_ROWS, save_tiny_model
 
 
@@ -76,6 +76,13 @@ def test_methods_and_options_trl_cannot_train_are_refused(tiny, tmp_path):
         train_preferences(base, STEP_ROWS, "step-dpo", TrainConfig(trainer="trl", conservative=True), tmp_path / "x")
     with pytest.raises(ValueError, match="TrainConfig.trainer"):
         TrainConfig(trainer="deepspeed")
+
+
+def test_the_step_count_follows_ours_epochs_capped_by_max_steps():
+    assert total_optimizer_steps(3, TrainConfig(batch_size=3, num_epochs=1, max_steps=4)) == 1  # TRL alone: 4
+    assert total_optimizer_steps(7, TrainConfig(batch_size=2, num_epochs=3)) == 12
+    assert total_optimizer_steps(7, TrainConfig(batch_size=2, num_epochs=3, gradient_accumulation_steps=5)) == 3
+    assert total_optimizer_steps(7, TrainConfig(batch_size=2, num_epochs=3, max_steps=5)) == 5
 
 
 def test_trl_log_entries_become_our_history_records():

@@ -18,6 +18,7 @@ over all chosen tokens of the batch, our own trainer per sequence).
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +98,14 @@ def pretokenised_dpo_trainer_class() -> type:
     return PretokenisedDPOTrainer
 
 
+def total_optimizer_steps(num_examples: int, config: Any) -> int:
+    """Our trainer's step count: all epochs of micro-batches, capped by `max_steps` (TRL's own
+    `max_steps` would instead run past the epochs, cycling the data)."""
+    batches_per_epoch = math.ceil(num_examples / config.batch_size)
+    steps = math.ceil(batches_per_epoch * config.num_epochs / config.gradient_accumulation_steps)
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
 def history_from_trl(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     """TRL's per-step log entries -> our training_log `history` records (same keys as our trainer)."""
     history = []
@@ -152,7 +161,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
             loss_type=loss_types, loss_weights=loss_weights,
             learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
             max_grad_norm=config.max_grad_norm,  # 0 = no clipping, as in our trainer
-            num_train_epochs=config.num_epochs, max_steps=config.max_steps or -1,
+            max_steps=total_optimizer_steps(len(examples), config),
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
             lr_scheduler_type="constant_with_warmup", optim="adamw_torch",
             max_length=None,  # truncated above, prompt from the left
