@@ -467,6 +467,16 @@ def micro_batches(examples: Sequence[Any], config: TrainConfig, rng: random.Rand
     return batches
 
 
+def training_log(method: str, model_path: str, config: TrainConfig, num_examples: int, num_rows: int,
+                 optimizer_steps: int, started: float, device: torch.device, history: list[dict[str, float]],
+                 **extra: Any) -> dict[str, Any]:
+    """The `training_log.json` saved beside a checkpoint (`started`: time.monotonic() at the start)."""
+    return {"method": method, "model": model_path, "reference": config.ref_model or model_path,
+            "examples": num_examples, "rows": num_rows, "optimizer_steps": optimizer_steps,
+            "seconds": round(time.monotonic() - started, 2), "device": str(device), **extra,
+            "config": config.to_dict(), "history": history}
+
+
 def train_preferences(
     model_path: str,
     rows: Sequence[dict[str, Any]],
@@ -563,19 +573,8 @@ def train_preferences(
         bar.update(1)
     bar.close()
     policy.eval()
-    log = {
-        "method": method,
-        "model": model_path,
-        "reference": config.ref_model or model_path,
-        "examples": len(examples),
-        "rows": len(rows),
-        "optimizer_steps": total_steps,
-        "seconds": round(time.monotonic() - started, 2),
-        "device": str(device),
-        "world_size": parallel.world_size,
-        "config": config.to_dict(),
-        "history": history,
-    }
+    log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device, history,
+                       world_size=parallel.world_size)
     if parallel.world_size == 1:
         return save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
     import torch.distributed as dist

@@ -181,19 +181,8 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
         is_main = trainer.accelerator.is_main_process
         policy = trainer.accelerator.unwrap_model(trainer.model)
     policy.eval()
-    log = {
-        "method": method,
-        "trainer": "trl",
-        "model": model_path,
-        "reference": config.ref_model or model_path,
-        "examples": len(examples),
-        "rows": len(rows),
-        "optimizer_steps": steps,
-        "seconds": round(time.monotonic() - started, 2),
-        "device": str(device),
-        "config": config.to_dict(),
-        "history": history,
-    }
+    log = ours.training_log(method, model_path, config, len(examples), len(rows), steps, started, device, history,
+                            trainer="trl")
     if is_main:
         ours.save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
     return Path(output_dir)
