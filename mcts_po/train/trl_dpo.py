@@ -24,20 +24,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from mcts_po.backends.transformers_backend import common_prefix_length
 from mcts_po.io_utils import UserError
 from mcts_po.train.logprobs import tokenize_segments
 
 TRL_METHODS = ("dpo", "step-dpo")
 TOKENISED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-
-
-def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        length += 1
-    return length
 
 
 def tokenise_pair(tokenizer: Any, prompt: str, chosen: str, rejected: str, chosen_eos: bool, rejected_eos: bool,
