@@ -18,6 +18,7 @@ over all chosen tokens of the batch, our own trainer per sequence).
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
@@ -139,7 +140,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
     except ValueError as error:
         raise UserError(str(error)) from None
     policy = ours.load_causal_lm(model_path, device)
-    reference = ours.load_causal_lm(config.ref_model, device) if config.ref_model else ours.load_causal_lm(model_path, device)
+    reference = ours.load_causal_lm(config.ref_model, device) if config.ref_model else copy.deepcopy(policy)
     reference.eval().requires_grad_(False)
     if config.lora:
         policy = ours.add_lora(policy, config)
