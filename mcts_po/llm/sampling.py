@@ -8,7 +8,7 @@ baseline beside each tree), `mcts-po eval` and the search benchmarks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from mcts_po.backends.base import Backend, GenerationRequest
@@ -24,6 +24,7 @@ class SampledSolutions:
     generated_tokens: int
     prompt_tokens: int
     cached_prompt_tokens: int
+    sample_tokens: list[int] = field(default_factory=list)  # generated tokens of each sample, in order
 
 
 def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], n: int = 1,
@@ -45,5 +46,6 @@ def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], 
             generated_tokens=sum(c.num_tokens for c in result.completions),
             prompt_tokens=result.prompt_tokens,
             cached_prompt_tokens=result.cached_prompt_tokens,
+            sample_tokens=[c.num_tokens for c in result.completions],
         ))
     return out
