@@ -45,7 +45,7 @@ def test_a_long_prompt_is_cut_from_the_left_and_a_long_completion_is_refused(tin
     _, tokenizer = tiny
     cut = tokenise_pair(tokenizer, "abcdefgh", "xyz", "x", False, True, max_length=6)  # longest side: 3 tokens
     assert decode(tokenizer, cut["prompt_ids"]) == "fgh" and decode(tokenizer, cut["chosen_ids"]) == "xyz"
-    with pytest.raises(ValueError, match="example 7: a completion has 6 tokens"):
+    with pytest.raises(ValueError, match="example 7: the completion has 6 tokens"):
         tokenise_pair(tokenizer, "q", "abcdef", "x", False, False, max_length=6, index=7)
 
 

@@ -172,6 +172,39 @@ def tokenize_segments(tokenizer: Any, segments: Sequence[str]) -> tuple[list[int
     return token_ids, segment_of_token
 
 
+def tokenize_completion(tokenizer: Any, prompt: str, steps: Sequence[str], append_eos: bool,
+                        max_length: int, index: int = 0) -> tuple[list[int], list[int]]:
+    """prompt + steps tokenised together, EOS after the last step when it ends the solution.
+
+    Returns the token ids and, per token, the step it belongs to (-1 for the prompt; EOS belongs
+    to the last step). The rules both trainers share: the prompt must tokenise to at least one
+    token (it predicts the first completion token), and a completion is never truncated, so one
+    that cannot fit `max_length` beside one prompt token raises ValueError naming the example.
+    Callers cut surplus prompt tokens from the left.
+    """
+    if not prompt:
+        raise ValueError(f"example {index}: empty prompt; the first completion token needs a prompt token")
+    if not steps or not any(steps):
+        raise ValueError(f"example {index}: empty completion")
+    token_ids, segments = tokenize_segments(tokenizer, [prompt, *steps])
+    step_of_token = [segment - 1 for segment in segments]  # prompt -> -1, step k -> k
+    if append_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"example {index}: the completion ends the solution but the tokenizer has no EOS token")
+        token_ids.append(tokenizer.eos_token_id)
+        step_of_token.append(len(steps) - 1)
+    num_prompt = sum(1 for step in step_of_token if step < 0)
+    num_completion = len(token_ids) - num_prompt
+    if num_prompt == 0:
+        raise ValueError(f"example {index}: the prompt tokenised to nothing before the completion")
+    if num_completion + 1 > max_length:
+        raise ValueError(
+            f"example {index}: the completion has {num_completion} tokens{' (with EOS)' if append_eos else ''}, "
+            f"which with one prompt token exceeds max_length={max_length}; completions are never truncated: "
+            "raise max_length or drop it")
+    return token_ids, step_of_token
+
+
 def build_step_batch(
     tokenizer: Any,
     prompts: Sequence[str],
@@ -201,27 +234,7 @@ def build_step_batch(
         raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
     rows: list[tuple[list[int], list[int]]] = []  # (token ids, step id per token)
     for index, (prompt, steps, with_eos) in enumerate(zip(prompts, step_lists, append_eos)):
-        if not prompt:
-            raise ValueError(f"example {index}: empty prompt; the first completion token needs a prompt token")
-        if not steps or not any(steps):
-            raise ValueError(f"example {index}: empty completion")
-        token_ids, segments = tokenize_segments(tokenizer, [prompt, *steps])
-        step_of_token = [segment - 1 for segment in segments]  # prompt -> -1, step k -> k
-        if with_eos:
-            if tokenizer.eos_token_id is None:
-                raise ValueError("append_eos is True but the tokenizer has no EOS token")
-            token_ids.append(tokenizer.eos_token_id)
-            step_of_token.append(len(steps) - 1)
-        num_prompt = sum(1 for step in step_of_token if step < 0)
-        num_completion = len(token_ids) - num_prompt
-        if num_prompt == 0:
-            raise ValueError(f"example {index}: the prompt tokenised to nothing before the completion")
-        if num_completion + 1 > max_length:
-            raise ValueError(
-                f"example {index}: the completion has {num_completion} tokens"
-                f"{' (with EOS)' if with_eos else ''}, which with one prompt token exceeds "
-                f"max_length={max_length}; completions are never truncated: raise max_length or drop it"
-            )
+        token_ids, step_of_token = tokenize_completion(tokenizer, prompt, steps, with_eos, max_length, index)
         cut = max(0, len(token_ids) - max_length)
         rows.append((token_ids[cut:], step_of_token[cut:]))
     width = max(len(token_ids) for token_ids, _ in rows)

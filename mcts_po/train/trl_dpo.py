@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from mcts_po.backends.transformers_backend import common_prefix_length
 from mcts_po.io_utils import UserError
-from mcts_po.train.logprobs import tokenize_segments
+from mcts_po.train.logprobs import tokenize_completion
 
 TRL_METHODS = ("dpo", "step-dpo")
 TOKENISED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -45,15 +45,8 @@ def tokenise_pair(tokenizer: Any, prompt: str, chosen: str, rejected: str, chose
     """
     sides = []
     for completion, with_eos in ((chosen, chosen_eos), (rejected, rejected_eos)):
-        if not completion:
-            raise ValueError(f"example {index}: empty completion")
-        token_ids, segment_of_token = tokenize_segments(tokenizer, [prompt, completion])
-        prompt_tokens = sum(1 for segment in segment_of_token if segment == 0)
-        if with_eos:
-            if tokenizer.eos_token_id is None:
-                raise ValueError("a completion ends the solution but the tokenizer has no EOS token")
-            token_ids = token_ids + [tokenizer.eos_token_id]
-        sides.append((token_ids, prompt_tokens))
+        token_ids, step_of_token = tokenize_completion(tokenizer, prompt, [completion], with_eos, max_length, index)
+        sides.append((token_ids, sum(1 for step in step_of_token if step < 0)))
     (chosen_ids, chosen_prompt), (rejected_ids, rejected_prompt) = sides
     prompt_length = min(chosen_prompt, rejected_prompt, common_prefix_length(chosen_ids, rejected_ids))
     if prompt_length == 0:
@@ -61,9 +54,9 @@ def tokenise_pair(tokenizer: Any, prompt: str, chosen: str, rejected: str, chose
     prompt_ids = chosen_ids[:prompt_length]
     chosen_ids, rejected_ids = chosen_ids[prompt_length:], rejected_ids[prompt_length:]
     longest = max(len(chosen_ids), len(rejected_ids))
-    if longest + 1 > max_length:
-        raise ValueError(f"example {index}: a completion has {longest} tokens, which with one prompt token exceeds "
-                         f"max_length={max_length}; completions are never truncated: raise max_length or drop it")
+    if longest + 1 > max_length:  # the shared prompt can end before either side's own prompt did
+        raise ValueError(f"example {index}: a completion has {longest} tokens after the shared prompt, which with one "
+                         f"prompt token exceeds max_length={max_length}; completions are never truncated")
     cut = max(0, prompt_length + longest - max_length)
     return {"prompt_ids": prompt_ids[cut:], "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
 
