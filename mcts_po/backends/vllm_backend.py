@@ -113,8 +113,9 @@ class VLLMBackend:
         # Each of a request's n samples goes to the engine as its own one-sample request, in
         # passes: the first sample of every request, then the second of every request, and so on.
         # vLLM computes the uncached part of a prompt once per sample that is scheduled in the
-        # same engine step (n > 1 fans out into n requests admitted together), but later steps
-        # find it in the prefix cache; passes put the copies of one prompt into different steps.
+        # same engine step (n > 1 fans out into n requests admitted together); later steps find
+        # it in the prefix cache. Passes let copies that are admitted later reuse it (measured
+        # effect: -7 % prefill in the search's expansion calls; docs/backends.md).
         # Greedy requests are asked once (vLLM rejects n > 1 without sampling) and repeated.
         copies = [r.n if r.temperature > 0 else 1 for r in requests]
         order = [(index, copy) for copy in range(max(copies)) for index in range(len(requests)) if copy < copies[index]]
