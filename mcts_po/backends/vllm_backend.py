@@ -110,37 +110,24 @@ class VLLMBackend:
             return []
         from vllm import SamplingParams
 
-        # Each of a request's n samples goes to the engine as its own one-sample request, in
-        # passes: the first sample of every request, then the second of every request, and so on.
-        # vLLM computes the uncached part of a prompt once per sample that is scheduled in the
-        # same engine step (n > 1 fans out into n requests admitted together); later steps find
-        # it in the prefix cache. Passes let copies that are admitted later reuse it (measured
-        # effect: -7 % prefill in the search's expansion calls; docs/backends.md).
-        # Greedy requests are asked once (vLLM rejects n > 1 without sampling) and repeated.
-        copies = [r.n if r.temperature > 0 else 1 for r in requests]
-        order = [(index, copy) for copy in range(max(copies)) for index in range(len(requests)) if copy < copies[index]]
+        # vLLM rejects n > 1 with greedy sampling: ask once and repeat the (identical) sample.
         params = [
             SamplingParams(
-                n=1,
-                temperature=requests[index].temperature,
-                top_p=requests[index].top_p if requests[index].temperature > 0 else 1.0,
-                max_tokens=requests[index].max_tokens,
-                stop=list(requests[index].stop) or None,
-                logprobs=max(requests[index].top_logprobs, 0),  # vLLM returns the sampled token too
+                n=r.n if r.temperature > 0 else 1,
+                temperature=r.temperature,
+                top_p=r.top_p if r.temperature > 0 else 1.0,
+                max_tokens=r.max_tokens,
+                stop=list(r.stop) or None,
+                logprobs=max(r.top_logprobs, 0),  # vLLM returns the sampled token too
             )
-            for index, _ in order
+            for r in requests
         ]
-        outputs = self.llm.generate([requests[index].prompt for index, _ in order], params, use_tqdm=False)
-        per_request: list[list[Any]] = [[] for _ in requests]
-        for (index, _), output in zip(order, outputs):
-            per_request[index].append(output)
-        return [self._convert(request, outs) for request, outs in zip(requests, per_request)]
+        outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        return [self._convert(request, output) for request, output in zip(requests, outputs)]
 
-    def _convert(self, request: GenerationRequest, outputs: Sequence[Any]) -> GenerationResult:
-        """One result from the engine outputs of a request's samples (in sample order); prompt
-        and cache counts are the first sample's, which prefilled the prompt."""
+    def _convert(self, request: GenerationRequest, output: Any) -> GenerationResult:
         completions = []
-        for sample in (sample for output in outputs for sample in output.outputs):
+        for sample in output.outputs:
             token_ids = list(sample.token_ids)
             token_logprobs: list[float] = []
             top: list[dict[str, float]] = []
@@ -174,11 +161,11 @@ class VLLMBackend:
             ))
         if request.temperature <= 0 and completions:
             completions = [completions[0]] + [dataclasses.replace(completions[0]) for _ in range(request.n - 1)]
-        first = outputs[0]
+        prompt_tokens = len(output.prompt_token_ids or [])
         return GenerationResult(
             completions=completions,
-            prompt_tokens=len(first.prompt_token_ids or []),
-            cached_prompt_tokens=int(first.num_cached_tokens or 0),
+            prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=int(output.num_cached_tokens or 0),
         )
 
     def load_weights(self, model: str) -> None:

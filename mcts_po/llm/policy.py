@@ -175,15 +175,11 @@ class LLMSearchPolicy:
         evaluations = [NodeEvaluation() for _ in requests]
         generation: list[GenerationRequest] = []
         slots: list[tuple[int, str]] = []  # (index into requests, "self_eval" | "rollout")
-        sibling_rank: list[int] = []  # per generation request: its node's rank among the new siblings
-        siblings_seen: dict[tuple[int, int], int] = defaultdict(int)
         for index, request in enumerate(requests):
             tree = trees[request.tree_index]
             problem = self.problems[request.tree_index]
             steps = self._solution_steps(tree, request.node_id)
             node = tree.nodes[request.node_id]
-            rank = siblings_seen[(request.tree_index, node.parent)]
-            siblings_seen[(request.tree_index, node.parent)] += 1
             if request.terminal:
                 solution = s.step_delimiter.join(steps)
                 evaluations[index].answer = self.task.extract_answer(solution)
@@ -204,23 +200,13 @@ class LLMSearchPolicy:
                     temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
                 ))
                 slots.append((index, "self_eval"))
-                sibling_rank.append(rank)
             if self.search.use_rollout:
                 generation.append(GenerationRequest(
                     prompt=self._rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
                 ))
                 slots.append((index, "rollout"))
-                sibling_rank.append(rank)
-        # Siblings' prompts share their parent's text (a self-evaluation lists the earlier steps):
-        # sent first child of every node first, then second children, ..., a sibling admitted in
-        # a later engine step than the first can take the shared part from the prefix cache
-        # (measured: no change in prefilled tokens on the CPU benchmark; docs/backends.md).
-        order = sorted(range(len(generation)), key=lambda j: (sibling_rank[j], j))
-        results_in_order = self._generate([generation[j] for j in order]) if generation else []
-        results: list[Any] = [None] * len(generation)
-        for j, result in zip(order, results_in_order):
-            results[j] = result
+        results = self._generate(generation) if generation else []
         for (index, kind), result in zip(slots, results):
             request = requests[index]
             self._count(request.tree_index, kind, result)
