@@ -171,11 +171,17 @@ def summarize_calls(calls: Sequence[CallRecord]) -> dict[str, Any]:
             "samples_per_call_min": min(c.samples for c in mine),
             "samples_per_call_max": max(c.samples for c in mine),
         }
-        if all(c.engine_steps is not None for c in mine):
-            for key in ENGINE_COUNTERS:
-                out[role][key] = sum(getattr(c, key) for c in mine)
-            out[role]["tokens_per_engine_step"] = round(out[role]["step_tokens"] / max(out[role]["engine_steps"], 1), 1)
+        out[role].update(engine_totals(mine))
     return out
+
+
+def engine_totals(calls: Sequence[CallRecord]) -> dict[str, Any]:
+    """vLLM's counters summed over calls, with tokens per engine step; {} when a call has none."""
+    if not calls or any(c.engine_steps is None for c in calls):
+        return {}
+    totals: dict[str, Any] = {key: sum(getattr(c, key) for c in calls) for key in ENGINE_COUNTERS}
+    totals["tokens_per_engine_step"] = round(totals["step_tokens"] / max(totals["engine_steps"], 1), 1)
+    return totals
 
 
 # --------------------------------------------------------------------------- sections
@@ -257,7 +263,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
 
 def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     """Flat sampling of whole solutions on the comparison problems, one call, ~equal tokens."""
-    from mcts_po.evaluation import best_of_n_curve, majority_answer
+    from mcts_po.evaluation import best_of_n_curve
     from mcts_po.llm.policy import SamplingConfig
     from mcts_po.llm.sampling import sample_solutions
     from mcts_po.tasks import get_task
@@ -282,17 +288,9 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
                                top_p=sampling.top_p, max_tokens=args.flat_max_tokens)
     wall = time.perf_counter() - started
     generated = sum(s.generated_tokens for s in sampled)
-    majority_correct = 0
-    for s in sampled:
-        majority = majority_answer(s.answers)
-        majority_correct += int(majority is not None and task.answers_match(majority, s.problem.answer))
     curve = best_of_n_curve([s.correct for s in sampled], [s.sample_tokens for s in sampled],
                             [s.answers for s in sampled],
                             lambda i, answer: bool(task.answers_match(answer, sampled[i].problem.answer)))
-    counters = {key: sum(getattr(c, key) for c in timed.calls) for key in ENGINE_COUNTERS} \
-        if all(c.engine_steps is not None for c in timed.calls) else {}
-    if counters:
-        counters["tokens_per_engine_step"] = round(counters["step_tokens"] / max(counters["engine_steps"], 1), 1)
     return {
         "problems": len(problems),
         "samples_per_problem": n,
@@ -301,11 +299,11 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": round(wall, 2),
         "generated_tokens": generated,
         "generated_tokens_per_second": round(generated / wall, 1),
-        "best_of_n_solved": sum(1 for s in sampled if any(s.correct)),
-        "majority_correct": majority_correct,
+        "best_of_n_solved": curve[-1]["solved"],  # all n samples
+        "majority_correct": curve[-1]["majority_correct"],
         "prompt_tokens": sum(s.prompt_tokens for s in sampled),
         "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in sampled),
-        "engine": counters,
+        "engine": engine_totals(timed.calls),
         "best_of_n_curve": curve,
         "samples": [{"problem_id": s.problem.id, "gold": s.problem.answer, "answers": s.answers,
                      "correct": [bool(c) for c in s.correct], "tokens": s.sample_tokens} for s in sampled],
