@@ -305,7 +305,7 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
         "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in sampled),
         "engine": engine_totals(timed.calls),
         "best_of_n_curve": curve,
-        "samples": [{"problem_id": s.problem.id, "gold": s.problem.answer, "answers": s.answers,
+        "samples": [{"problem_id": s.problem.id, "answers": s.answers,  # no gold answers: data stays in ../shared
                      "correct": [bool(c) for c in s.correct], "tokens": s.sample_tokens} for s in sampled],
     }
 
