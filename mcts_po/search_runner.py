@@ -135,7 +135,9 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     if config_path.exists():
         previous = json.loads(config_path.read_text(encoding="utf-8"))
         if previous.get("identity") != json.loads(json.dumps(identity)):
-            raise UserError(f"{out} holds a run made with other settings ({config_path}); use a new --out to start afresh")
+            changed = ", ".join(_changed_settings(previous.get("identity") or {}, json.loads(json.dumps(identity))))
+            raise UserError(f"{out} holds a run made with other settings ({config_path}; changed: {changed}); "
+                            "use a new --out to start afresh")
     else:
         atomic_write_json(config_path, {"identity": identity, "limit": job.limit, "problems_in_flight": job.problems_in_flight})
 
@@ -306,6 +308,17 @@ def summarize_run(out: Path, job: SearchJob, stats: dict[str, Any]) -> dict[str,
         "search": job.search.to_dict(),
         "sampling": job.sampling.to_dict(),
     }
+
+
+def _changed_settings(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two run identities (a missing key
+    counts as changed)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changed = []
+        for key in sorted(set(before) | set(after), key=str):
+            changed += _changed_settings(before.get(key, "<missing>"), after.get(key, "<missing>"), f"{prefix}{key}.")
+        return changed
+    return [] if before == after else [f"{prefix[:-1]} {before!r} -> {after!r}"]
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -192,7 +192,7 @@ def bench_config(args) -> tuple[Any, Any]:
 
     search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
                           leaves_per_wave=args.leaves_per_wave, seed=args.seed)
-    sampling = SamplingConfig()
+    sampling = SamplingConfig(self_eval_layout=args.self_eval_layout)
     return search, sampling
 
 
@@ -404,15 +404,16 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines += [
             "## Our search: scaling",
             "",
-            "| problems | wall s | s/problem | generated tok | gen tok/s | engine calls | expansions/s | nodes | prefix-cache hit | engine s | Python s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| problems | wall s | s/problem | generated tok | gen tok/s | engine calls | expansions/s | nodes | prefix-cache hit | engine s | Python s | self-eval layout | commit |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for n, r in scales:
             lines.append(
                 f"| {r['problems']} | {r['wall_seconds']:.1f} | {r['wall_seconds'] / max(r['problems'], 1):.2f} | "
                 f"{r['generated_tokens']} | {r['generated_tokens_per_second']:.1f} | {r['engine_calls']} | "
                 f"{r['node_expansions_per_second']:.3f} | {r['nodes']} | {_pct(r['prefix_cache_hit_rate'])} | "
-                f"{r['engine_seconds']:.1f} | {r['python_seconds']:.1f} |")
+                f"{r['engine_seconds']:.1f} | {r['python_seconds']:.1f} | {r.get('self_eval_layout', 'separate')} | "
+                f"{r.get('git_commit', '?')} |")
         lines += ["", "Engine calls by role (expand = step samples; evaluate = self-evaluation verdicts + rollouts):", "",
                   "| problems | role | calls | requests/call (median) | samples/call mean (min-max) | generated tok | engine s | prompt tok cached |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -443,12 +444,12 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines += [
             f"## Search vs flat batched sampling ({flat['problems']} problems, about the same generated tokens)",
             "",
-            "| run | engine calls | generated tok | wall s | gen tok/s |",
-            "|---|---:|---:|---:|---:|",
+            "| run | engine calls | generated tok | wall s | gen tok/s | commit |",
+            "|---|---:|---:|---:|---:|---|",
             f"| flat: {flat['samples_per_problem']} samples/problem, one call | 1 | {flat['generated_tokens']} | "
-            f"{flat['wall_seconds']:.1f} | {flat['generated_tokens_per_second']:.1f} |",
+            f"{flat['wall_seconds']:.1f} | {flat['generated_tokens_per_second']:.1f} | {flat.get('git_commit', '?')} |",
             f"| our search | {compare['engine_calls']} | {compare['generated_tokens']} | {compare['wall_seconds']:.1f} | "
-            f"{compare['generated_tokens_per_second']:.1f} |",
+            f"{compare['generated_tokens_per_second']:.1f} | {compare.get('git_commit', '?')} |",
             "",
             f"**Search throughput = {100 * ratio:.1f} % of flat** (target >= 85 %).",
             "",
@@ -546,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-children", type=int, default=4)
     parser.add_argument("--leaves-per-wave", type=int, default=2)
     parser.add_argument("--problems-in-flight", type=int, default=32)
+    parser.add_argument("--self-eval-layout", default="separate", help="SamplingConfig.self_eval_layout of the search sections")
     parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")
     parser.add_argument("--flat-max-tokens", type=int, default=400)
     parser.add_argument("--naive-problems", type=int, default=2)
@@ -584,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             "search": json.dumps({k: v for k, v in search.to_dict().items()
                                   if k in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens")}),
             "sampling": json.dumps({k: v for k, v in sampling.to_dict().items()
-                                    if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens")}),
+                                    if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens", "self_eval_layout")}),
             "problems_in_flight": args.problems_in_flight,
             "compare_scale": args.compare_scale,
             "backend": args.backend,
@@ -627,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"unknown section {section!r}")
                 if result is None:
                     break  # out of time for this piece; the section resumes next time
+                result["git_commit"] = meta["git_commit"]
+                if section != "flat":
+                    result["self_eval_layout"] = sampling.self_eval_layout
                 results[section] = result
                 atomic_write_json(results_path, results)
                 print(json.dumps({k: v for k, v in result.items() if k != "by_role"}), flush=True)

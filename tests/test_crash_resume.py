@@ -214,9 +214,11 @@ def test_rerun_with_other_settings_is_refused(tiny_model, tiny_backend, tiny_ref
     out = tmp_path / "run"
     shutil.copytree(tiny_reference, out)
     job = tiny_job(tiny_model, out)
+    previous = job.search.num_simulations
     job.search.num_simulations = 5
-    with pytest.raises(UserError, match="holds a run made with other settings"):
+    with pytest.raises(UserError, match="holds a run made with other settings") as refused:
         run_search_job(job, backend=tiny_backend)
+    assert f"changed: search.num_simulations {previous!r} -> 5" in str(refused.value)
 
 
 def test_chunk_seed_depends_only_on_seed_and_problem_ids():

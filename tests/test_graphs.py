@@ -39,6 +39,7 @@ from mcts_po.graphs.networkx_export import (
 from mcts_po.graphs.run_stats import (
     calibration_points,
     calibration_table,
+    ranking_auc,
     compute_run_stats,
     subtree_outcomes,
 )
@@ -286,6 +287,7 @@ def test_run_stats_exact_numbers():
     assert [None if b.mean_score is None else round(b.mean_score, 12) for b in cal.bins] == [None, 0.25, None, 0.65, 0.85]
     assert cal.ece == pytest.approx((0.25 + 0.65 + 0.15) / 3)
     assert cal.brier == pytest.approx((0.04 + 0.09 + 0.36 + 0.49 + 0.04 + 0.01) / 6)
+    assert cal.auc == 1.0  # both good nodes (0.8, 0.9) outscore all four bad ones
 
 
 def test_calibration_with_rollout_outcomes():
@@ -293,6 +295,14 @@ def test_calibration_with_rollout_outcomes():
     assert sorted(points) == [(0.2, False), (0.6, False), (0.7, False), (0.9, True)]
     with pytest.raises(ValueError, match="unknown calibration outcome 'x'"):
         calibration_points([], outcome="x")
+
+
+def test_ranking_auc_counts_ties_half():
+    # good 0.5 vs bad 0.5: a tie (0.5); good 0.5 vs bad 0.9, good 0.2 vs either bad: losses
+    assert ranking_auc([(0.5, True), (0.5, False), (0.2, True), (0.9, False)]) == pytest.approx(0.5 / 4)
+    assert ranking_auc([(0.1, False), (0.3, True), (0.3, True), (0.7, False)]) == pytest.approx(2 / 4)
+    assert ranking_auc([(0.4, True), (0.6, True)]) is None
+    assert ranking_auc([]) is None
 
 
 def test_calibration_bins_put_one_in_the_last_bin():

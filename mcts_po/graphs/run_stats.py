@@ -23,7 +23,9 @@ What is counted:
   node's own verdict for a verified terminal without a rollout. Scores are put in
   `bins` equal-width bins over [0, 1]; each bin reports its count, mean score and
   empirical accuracy. `ece` is the count-weighted mean |accuracy - mean score|;
-  `brier` the mean squared error of the score against the outcome.
+  `brier` the mean squared error of the score against the outcome; `auc` the chance that
+  a node with outcome 1 scores higher than one with outcome 0 (ties count half; 0.5 is
+  an uninformative score, None when either outcome is missing).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Calibration:
     bins: list[CalibrationBin]
     ece: float | None
     brier: float | None
+    auc: float | None = None
 
 
 @dataclass
@@ -156,6 +159,28 @@ def calibration_points(trees: list[Tree], outcome: str = "subtree") -> list[tupl
     return points
 
 
+def ranking_auc(points: list[tuple[float, bool]]) -> float | None:
+    """P(score of a random outcome-1 node > score of a random outcome-0 node), ties half."""
+    ranked = sorted(points, key=lambda point: point[0])
+    positives = sum(1 for _, result in ranked if result)
+    negatives = len(ranked) - positives
+    if not positives or not negatives:
+        return None
+    wins = 0.0
+    negatives_below = 0
+    index = 0
+    while index < len(ranked):  # one group of equal scores at a time
+        end = index
+        while end < len(ranked) and ranked[end][0] == ranked[index][0]:
+            end += 1
+        group_positives = sum(1 for _, result in ranked[index:end] if result)
+        group_negatives = (end - index) - group_positives
+        wins += group_positives * (negatives_below + 0.5 * group_negatives)
+        negatives_below += group_negatives
+        index = end
+    return wins / (positives * negatives)
+
+
 def calibration_table(points: list[tuple[float, bool]], bins: int = 10, outcome: str = "subtree") -> Calibration:
     """Equal-width bins over [0, 1] (a score of exactly 1 goes to the last bin)."""
     if bins < 1:
@@ -173,7 +198,7 @@ def calibration_table(points: list[tuple[float, bool]], bins: int = 10, outcome:
     ece = (sum(b.count / total * abs(b.accuracy - b.mean_score) for b in table if b.count)
            if total else None)
     brier = statistics.fmean((s - float(r)) ** 2 for s, r in points) if total else None
-    return Calibration(outcome, total, table, ece, brier)
+    return Calibration(outcome, total, table, ece, brier, ranking_auc(points))
 
 
 def compute_run_stats(trees: list[Tree], calibration_bins: int = 10, calibration_outcome: str = "subtree",
@@ -246,7 +271,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def format_calibration(calibration: Calibration) -> list[str]:
     lines = [f"calibration of self_eval against outcome={calibration.outcome} "
-             f"({calibration.num_points} nodes; ECE {_fmt(calibration.ece)}, Brier {_fmt(calibration.brier)})",
+             f"({calibration.num_points} nodes; ECE {_fmt(calibration.ece)}, Brier {_fmt(calibration.brier)}, "
+             f"AUC {_fmt(calibration.auc)})",
              "  bin           count  mean self_eval  accuracy"]
     for b in calibration.bins:
         lines.append(f"  [{b.low:.2f}, {b.high:.2f}{']' if b.high >= 1 else ')'}  {b.count:6d}  "

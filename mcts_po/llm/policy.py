@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
 from mcts_po.llm import plan_prompts
-from mcts_po.llm.prompts import self_eval_messages, state_text, verdict_probability
+from mcts_po.llm.prompts import SELF_EVAL_LAYOUTS, followup_suffix, self_eval_messages, state_text, verdict_probability
 from mcts_po.search import plan as plan_tree
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import (
@@ -54,6 +54,7 @@ class SamplingConfig:
     step_delimiter: str = field(default="\n", metadata={"help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
+    self_eval_layout: str = field(default="separate", metadata={"help": "self-evaluation prompt: 'followup' (a new user turn after the node's own state, which the prefix cache already holds) or 'separate' (a teacher's chat restating the problem and the steps, MCTS-DPO's layout); see docs/prompts.md"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -62,6 +63,8 @@ class SamplingConfig:
             raise ValueError("SamplingConfig: max_step_tokens and rollout_max_tokens must be >= 1")
         if not self.step_delimiter:
             raise ValueError("SamplingConfig: step_delimiter must not be empty")
+        if self.self_eval_layout not in SELF_EVAL_LAYOUTS:
+            raise ValueError(f"SamplingConfig.self_eval_layout must be one of {SELF_EVAL_LAYOUTS}, got {self.self_eval_layout!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +86,13 @@ class LLMSearchPolicy:
             self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
         self.token_counts: list[dict[str, int]] = [defaultdict(int) for _ in self.problems]
         self.engine_calls = 0
+        self.followup_suffixes: list[str] | None = None
+        if search.use_self_eval and sampling.self_eval_layout == "followup":
+            render = backend.render_chat
+            if sampling.self_eval_hint:
+                self.followup_suffixes = [followup_suffix(render, p.solution) for p in self.problems]
+            else:
+                self.followup_suffixes = [followup_suffix(render)] * len(self.problems)
 
     # ------------------------------------------------------------ prompts
     def _solution_template(self, problem: Problem) -> str:
@@ -101,10 +111,31 @@ class LLMSearchPolicy:
         return plan_tree.state_text(tree, node_id, self.root_prompts[tree_index], self.solution_templates[tree_index],
                                     self.sampling.step_delimiter, self.search.max_plan_depth)
 
-    def _rollout_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str:
+    def rollout_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str:
+        """The prompt a rollout from `node_id` continues: its state (plan trees: the solution
+        prompt with the plan so far and the solution steps)."""
         if not self.plan_tree:
             return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
         return plan_tree.rollout_prompt(tree, node_id, self.solution_templates[tree_index], self.sampling.step_delimiter)
+
+    def self_eval_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str | None:
+        """The verdict question for a non-terminal node, or None when it gets none."""
+        if not self.search.use_self_eval:
+            return None
+        steps = self._solution_steps(tree, node_id)
+        node = tree.nodes[node_id]
+        problem = self.problems[tree_index]
+        if node.kind == "plan":
+            plan_steps = plan_tree.plan_steps(tree, node_id)
+            if plan_tree.is_plan_end(node) or not plan_steps:
+                return None
+            return self.backend.render_chat(plan_prompts.plan_self_eval_messages(problem, plan_steps[:-1], plan_steps[-1]))
+        if not steps:
+            return None
+        if self.followup_suffixes is not None:
+            return self.rollout_prompt(tree, tree_index, node_id) + self.followup_suffixes[tree_index]
+        return self.backend.render_chat(self_eval_messages(
+            problem, steps[:-1], steps[-1], problem.solution if self.sampling.self_eval_hint else None))
 
     def _solution_steps(self, tree: Tree, node_id: int) -> list[str]:
         return plan_tree.solution_steps(tree, node_id) if self.plan_tree else tree.steps(node_id)
@@ -179,30 +210,21 @@ class LLMSearchPolicy:
             tree = trees[request.tree_index]
             problem = self.problems[request.tree_index]
             steps = self._solution_steps(tree, request.node_id)
-            node = tree.nodes[request.node_id]
             if request.terminal:
                 solution = s.step_delimiter.join(steps)
                 evaluations[index].answer = self.task.extract_answer(solution)
                 evaluations[index].correct = self.task.is_correct(solution, problem)
                 continue
-            if self.search.use_self_eval and node.kind == "plan":
-                plan_steps = plan_tree.plan_steps(tree, request.node_id)
-                messages = (None if plan_tree.is_plan_end(node) or not plan_steps
-                            else plan_prompts.plan_self_eval_messages(problem, plan_steps[:-1], plan_steps[-1]))
-            elif self.search.use_self_eval and steps:
-                messages = self_eval_messages(problem, steps[:-1], steps[-1],
-                                              problem.solution if s.self_eval_hint else None)
-            else:
-                messages = None
-            if messages is not None:
+            self_eval_prompt = self.self_eval_prompt(tree, request.tree_index, request.node_id)
+            if self_eval_prompt is not None:
                 generation.append(GenerationRequest(
-                    prompt=self.backend.render_chat(messages), max_tokens=1, n=1,
+                    prompt=self_eval_prompt, max_tokens=1, n=1,
                     temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
                 ))
                 slots.append((index, "self_eval"))
             if self.search.use_rollout:
                 generation.append(GenerationRequest(
-                    prompt=self._rollout_prompt(tree, request.tree_index, request.node_id),
+                    prompt=self.rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
                 ))
                 slots.append((index, "rollout"))

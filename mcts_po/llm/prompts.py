@@ -5,10 +5,20 @@ by the steps on its path, each ended by the step delimiter. Children therefore e
 their parent's prompt token for token, and siblings share it whole: the engine's prefix
 cache serves both.
 
-Self-evaluation asks the policy whether the newest step is correct. The question puts the
-problem and the earlier steps first and the new step last, so the self-evaluations of
-siblings share everything up to the new step. The score is P(yes) / (P(yes) + P(no))
-read from the top log-probabilities of the first answer token.
+Self-evaluation asks the policy whether the newest step is correct, in one of two layouts
+(`SamplingConfig.self_eval_layout`):
+
+- "followup": the node's own state, its assistant turn closed, then a new user
+  turn with the question (`followup_suffix`). The prompt starts with the exact text the
+  node's rollout continues and its children are sampled from, so the engine's prefix
+  cache already holds all of it but the question.
+- "separate" (default): a new chat with a teacher's system message that restates the problem, the
+  earlier steps and the new step (MCTS-DPO's layout; `self_eval_messages`). Siblings share
+  everything up to the new step, but nothing is shared with the node's own state.
+
+Either way the score is P(yes) / (P(yes) + P(no)) read from the top log-probabilities of
+the first answer token. Which layout ranks good steps higher, and what each costs in
+prefilled tokens: docs/prompts.md ("Self-evaluation layout").
 
     from mcts_po.llm.prompts import verdict_probability
     verdict_probability({" Yes": -0.1, " No": -2.3})
@@ -17,7 +27,7 @@ read from the top log-probabilities of the first answer token.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mcts_po.tasks.base import Problem
 
@@ -25,6 +35,9 @@ YES_WORDS = ("yes", "correct", "true")
 NO_WORDS = ("no", "incorrect", "wrong", "false")
 
 SELF_EVAL_SYSTEM = "You are a strict math teacher who checks one step of a student's solution at a time."
+SELF_EVAL_LAYOUTS = ("followup", "separate")
+FOLLOWUP_QUESTION = "Is the last line of your solution correct? Answer with one word, Yes or No."
+_STATE_MARKER = "\u2063MCTS_PO_STATE\u2063"  # stands for the node's state while the suffix is rendered
 
 
 def state_text(root_prompt: str, steps: Sequence[str], delimiter: str) -> str:
@@ -43,6 +56,28 @@ def self_eval_messages(problem: Problem, previous_steps: Sequence[str], new_step
         "Is the new step correct? Answer with one word, Yes or No."
     )
     return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
+
+
+def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str],
+                    reference_solution: str | None = None) -> str:
+    """The text that turns a node's state into its "followup" self-evaluation prompt.
+
+    The chat template renders [user, assistant(<state marker>), user(question)] with the
+    generation prompt; what follows the marker closes the assistant turn, asks the
+    question and opens the answer. The node's state already ends with its open assistant
+    turn, so `state + suffix` is the chat the template would render with the steps as
+    the assistant's message.
+    """
+    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+    rendered = render_chat([
+        {"role": "user", "content": "Solve the problem."},
+        {"role": "assistant", "content": _STATE_MARKER},
+        {"role": "user", "content": hint + FOLLOWUP_QUESTION},
+    ])
+    if rendered.count(_STATE_MARKER) != 1:
+        raise ValueError("the chat template does not render the assistant's message verbatim; "
+                         "use self_eval_layout='separate' with this model")
+    return rendered.split(_STATE_MARKER, 1)[1]
 
 
 def verdict_probability(top_logprobs: dict[str, float]) -> float:
