@@ -33,13 +33,11 @@ def test_state_plus_suffix_is_the_template_rendering_of_the_steps_as_an_answer()
     messages = [{"role": "system", "content": "Solve."}, {"role": "user", "content": "What is 3 + 4?"}]
     steps = ["3 + 4 = 7.", "The answer is 7."]
     state = state_text(chatml(messages), steps, "\n")
-    question = FOLLOWUP_QUESTION.format(new_step="The answer is 7.")
     expected = chatml(messages + [{"role": "assistant", "content": "3 + 4 = 7.\nThe answer is 7.\n"},
-                                  {"role": "user", "content": question}])
-    assert state + followup_suffix(chatml, " The answer is 7. ") == expected
-    assert "\nThe answer is 7.\n" in question
-    hinted = followup_suffix(chatml, "The answer is 7.", reference_solution="  4 + 3 = 7  ")
-    assert hinted == f"<|im_end|>\n<|im_start|>user\nReference solution:\n4 + 3 = 7\n\n{question}<|im_end|>\n<|im_start|>assistant\n"
+                                  {"role": "user", "content": FOLLOWUP_QUESTION}])
+    assert state + followup_suffix(chatml) == expected
+    hinted = followup_suffix(chatml, reference_solution="  4 + 3 = 7  ")
+    assert hinted == f"<|im_end|>\n<|im_start|>user\nReference solution:\n4 + 3 = 7\n\n{FOLLOWUP_QUESTION}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_a_template_that_rewrites_the_answer_is_refused_with_the_fix():
@@ -47,7 +45,7 @@ def test_a_template_that_rewrites_the_answer_is_refused_with_the_fix():
         return "".join(f"[{m['role']}] {m['content'].lower()}\n" for m in messages)
 
     with pytest.raises(ValueError, match="self_eval_layout='separate'"):
-        followup_suffix(lowercasing, "1 + 1 = 2.")
+        followup_suffix(lowercasing)
 
 
 def test_sampling_config_rejects_an_unknown_layout():
@@ -77,11 +75,10 @@ def test_followup_self_evaluation_extends_the_rollout_prompt_of_the_same_node():
     verdicts = [r for r in requests if r.top_logprobs]
     rollouts = [r for r in requests if not r.top_logprobs]
     assert len(verdicts) == len(rollouts) == 2
-    render = NeverEndingBackend().render_chat
+    suffix = followup_suffix(NeverEndingBackend().render_chat)
     for node_id, verdict, rollout in zip((1, 2), verdicts, rollouts):
         assert rollout.prompt == state_text(root, tree.steps(node_id), "\n")
-        assert verdict.prompt == rollout.prompt + followup_suffix(render, tree.nodes[node_id].text)
-        assert tree.nodes[node_id].text in verdict.prompt[len(rollout.prompt):]
+        assert verdict.prompt == rollout.prompt + suffix
         assert verdict.max_tokens == 1
     # the deeper node's question starts with its parent's whole state
     assert verdicts[1].prompt.startswith(rollouts[0].prompt)
@@ -118,10 +115,9 @@ def test_smollm2_template_renders_the_followup_as_state_plus_suffix():
     problem = Problem(id="p", question="Tom has 3 apples and buys 4. How many now?", answer="7")
     steps = ["Tom has 3 apples.", "He buys 4 more, 3 + 4 = 7."]
     state = state_text(render(task.messages(problem)), steps, "\n")
-    question = FOLLOWUP_QUESTION.format(new_step=steps[-1])
     conversation = task.messages(problem) + [{"role": "assistant", "content": "".join(s + "\n" for s in steps)},
-                                             {"role": "user", "content": question}]
-    assert state + followup_suffix(render, steps[-1]) == render(conversation)
-    # the question and the quoted step cost few tokens beyond the state
-    extra = len(tokenizer(state + followup_suffix(render, steps[-1]))["input_ids"]) - len(tokenizer(state)["input_ids"])
-    assert 20 <= extra <= 60
+                                             {"role": "user", "content": FOLLOWUP_QUESTION}]
+    assert state + followup_suffix(render) == render(conversation)
+    # the question costs few tokens beyond the state
+    extra = len(tokenizer(state + followup_suffix(render))["input_ids"]) - len(tokenizer(state)["input_ids"])
+    assert 15 <= extra <= 40

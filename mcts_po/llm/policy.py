@@ -86,8 +86,13 @@ class LLMSearchPolicy:
             self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
         self.token_counts: list[dict[str, int]] = [defaultdict(int) for _ in self.problems]
         self.engine_calls = 0
+        self.followup_suffixes: list[str] | None = None
         if search.use_self_eval and sampling.self_eval_layout == "followup":
-            followup_suffix(backend.render_chat, "1 + 1 = 2.")  # refuses a template that rewrites answers, now
+            render = backend.render_chat
+            if sampling.self_eval_hint:
+                self.followup_suffixes = [followup_suffix(render, p.solution) for p in self.problems]
+            else:
+                self.followup_suffixes = [followup_suffix(render)] * len(self.problems)
 
     # ------------------------------------------------------------ prompts
     def _solution_template(self, problem: Problem) -> str:
@@ -127,9 +132,8 @@ class LLMSearchPolicy:
             return self.backend.render_chat(plan_prompts.plan_self_eval_messages(problem, plan_steps[:-1], plan_steps[-1]))
         if not steps:
             return None
-        if self.sampling.self_eval_layout == "followup":
-            return self.rollout_prompt(tree, tree_index, node_id) + followup_suffix(
-                self.backend.render_chat, steps[-1], problem.solution if self.sampling.self_eval_hint else None)
+        if self.followup_suffixes is not None:
+            return self.rollout_prompt(tree, tree_index, node_id) + self.followup_suffixes[tree_index]
         return self.backend.render_chat(self_eval_messages(
             problem, steps[:-1], steps[-1], problem.solution if self.sampling.self_eval_hint else None))
 

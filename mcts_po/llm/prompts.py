@@ -36,7 +36,7 @@ NO_WORDS = ("no", "incorrect", "wrong", "false")
 
 SELF_EVAL_SYSTEM = "You are a strict math teacher who checks one step of a student's solution at a time."
 SELF_EVAL_LAYOUTS = ("followup", "separate")
-FOLLOWUP_QUESTION = "Check the last line of your solution:\n{new_step}\n\nIs it correct? Answer with one word, Yes or No."
+FOLLOWUP_QUESTION = "Is the last line of your solution correct? Answer with one word, Yes or No."
 _STATE_MARKER = "\u2063MCTS_PO_STATE\u2063"  # stands for the node's state while the suffix is rendered
 
 
@@ -58,7 +58,7 @@ def self_eval_messages(problem: Problem, previous_steps: Sequence[str], new_step
     return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
 
 
-def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str], new_step: str,
+def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str],
                     reference_solution: str | None = None) -> str:
     """The text that turns a node's state into its "followup" self-evaluation prompt.
 
@@ -66,14 +66,13 @@ def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str], new_step
     generation prompt; what follows the marker closes the assistant turn, asks the
     question and opens the answer. The node's state already ends with its open assistant
     turn, so `state + suffix` is the chat the template would render with the steps as
-    the assistant's message. The question quotes the new step: the part of the prompt that
-    the prefix cache cannot hold is the quote and the question.
+    the assistant's message.
     """
     hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
     rendered = render_chat([
         {"role": "user", "content": "Solve the problem."},
         {"role": "assistant", "content": _STATE_MARKER},
-        {"role": "user", "content": hint + FOLLOWUP_QUESTION.format(new_step=new_step.strip())},
+        {"role": "user", "content": hint + FOLLOWUP_QUESTION},
     ])
     if rendered.count(_STATE_MARKER) != 1:
         raise ValueError("the chat template does not render the assistant's message verbatim; "
