@@ -121,3 +121,12 @@ def test_smollm2_template_renders_the_followup_as_state_plus_suffix():
     # the question costs few tokens beyond the state
     extra = len(tokenizer(state + followup_suffix(render))["input_ids"]) - len(tokenizer(state)["input_ids"])
     assert 15 <= extra <= 40
+
+
+def test_numbered_layout_extends_the_parents_question_up_to_the_parents_step():
+    requests, [root], _ = evaluation_prompts("numbered")
+    parent, child = [r.prompt for r in requests if r.top_logprobs]
+    assert "Solution steps:\n1. Tom has 3 apples.\n\nIs step 1 correct?" in parent
+    assert "Solution steps:\n1. Tom has 3 apples.\n2. He buys 4 more, 3 + 4 = 7.\n\nIs step 2 correct?" in child
+    shared = parent[: parent.index("Tom has 3 apples.\n") + len("Tom has 3 apples.\n")]
+    assert child.startswith(shared) and "strict math teacher" in shared

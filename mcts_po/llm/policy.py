@@ -29,7 +29,14 @@ from typing import Any, Sequence
 
 from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
 from mcts_po.llm import plan_prompts
-from mcts_po.llm.prompts import SELF_EVAL_LAYOUTS, followup_suffix, self_eval_messages, state_text, verdict_probability
+from mcts_po.llm.prompts import (
+    SELF_EVAL_LAYOUTS,
+    followup_suffix,
+    self_eval_messages,
+    self_eval_numbered_messages,
+    state_text,
+    verdict_probability,
+)
 from mcts_po.search import plan as plan_tree
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import (
@@ -54,7 +61,7 @@ class SamplingConfig:
     step_delimiter: str = field(default="\n", metadata={"help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
-    self_eval_layout: str = field(default="separate", metadata={"help": "self-evaluation prompt: 'followup' (a new user turn after the node's own state, which the prefix cache already holds) or 'separate' (a teacher's chat restating the problem and the steps, MCTS-DPO's layout); see docs/prompts.md"})
+    self_eval_layout: str = field(default="separate", metadata={"help": "self-evaluation prompt: 'followup' (a new user turn after the node's own state, which the prefix cache already holds) or 'separate' (a teacher's chat restating the problem and the steps, MCTS-DPO's layout) or 'numbered' (that chat with the steps as a numbered list, so a child's question extends its parent's); see docs/prompts.md"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -134,8 +141,10 @@ class LLMSearchPolicy:
             return None
         if self.followup_suffixes is not None:
             return self.rollout_prompt(tree, tree_index, node_id) + self.followup_suffixes[tree_index]
-        return self.backend.render_chat(self_eval_messages(
-            problem, steps[:-1], steps[-1], problem.solution if self.sampling.self_eval_hint else None))
+        hint = problem.solution if self.sampling.self_eval_hint else None
+        if self.sampling.self_eval_layout == "numbered":
+            return self.backend.render_chat(self_eval_numbered_messages(problem, steps, hint))
+        return self.backend.render_chat(self_eval_messages(problem, steps[:-1], steps[-1], hint))
 
     def _solution_steps(self, tree: Tree, node_id: int) -> list[str]:
         return plan_tree.solution_steps(tree, node_id) if self.plan_tree else tree.steps(node_id)

@@ -15,6 +15,10 @@ Self-evaluation asks the policy whether the newest step is correct, in one of tw
 - "separate" (default): a new chat with a teacher's system message that restates the problem, the
   earlier steps and the new step (MCTS-DPO's layout; `self_eval_messages`). Siblings share
   everything up to the new step, but nothing is shared with the node's own state.
+- "numbered": the same teacher's chat with the path as a numbered list and the question
+  "Is step k correct?" after it (`self_eval_numbered_messages`): a child's question
+  extends its parent's up to the parent's step, so only the new step and the question are
+  new to the prefix cache.
 
 Either way the score is P(yes) / (P(yes) + P(no)) read from the top log-probabilities of
 the first answer token. Which layout ranks good steps higher, and what each costs in
@@ -35,7 +39,7 @@ YES_WORDS = ("yes", "correct", "true")
 NO_WORDS = ("no", "incorrect", "wrong", "false")
 
 SELF_EVAL_SYSTEM = "You are a strict math teacher who checks one step of a student's solution at a time."
-SELF_EVAL_LAYOUTS = ("followup", "separate")
+SELF_EVAL_LAYOUTS = ("followup", "separate", "numbered")
 FOLLOWUP_QUESTION = "Is the last line of your solution correct? Answer with one word, Yes or No."
 _STATE_MARKER = "\u2063MCTS_PO_STATE\u2063"  # stands for the node's state while the suffix is rendered
 
@@ -78,6 +82,18 @@ def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str],
         raise ValueError("the chat template does not render the assistant's message verbatim; "
                          "use self_eval_layout='separate' with this model")
     return rendered.split(_STATE_MARKER, 1)[1]
+
+
+def self_eval_numbered_messages(problem: Problem, steps: Sequence[str],
+                                reference_solution: str | None = None) -> list[dict[str, str]]:
+    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+    numbered = "".join(f"{number}. {step.strip()}\n" for number, step in enumerate(steps, start=1))
+    user = (
+        f"Problem:\n{problem.question.strip()}\n\n{hint}"
+        f"Solution steps:\n{numbered}\n"
+        f"Is step {len(steps)} correct? Answer with one word, Yes or No."
+    )
+    return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
 
 
 def verdict_probability(top_logprobs: dict[str, float]) -> float:
