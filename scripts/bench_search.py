@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-children", type=int, default=4)
     parser.add_argument("--leaves-per-wave", type=int, default=2)
     parser.add_argument("--problems-in-flight", type=int, default=32)
-    parser.add_argument("--self-eval-layout", default="separate", help="SamplingConfig.self_eval_layout of the search sections")
+    parser.add_argument("--self-eval-layout", default="numbered", help="SamplingConfig.self_eval_layout of the search sections")
     parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")
     parser.add_argument("--flat-max-tokens", type=int, default=400)
     parser.add_argument("--naive-problems", type=int, default=2)

@@ -61,7 +61,7 @@ class SamplingConfig:
     step_delimiter: str = field(default="\n", metadata={"help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
-    self_eval_layout: str = field(default="separate", metadata={"help": "self-evaluation prompt: 'followup' (a new user turn after the node's own state, which the prefix cache already holds) or 'separate' (a teacher's chat restating the problem and the steps, MCTS-DPO's layout) or 'numbered' (that chat with the steps as a numbered list, so a child's question extends its parent's); see docs/prompts.md"})
+    self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1:

@@ -5,20 +5,20 @@ by the steps on its path, each ended by the step delimiter. Children therefore e
 their parent's prompt token for token, and siblings share it whole: the engine's prefix
 cache serves both.
 
-Self-evaluation asks the policy whether the newest step is correct, in one of two layouts
+Self-evaluation asks the policy whether the newest step is correct, in one of three layouts
 (`SamplingConfig.self_eval_layout`):
 
 - "followup": the node's own state, its assistant turn closed, then a new user
   turn with the question (`followup_suffix`). The prompt starts with the exact text the
   node's rollout continues and its children are sampled from, so the engine's prefix
   cache already holds all of it but the question.
-- "separate" (default): a new chat with a teacher's system message that restates the problem, the
+- "separate": a new chat with a teacher's system message that restates the problem, the
   earlier steps and the new step (MCTS-DPO's layout; `self_eval_messages`). Siblings share
   everything up to the new step, but nothing is shared with the node's own state.
-- "numbered": the same teacher's chat with the path as a numbered list and the question
-  "Is step k correct?" after it (`self_eval_numbered_messages`): a child's question
-  extends its parent's up to the parent's step, so only the new step and the question are
-  new to the prefix cache.
+- "numbered" (default): the same teacher's chat with the path as a numbered list and the
+  question "Is step k correct?" after it (`self_eval_numbered_messages`): a child's
+  question extends its parent's up to the parent's step, so only the new step and the
+  question are new to the prefix cache.
 
 Either way the score is P(yes) / (P(yes) + P(no)) read from the top log-probabilities of
 the first answer token. Which layout ranks good steps higher, and what each costs in
