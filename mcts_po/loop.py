@@ -324,6 +324,8 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
     current = config.to_dict()
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(previous.get("sampling"), dict):
+            previous["sampling"] = SamplingConfig.with_earlier_defaults(previous["sampling"])
         differing = sorted(k for k in set(previous) | set(current)
                            if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
         if differing:

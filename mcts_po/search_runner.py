@@ -133,11 +133,13 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     identity = job.identity()
     config_path = out / RUN_CONFIG_FILE
     if config_path.exists():
-        previous = json.loads(config_path.read_text(encoding="utf-8"))
-        if previous.get("identity") != json.loads(json.dumps(identity)):
-            changed = ", ".join(_changed_settings(previous.get("identity") or {}, json.loads(json.dumps(identity))))
+        previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity") or {}
+        if isinstance(previous.get("sampling"), dict):
+            previous["sampling"] = SamplingConfig.with_earlier_defaults(previous["sampling"])
+        if previous != json.loads(json.dumps(identity)):
+            changed = ", ".join(_changed_settings(previous, json.loads(json.dumps(identity))))
             raise UserError(f"{out} holds a run made with other settings ({config_path}; changed: {changed}); "
-                            "use a new --out to start afresh")
+                            "pass the run's own settings to resume it, or use a new --out to start afresh")
     else:
         atomic_write_json(config_path, {"identity": identity, "limit": job.limit, "problems_in_flight": job.problems_in_flight})
 

@@ -158,6 +158,21 @@ def test_rounds_may_grow_but_other_settings_may_not_change(tmp_path):
     assert json.loads((run_dir / CONFIG_FILE).read_text())["method"] == "step-dpo"
 
 
+def test_loop_recorded_before_self_eval_layout_existed_resumes_only_as_separate(tmp_path):
+    run_dir = tmp_path / "run"
+    run(fake_config(rounds=1), run_dir, FakePhases())
+    recorded = json.loads((run_dir / CONFIG_FILE).read_text())
+    assert recorded["sampling"].pop("self_eval_layout") == "numbered"
+    (run_dir / CONFIG_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(UserError, match=r"other settings \(sampling differ"):
+        run(fake_config(rounds=1), run_dir, FakePhases())
+    config = fake_config(rounds=1)
+    config.sampling.self_eval_layout = "separate"
+    resumed = FakePhases()
+    run(config, run_dir, resumed)
+    assert resumed.calls == []
+
+
 def test_share_round0_lets_another_method_start_from_the_same_trees(tmp_path):
     source, target = tmp_path / "step-dpo", tmp_path / "tpo"
     run(fake_config(rounds=1), source, FakePhases())

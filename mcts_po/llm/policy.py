@@ -76,6 +76,17 @@ class SamplingConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @staticmethod
+    def with_earlier_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+        """A sampling dict recorded before some fields existed, with those fields set to the
+        behaviour the code had then (so a run's recorded settings compare equal to the same
+        settings spelled out today)."""
+        return {**FIELDS_ADDED_LATER, **recorded}
+
+
+# Fields of SamplingConfig added after runs were recorded without them, and what those runs did.
+FIELDS_ADDED_LATER = {"self_eval_layout": "separate"}
+
 
 class LLMSearchPolicy:
     def __init__(self, backend: Backend, task: Task, problems: Sequence[Problem],
