@@ -191,7 +191,7 @@ def bench_config(args) -> tuple[Any, Any]:
     from mcts_po.search.config import SearchConfig
 
     search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
-                          leaves_per_wave=args.leaves_per_wave, seed=args.seed)
+                          leaves_per_wave=args.leaves_per_wave, seed=args.seed, use_self_eval=not args.no_self_eval)
     sampling = SamplingConfig(self_eval_layout=args.self_eval_layout)
     return search, sampling
 
@@ -548,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leaves-per-wave", type=int, default=2)
     parser.add_argument("--problems-in-flight", type=int, default=32)
     parser.add_argument("--self-eval-layout", default="numbered", help="SamplingConfig.self_eval_layout of the search sections")
+    parser.add_argument("--no-self-eval", action="store_true",
+                        help="search without the policy's verdicts (SearchConfig.use_self_eval=False; the layout column shows 'none')")
     parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")
     parser.add_argument("--flat-max-tokens", type=int, default=400)
     parser.add_argument("--naive-problems", type=int, default=2)
@@ -584,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         meta.update({
             "machine": machine_description(),
             "search": json.dumps({k: v for k, v in search.to_dict().items()
-                                  if k in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens")}),
+                                  if k in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens")
+                                  or (k == "use_self_eval" and not v)}),
             "sampling": json.dumps({k: v for k, v in sampling.to_dict().items()
                                     if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens", "self_eval_layout")}),
             "problems_in_flight": args.problems_in_flight,
@@ -631,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
                     break  # out of time for this piece; the section resumes next time
                 result["git_commit"] = meta["git_commit"]
                 if section != "flat":
-                    result["self_eval_layout"] = sampling.self_eval_layout
+                    result["self_eval_layout"] = sampling.self_eval_layout if search.use_self_eval else "none"
                 results[section] = result
                 atomic_write_json(results_path, results)
                 print(json.dumps({k: v for k, v in result.items() if k != "by_role"}), flush=True)
