@@ -1,7 +1,7 @@
 """Compare the self-evaluation layouts on the nodes of finished search trees.
 
 Every non-terminal step node of the given trees is asked its verdict question again in
-each layout (`SamplingConfig.self_eval_layout`: "numbered", "separate", "followup"), on one
+each layout (`SamplingConfig.self_eval_layout`: "numbered", "question_first", "separate", "followup"), on one
 engine.
 Each layout's scores are set against what the search later learned about the node:
 `subtree` (a correct terminal below it) and `rollout` (its own rollout reached the gold
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--backend", default="vllm")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layouts", default="numbered,separate,followup")
+    parser.add_argument("--layouts", default="numbered,question_first,separate,followup")
     parser.add_argument("--limit-trees", type=int, default=0, help="only the first N trees (0 = all)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "self_eval_layouts.json")
     args = parser.parse_args(argv)

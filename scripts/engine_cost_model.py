@@ -12,6 +12,14 @@ sampling how many seconds each term accounts for, so a throughput gap can be att
 decoding, prefill or the number of engine steps. Measured data only; nothing is estimated by hand.
 
     .venv/bin/python scripts/engine_cost_model.py --work runs/bench_search [--json out.json]
+
+Pricing other runs at one machine speed (the runs of a comparison were measured hours apart, and
+this machine's speed drifts by several per cent): `--price DIR` (repeatable) prices every search
+section of DIR, and its flat section, with the coefficients of `--model FILE` (a JSON written by
+`--json`) or of this fit, and prints modelled seconds and generated tokens per second:
+
+    .venv/bin/python scripts/engine_cost_model.py --model BENCHMARKS_COST_MODEL.json \
+        --price runs/bench_search --price runs/bench_search_fused
 """
 
 from __future__ import annotations
@@ -57,11 +65,36 @@ def attribute(points: list[dict], coefficients: np.ndarray) -> dict:
             "modelled_seconds": round(sum(parts.values()), 1), "seconds_by_term": parts, "totals": totals}
 
 
+def price_runs(works: list[Path], coefficients: np.ndarray) -> dict:
+    """Modelled seconds and generated tokens/s of every search section and flat run in `works`."""
+    out = {}
+    for work in works:
+        search, flat = load_points(work)
+        sections = {scale: [p for p in search if p["scale"] == scale] for scale in sorted({p["scale"] for p in search})}
+        if flat:
+            sections["flat"] = [flat]
+        for name, points in sections.items():
+            parts = attribute(points, coefficients)
+            generated = parts["totals"]["generated_tokens"]
+            parts["generated_tokens_per_second_measured"] = round(generated / parts["measured_seconds"], 1)
+            parts["generated_tokens_per_second_modelled"] = round(generated / parts["modelled_seconds"], 1)
+            out[f"{work}/{name}"] = parts
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bench_search")
     parser.add_argument("--json", type=Path, help="also write the model here")
+    parser.add_argument("--model", type=Path, help="price with this model (a --json file) instead of fitting")
+    parser.add_argument("--price", type=Path, action="append", default=[], help="a bench work folder to price (repeatable)")
     args = parser.parse_args(argv)
+    if args.model:
+        model = json.loads(args.model.read_text())
+        coefficients = np.array([model["seconds_per_engine_step"], model["seconds_per_generated_token"],
+                                 model["seconds_per_prefilled_token"]])
+        print(json.dumps(price_runs(args.price, coefficients), indent=1))
+        return 0
     search, flat = load_points(args.work)
     every = search + ([flat] if flat else [])
     if len(every) < len(TERMS) + 1:
@@ -80,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                    for scale in sorted({p["scale"] for p in search})},
         "flat": attribute([flat], coefficients) if flat else None,
     }
+    if args.price:
+        model["priced"] = price_runs(args.price, coefficients)
     print(json.dumps(model, indent=1))
     if args.json:
         args.json.write_text(json.dumps(model, indent=1) + "\n")

@@ -130,3 +130,16 @@ def test_numbered_layout_extends_the_parents_question_up_to_the_parents_step():
     assert "Solution steps:\n1. Tom has 3 apples.\n2. He buys 4 more, 3 + 4 = 7.\n\nIs step 2 correct?" in child
     shared = parent[: parent.index("Tom has 3 apples.\n") + len("Tom has 3 apples.\n")]
     assert child.startswith(shared) and "strict math teacher" in shared
+
+
+def test_question_first_layout_extends_the_parents_prompt_up_to_the_templates_closing_tokens():
+    requests, [root], _ = evaluation_prompts("question_first")
+    parent, child = [r.prompt for r in requests if r.top_logprobs]
+    question = "Is the last of the solution steps below correct? Answer with one word, Yes or No."
+    assert question in parent and parent.index(question) < parent.index("Problem:\nTom has 3 apples")
+    assert "Solution steps:\n1. Tom has 3 apples.\n2. He buys 4 more, 3 + 4 = 7.\n" in child
+    shared = parent[: parent.index("1. Tom has 3 apples.\n") + len("1. Tom has 3 apples.\n")]
+    assert child.startswith(shared) and "strict math teacher" in shared
+    # what the parent has beyond the shared part is only the chat template's closing text
+    assert parent[len(shared):] == child[child.index("2. He buys") + len("2. He buys 4 more, 3 + 4 = 7.\n"):]
+    assert "Yes or No" not in parent[len(shared):]

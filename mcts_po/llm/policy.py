@@ -42,6 +42,7 @@ from mcts_po.llm.prompts import (
     followup_suffix,
     self_eval_messages,
     self_eval_numbered_messages,
+    self_eval_question_first_messages,
     state_text,
     verdict_probability,
 )
@@ -70,7 +71,7 @@ class SamplingConfig:
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
     rollout_from_expansion: bool = field(default=False, metadata={"help": "sample each expansion past its step to the end of the solution and use the rest as the child's rollout (one request instead of two: saves the rollout prompt's prefill; step trees only, backends that report token texts); see docs/prompts.md"})
-    self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})
+    self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'question_first' (that chat with the question first, so the prompt ends with the path), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -233,6 +234,8 @@ class LLMSearchPolicy:
         hint = problem.solution if self.sampling.self_eval_hint else None
         if self.sampling.self_eval_layout == "numbered":
             return self.backend.render_chat(self_eval_numbered_messages(problem, steps, hint))
+        if self.sampling.self_eval_layout == "question_first":
+            return self.backend.render_chat(self_eval_question_first_messages(problem, steps, hint))
         return self.backend.render_chat(self_eval_messages(problem, steps[:-1], steps[-1], hint))
 
     def _solution_steps(self, tree: Tree, node_id: int) -> list[str]:

@@ -19,6 +19,10 @@ Self-evaluation asks the policy whether the newest step is correct, in one of th
   question "Is step k correct?" after it (`self_eval_numbered_messages`): a child's
   question extends its parent's up to the parent's step, so only the new step and the
   question are new to the prefix cache.
+- "question_first": the numbered chat with the question before the problem
+  (`self_eval_question_first_messages`), so the prompt ends with the path and a child's
+  prompt extends its parent's up to the chat template's closing tokens: per child only the
+  new step is new, not the question.
 
 Either way the score is P(yes) / (P(yes) + P(no)) read from the top log-probabilities of
 the first answer token. Which layout ranks good steps higher, and what each costs in
@@ -39,7 +43,8 @@ YES_WORDS = ("yes", "correct", "true")
 NO_WORDS = ("no", "incorrect", "wrong", "false")
 
 SELF_EVAL_SYSTEM = "You are a strict math teacher who checks one step of a student's solution at a time."
-SELF_EVAL_LAYOUTS = ("followup", "separate", "numbered")
+SELF_EVAL_LAYOUTS = ("followup", "separate", "numbered", "question_first")
+QUESTION_FIRST = "Is the last of the solution steps below correct? Answer with one word, Yes or No."
 FOLLOWUP_QUESTION = "Is the last line of your solution correct? Answer with one word, Yes or No."
 _STATE_MARKER = "\u2063MCTS_PO_STATE\u2063"  # stands for the node's state while the suffix is rendered
 
@@ -93,6 +98,14 @@ def self_eval_numbered_messages(problem: Problem, steps: Sequence[str],
         f"Solution steps:\n{numbered}\n"
         f"Is step {len(steps)} correct? Answer with one word, Yes or No."
     )
+    return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
+
+
+def self_eval_question_first_messages(problem: Problem, steps: Sequence[str],
+                                      reference_solution: str | None = None) -> list[dict[str, str]]:
+    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+    numbered = "".join(f"{number}. {step.strip()}\n" for number, step in enumerate(steps, start=1))
+    user = f"{QUESTION_FIRST}\n\nProblem:\n{problem.question.strip()}\n\n{hint}Solution steps:\n{numbered}"
     return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
 
 
