@@ -94,17 +94,12 @@ def engine_counters(backend: Any) -> dict[str, int] | None:
     return counts
 
 
-def request_role(request: Any, fused_expansion_tokens: int = 0) -> str:
+def request_role(request: Any) -> str:
     """Which part of the search a request belongs to: expansion requests stop at the step
-    delimiter, or (rollouts from expansion) run to `fused_expansion_tokens` = max_step_tokens +
-    rollout_max_tokens; self-evaluation asks for top log-probabilities; rollouts are the rest."""
-    if request.stop or (fused_expansion_tokens and request.max_tokens == fused_expansion_tokens and not request.top_logprobs):
+    delimiter; self-evaluation asks for top log-probabilities; rollouts are the rest."""
+    if request.stop:
         return "expand"
     return "evaluate"
-
-
-def fused_expansion_tokens(sampling: Any) -> int:
-    return sampling.max_step_tokens + sampling.rollout_max_tokens if sampling.rollout_from_expansion else 0
 
 
 @dataclass
@@ -114,7 +109,6 @@ class TimedBackend:
 
     inner: Any
     one_request_per_call: bool = False
-    fused_expansion_tokens: int = 0  # see request_role
     calls: list[CallRecord] = field(default_factory=list)
 
     @property
@@ -142,7 +136,7 @@ class TimedBackend:
             deltas = {k: after[k] - before[k] for k in ENGINE_COUNTERS} if before and after else {}
             results.extend(out)
             self.calls.append(CallRecord(
-                role=request_role(group[0], self.fused_expansion_tokens),
+                role=request_role(group[0]),
                 requests=len(group),
                 samples=sum(len(r.completions) for r in out),
                 generated_tokens=sum(c.num_tokens for r in out for c in r.completions),
@@ -198,7 +192,7 @@ def bench_config(args) -> tuple[Any, Any]:
 
     search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
                           leaves_per_wave=args.leaves_per_wave, seed=args.seed, use_self_eval=not args.no_self_eval)
-    sampling = SamplingConfig(self_eval_layout=args.self_eval_layout, rollout_from_expansion=args.rollout_from_expansion)
+    sampling = SamplingConfig(self_eval_layout=args.self_eval_layout)
     return search, sampling
 
 
@@ -223,7 +217,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
             print(f"scale_{num_problems}: stopping this piece after {previous['done']} problems; rerun to go on", flush=True)
             return None
         job.limit = limit
-        timed = TimedBackend(backend, fused_expansion_tokens=fused_expansion_tokens(sampling))
+        timed = TimedBackend(backend)
         started = time.perf_counter()
         run_search_job(job, backend=timed)
         wall = time.perf_counter() - started
@@ -240,9 +234,6 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
     by_role = summarize_calls(calls)
     engine_seconds = sum(c.seconds for c in calls)
     generated = sum(t.token_counts.get("generated", 0) for t in trees)
-    # rollouts from expansion: continuations of terminal or merged children, and samples that
-    # could not be split, were generated (and timed) but feed no value
-    unused = sum(t.token_counts.get("unused_generated", 0) + t.token_counts.get("dropped_generated", 0) for t in trees)
     prompt = sum(t.token_counts.get("prompt", 0) for t in trees)
     cached = sum(t.token_counts.get("cached_prompt", 0) for t in trees)
     expansions = by_role.get("expand", {}).get("requests", 0)
@@ -255,7 +246,6 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
         "python_seconds": round(wall_total - engine_seconds, 2),
         "generated_tokens": generated,
         "generated_tokens_per_second": round(generated / wall_total, 1),
-        "unused_generated_tokens": unused,
         "engine_calls": len(calls),
         "node_expansions": expansions,
         "node_expansions_per_second": round(expansions / wall_total, 3),
@@ -332,7 +322,7 @@ def run_naive(backend, args, work: Path) -> dict[str, Any]:
     search.num_simulations = args.naive_simulations
     task = get_task("gsm8k")
     problems = task.load(split="test", limit=args.naive_problems, path=str(args.data))
-    timed = TimedBackend(backend, one_request_per_call=True, fused_expansion_tokens=fused_expansion_tokens(sampling))
+    timed = TimedBackend(backend, one_request_per_call=True)
     started = time.perf_counter()
     nodes = 0
     for problem in problems:
@@ -560,9 +550,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--self-eval-layout", default="numbered", help="SamplingConfig.self_eval_layout of the search sections")
     parser.add_argument("--no-self-eval", action="store_true",
                         help="search without the policy's verdicts (SearchConfig.use_self_eval=False; the layout column shows 'none')")
-    parser.add_argument("--rollout-from-expansion", action="store_true",
-                        help="SamplingConfig.rollout_from_expansion: rollouts are the rest of the expansion samples "
-                             "(the layout column adds '+ rollouts from expansion')")
     parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")
     parser.add_argument("--flat-max-tokens", type=int, default=400)
     parser.add_argument("--naive-problems", type=int, default=2)
@@ -602,8 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                                   if k in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens")
                                   or (k == "use_self_eval" and not v)}),
             "sampling": json.dumps({k: v for k, v in sampling.to_dict().items()
-                                    if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens", "self_eval_layout")
-                                    or (k == "rollout_from_expansion" and v)}),
+                                    if k in ("temperature", "top_p", "max_step_tokens", "rollout_max_tokens", "self_eval_layout")}),
             "problems_in_flight": args.problems_in_flight,
             "compare_scale": args.compare_scale,
             "backend": args.backend,
@@ -649,8 +635,6 @@ def main(argv: list[str] | None = None) -> int:
                 result["git_commit"] = meta["git_commit"]
                 if section != "flat":
                     result["self_eval_layout"] = sampling.self_eval_layout if search.use_self_eval else "none"
-                    if sampling.rollout_from_expansion:
-                        result["self_eval_layout"] += " + rollouts from expansion"
                 results[section] = result
                 atomic_write_json(results_path, results)
                 print(json.dumps({k: v for k, v in result.items() if k != "by_role"}), flush=True)

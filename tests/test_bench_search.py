@@ -101,17 +101,3 @@ def test_timed_backend_records_counter_deltas_per_call_and_sums_them_by_role():
     plain.generate([rollout])
     assert plain.calls[0].engine_steps is None
     assert "engine_steps" not in bench.summarize_calls(plain.calls)["evaluate"]
-
-
-def test_request_roles_with_and_without_rollouts_from_expansion():
-    bench = load_bench()
-    step = GenerationRequest(prompt="p", max_tokens=96, n=4, stop=("\n",))
-    verdict = GenerationRequest(prompt="p", max_tokens=1, top_logprobs=20)
-    rollout = GenerationRequest(prompt="p", max_tokens=256)
-    fused = GenerationRequest(prompt="p", max_tokens=96 + 256, n=4)
-    assert [bench.request_role(r) for r in (step, verdict, rollout, fused)] == ["expand", "evaluate", "evaluate", "evaluate"]
-    assert [bench.request_role(r, 96 + 256) for r in (step, verdict, rollout, fused)] == ["expand", "evaluate", "evaluate", "expand"]
-    from mcts_po.llm.policy import SamplingConfig
-
-    assert bench.fused_expansion_tokens(SamplingConfig()) == 0
-    assert bench.fused_expansion_tokens(SamplingConfig(rollout_from_expansion=True)) == 96 + 256

@@ -6,9 +6,7 @@ request asks for `n` samples of a text prompt (already chat-templated: backends 
 no prompt formatting of their own), each stopped at one of `stop` strings, at EOS or
 at `max_tokens`. Backends report per-token log-probabilities of what they sampled
 (for priors) and, when `top_logprobs > 0`, the top alternatives at each position
-(for self-evaluation verdicts), the decoded text of each sampled token where they know it
-(to split one sample into a step and the rollout after it), plus how many prompt tokens the
-prefix cache served.
+(for self-evaluation verdicts), plus how many prompt tokens the prefix cache served.
 
 The search core never sees this module: the LLM layer (`mcts_po.llm`) turns search
 requests into these calls.
@@ -47,10 +45,6 @@ class Completion:
     finish_reason: str = FINISH_STOP  # FINISH_STOP, FINISH_EOS or FINISH_LENGTH
     stop_string: str | None = None  # which stop string matched, when finish_reason == "stop"
     top_logprobs: list[dict[str, float]] = field(default_factory=list)  # per position: token text -> logprob
-    # The decoded text of each counted token, where the backend reports it (empty when it does
-    # not). Joined they give `text` (plus the stop string, when one cut it off), except where a
-    # character's bytes are split across tokens; `mcts_po.llm.policy.split_first_step` reads it.
-    token_texts: list[str] = field(default_factory=list)
 
     @property
     def logprob_sum(self) -> float:

@@ -188,7 +188,6 @@ def completion_from_choice(choice: dict[str, Any], request: GenerationRequest,
         finish_reason=finish,
         stop_string=stop_string,
         top_logprobs=top,
-        token_texts=tokens[:num_tokens] if len(tokens) >= num_tokens else [],
     )
 
 

@@ -429,7 +429,6 @@ class TransformersBackend:
             finish_reason=row.finish_reason,
             stop_string=stop_string,
             top_logprobs=top,
-            token_texts=[self._text_of_token(t) for t in row.token_ids[:num_tokens]],
         )
 
 
@@ -467,5 +466,4 @@ def _copy(completion: Completion) -> Completion:
         finish_reason=completion.finish_reason,
         stop_string=completion.stop_string,
         top_logprobs=[dict(p) for p in completion.top_logprobs],
-        token_texts=list(completion.token_texts),
     )

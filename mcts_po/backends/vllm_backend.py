@@ -130,13 +130,11 @@ class VLLMBackend:
         for sample in output.outputs:
             token_ids = list(sample.token_ids)
             token_logprobs: list[float] = []
-            token_texts: list[str] = []
             top: list[dict[str, float]] = []
             if sample.logprobs:
                 for token_id, position in zip(token_ids, sample.logprobs):
                     chosen = position.get(token_id)
                     token_logprobs.append(float(chosen.logprob) if chosen is not None else float("nan"))
-                    token_texts.append((chosen.decoded_token or "") if chosen is not None else "")
                     if request.top_logprobs > 0:
                         ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)
                         top.append({(lp.decoded_token or ""): float(lp.logprob) for lp in ranked[: request.top_logprobs]})
@@ -153,7 +151,6 @@ class VLLMBackend:
                 num_tokens -= 1
                 token_logprobs = token_logprobs[:num_tokens]
                 top = top[:num_tokens]
-            token_texts = token_texts[:num_tokens] if len(token_texts) >= num_tokens else []
             completions.append(Completion(
                 text=text,
                 num_tokens=num_tokens,
@@ -161,7 +158,6 @@ class VLLMBackend:
                 finish_reason=finish,
                 stop_string=stop_string,
                 top_logprobs=top,
-                token_texts=token_texts,
             ))
         if request.temperature <= 0 and completions:
             completions = [completions[0]] + [dataclasses.replace(completions[0]) for _ in range(request.n - 1)]

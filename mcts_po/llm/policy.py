@@ -8,14 +8,6 @@ the self-evaluation questions (one token with top log-probabilities) and the rol
 (one sample to the end of the solution, checked by the task's verifier). Terminal nodes
 are judged by the verifier alone.
 
-With `SamplingConfig.rollout_from_expansion` (step trees), expansion samples are not stopped
-at the step delimiter: each goes on to the end of the solution, `split_first_step` cuts it
-into the step (token counts and log-probabilities exactly as a stopped sample reports them)
-and the text after it, and that text is the new child's rollout. The evaluation call then
-carries only the verdict questions: one request per child fewer, and no prompt to prefill
-for its rollout. The continuations of children that are terminal or merged with a sibling
-go unused; `token_counts` reports them as `unused_generated`.
-
 It does not know about selection, backup or values: those are the core's.
 
 Plan trees (`SearchConfig.tree == "plan"`, CPL): the root prompt is the plan prompt
@@ -35,7 +27,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from mcts_po.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Backend, Completion, GenerationRequest
+from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
 from mcts_po.llm import plan_prompts
 from mcts_po.llm.prompts import (
     SELF_EVAL_LAYOUTS,
@@ -70,7 +62,6 @@ class SamplingConfig:
     step_delimiter: str = field(default="\n", metadata={"help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
-    rollout_from_expansion: bool = field(default=False, metadata={"help": "sample each expansion past its step to the end of the solution and use the rest as the child's rollout (one request instead of two: saves the rollout prompt's prefill; step trees only, backends that report token texts); see docs/prompts.md"})
     self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'question_first' (that chat with the question first, so the prompt ends with the path), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})
 
     def __post_init__(self) -> None:
@@ -95,72 +86,7 @@ class SamplingConfig:
 
 
 # Fields of SamplingConfig added after runs were recorded without them, and what those runs did.
-FIELDS_ADDED_LATER = {"self_eval_layout": "separate", "rollout_from_expansion": False}
-
-
-@dataclass(frozen=True)
-class SplitSample:
-    """One expansion sample cut into its first step and the rollout after it."""
-
-    step: Completion  # the step as a stop-string sample would have given it
-    continuation: str | None  # the text after the step delimiter (None: no usable rollout)
-    continuation_tokens: int  # tokens generated after the step (all of them, used or not)
-
-
-def split_first_step(completion: Completion, delimiter: str, max_step_tokens: int,
-                     rollout_max_tokens: int) -> SplitSample | None:
-    """Cut a sample drawn without stop strings into the step a `stop=(delimiter,)` sample of
-    `max_step_tokens` would have been and the rollout that follows it.
-
-    Token rule (the backends'): the step counts every token up to and including the one that
-    completes the delimiter; its text is everything before the delimiter. Without a delimiter
-    in its first `max_step_tokens` tokens the step is those tokens (finish "length", no
-    continuation); an EOS before the delimiter ends the step ("eos", no continuation). The
-    continuation is the text after the delimiter, cut to `rollout_max_tokens` tokens (a rollout's
-    own limit). Token positions come from `completion.token_texts`; where they do not join to
-    the text exactly (a character's bytes split across tokens) and a cut inside the text is
-    needed, there is no continuation, or (step cut by length) no step at all: None.
-    """
-    texts = completion.token_texts
-    if len(texts) != completion.num_tokens:
-        return None
-    exact = "".join(texts) == completion.text
-    ends: list[int] = []
-    position = 0
-    for token_text in texts:
-        position += len(token_text)
-        ends.append(position)
-    joined = "".join(texts)
-    found = joined.find(delimiter)
-    step_tokens = None
-    if found >= 0:
-        last_char = found + len(delimiter) - 1
-        step_tokens = next(i for i, end in enumerate(ends) if end > last_char) + 1
-    if step_tokens is None or step_tokens > max_step_tokens:
-        if completion.num_tokens <= max_step_tokens and step_tokens is None:
-            # the sample ended (EOS) before any delimiter: the whole sample is the step
-            return SplitSample(step=_step_part(completion, completion.text, completion.num_tokens, completion.finish_reason),
-                               continuation=None, continuation_tokens=0)
-        if not exact:
-            return None
-        cut = ends[max_step_tokens - 1]
-        return SplitSample(step=_step_part(completion, completion.text[:cut], max_step_tokens, FINISH_LENGTH),
-                           continuation=None, continuation_tokens=completion.num_tokens - max_step_tokens)
-    text_found = completion.text.find(delimiter)
-    if text_found < 0:
-        return None
-    step = _step_part(completion, completion.text[:text_found], step_tokens, FINISH_STOP, delimiter)
-    rest_tokens = completion.num_tokens - step_tokens
-    continuation: str | None = completion.text[text_found + len(delimiter):]
-    if rest_tokens > rollout_max_tokens:
-        continuation = (completion.text[text_found + len(delimiter):ends[step_tokens + rollout_max_tokens - 1]]
-                        if exact else None)
-    return SplitSample(step=step, continuation=continuation, continuation_tokens=rest_tokens)
-
-
-def _step_part(completion: Completion, text: str, num_tokens: int, finish: str, stop_string: str | None = None) -> Completion:
-    return Completion(text=text, num_tokens=num_tokens, token_logprobs=completion.token_logprobs[:num_tokens],
-                      finish_reason=finish, stop_string=stop_string, token_texts=completion.token_texts[:num_tokens])
+FIELDS_ADDED_LATER = {"self_eval_layout": "separate"}
 
 
 class LLMSearchPolicy:
@@ -179,10 +105,6 @@ class LLMSearchPolicy:
             self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
         self.token_counts: list[dict[str, int]] = [defaultdict(int) for _ in self.problems]
         self.engine_calls = 0
-        # rollouts sampled with their steps (see split_first_step): only step trees, only when
-        # rollouts are used at all
-        self.rollout_from_expansion = sampling.rollout_from_expansion and search.use_rollout and not self.plan_tree
-        self._continuation_tokens: dict[tuple[int, str], int] = {}  # this wave's, until evaluated
         self.followup_suffixes: list[str] | None = None
         if search.use_self_eval and sampling.self_eval_layout == "followup":
             render = backend.render_chat
@@ -265,24 +187,21 @@ class LLMSearchPolicy:
     # ------------------------------------------------------------ expansion
     def expand(self, trees: Sequence[Tree], requests: Sequence[ExpansionRequest]) -> list[list[StepProposal]]:
         s = self.sampling
-        fused = self.rollout_from_expansion
         generation = [
             GenerationRequest(
                 prompt=self._state_text(trees[r.tree_index], r.tree_index, r.node_id),
-                max_tokens=s.max_step_tokens + s.rollout_max_tokens if fused else s.max_step_tokens,
+                max_tokens=s.max_step_tokens,
                 n=r.num_children,
                 temperature=s.temperature,
                 top_p=s.top_p,
-                stop=() if fused else (s.step_delimiter,),
+                stop=(s.step_delimiter,),
             )
             for r in requests
         ]
         results = self._generate(generation)
-        self._finish_continuations()  # any the previous wave left unevaluated
         out: list[list[StepProposal]] = []
         for request, result in zip(requests, results):
-            if not fused:
-                self._count(request.tree_index, "expand", result)
+            self._count(request.tree_index, "expand", result)
             proposals = []
             for completion in result.completions:
                 if request.kind == "plan":
@@ -290,11 +209,6 @@ class LLMSearchPolicy:
                     if proposal is not None:
                         proposals.append(proposal)
                     continue
-                continuation = None
-                if fused:
-                    completion, continuation = self._split_sample(request.tree_index, completion)
-                    if completion is None:
-                        continue
                 text = completion.text.strip()
                 if not text:
                     continue  # the model ended the line at once: no step
@@ -305,40 +219,9 @@ class LLMSearchPolicy:
                 else:
                     finish = STEP_CONTINUES
                 proposals.append(StepProposal(text=text, num_tokens=completion.num_tokens,
-                                              logprob_sum=completion.logprob_sum, finish=finish, kind=request.kind,
-                                              continuation=continuation))
-            if fused:
-                counts = self.token_counts[request.tree_index]
-                counts["prompt"] += result.prompt_tokens
-                counts["cached_prompt"] += result.cached_prompt_tokens
+                                              logprob_sum=completion.logprob_sum, finish=finish, kind=request.kind))
             out.append(proposals)
         return out
-
-    def _split_sample(self, tree_index: int, completion: Completion) -> tuple[Completion | None, str | None]:
-        """An expansion sample drawn past its step: the step, and the rollout after it (or None)."""
-        s = self.sampling
-        counts = self.token_counts[tree_index]
-        counts["generated"] += completion.num_tokens
-        split = split_first_step(completion, s.step_delimiter, s.max_step_tokens, s.rollout_max_tokens)
-        if split is None:
-            counts["dropped_generated"] += completion.num_tokens
-            return None, None
-        counts["expand_generated"] += split.step.num_tokens
-        if split.continuation is None:
-            counts["unused_generated"] += split.continuation_tokens
-        else:
-            key = (tree_index, split.continuation)
-            if key in self._continuation_tokens:  # the same text twice: only one can be used
-                counts["unused_generated"] += split.continuation_tokens
-            else:
-                self._continuation_tokens[key] = split.continuation_tokens
-        return split.step, split.continuation
-
-    def _finish_continuations(self) -> None:
-        """Count the continuations no evaluation used (terminal or merged children) as unused."""
-        for (tree_index, _), num_tokens in self._continuation_tokens.items():
-            self.token_counts[tree_index]["unused_generated"] += num_tokens
-        self._continuation_tokens.clear()
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, trees: Sequence[Tree], requests: Sequence[EvaluationRequest]) -> list[NodeEvaluation]:
@@ -362,12 +245,7 @@ class LLMSearchPolicy:
                     temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
                 ))
                 slots.append((index, "self_eval"))
-            if self.search.use_rollout and request.rollout_text is not None:
-                num_tokens = self._continuation_tokens.pop((request.tree_index, request.rollout_text), 0)
-                self.token_counts[request.tree_index]["rollout_generated"] += num_tokens
-                self.token_counts[request.tree_index]["rollouts_from_expansion"] += 1
-                self._rollout_outcome(evaluations[index], trees, request, request.rollout_text)
-            elif self.search.use_rollout:
+            if self.search.use_rollout:
                 generation.append(GenerationRequest(
                     prompt=self.rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
@@ -382,16 +260,9 @@ class LLMSearchPolicy:
                 top = completion.top_logprobs[0] if completion.top_logprobs else {}
                 evaluations[index].self_eval = verdict_probability(top)
             else:
-                self._rollout_outcome(evaluations[index], trees, request, completion.text)
-        self._finish_continuations()
+                problem = self.problems[request.tree_index]
+                steps = self._solution_steps(trees[request.tree_index], request.node_id)
+                full = s.step_delimiter.join(steps) + s.step_delimiter + completion.text
+                evaluations[index].rollout_value = 1.0 if self.task.is_correct(full, problem) else -1.0
+                evaluations[index].rollout_text = completion.text
         return evaluations
-
-    def _rollout_outcome(self, evaluation: NodeEvaluation, trees: Sequence[Tree], request: EvaluationRequest,
-                         rollout_text: str) -> None:
-        """The verifier on the node's steps followed by a rollout from it."""
-        s = self.sampling
-        problem = self.problems[request.tree_index]
-        steps = self._solution_steps(trees[request.tree_index], request.node_id)
-        full = s.step_delimiter.join(steps) + s.step_delimiter + rollout_text
-        evaluation.rollout_value = 1.0 if self.task.is_correct(full, problem) else -1.0
-        evaluation.rollout_text = rollout_text

@@ -9,8 +9,7 @@ One wave:
    selected leaf puts virtual loss on its path so the next selection goes elsewhere.
 2. Selected terminal leaves are backed up at once with their stored value.
 3. All non-terminal leaves of all trees are expanded in ONE `policy.expand` call
-   (k step samples each); identical sibling steps are merged (a merged child keeps the
-   first sample's continuation, when the policy sampled one past the step); priors are set.
+   (k step samples each); identical sibling steps are merged; priors are set.
 4. All new children of all trees are valued in ONE `policy.evaluate` call: terminal
    children get the verifier's +-1; others get lambda * (2 * self_eval - 1) +
    (1 - lambda) * rollout (whichever parts exist).
@@ -54,9 +53,6 @@ class StepProposal:
     logprob_sum: float
     finish: str = STEP_CONTINUES  # STEP_CONTINUES, STEP_ANSWER or STEP_EOS
     kind: str = "step"
-    # The rest of the same sample after this step, to the end of the solution: a rollout from
-    # the child, sampled with it (SamplingConfig.rollout_from_expansion). None: none was sampled.
-    continuation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,6 @@ class EvaluationRequest:
     tree_index: int
     node_id: int
     terminal: bool
-    rollout_text: str | None = None  # a rollout already sampled with the node's step (its proposal's continuation)
 
 
 @dataclass
@@ -167,7 +162,6 @@ def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], 
             terminal=bool(reason),
             terminal_reason=reason,
             wave=wave,
-            rollout_text=None if reason else proposal.continuation,
         )
         new_ids.append(node.node_id)
     return new_ids
@@ -229,8 +223,7 @@ def run_search(
                 evaluations.append(EvaluationRequest(request.tree_index, request.node_id, True))
             new_children.append((request, child_ids))
             for child_id in child_ids:
-                child = tree.nodes[child_id]
-                evaluations.append(EvaluationRequest(request.tree_index, child_id, child.terminal, child.rollout_text))
+                evaluations.append(EvaluationRequest(request.tree_index, child_id, tree.nodes[child_id].terminal))
         results = policy.evaluate(trees, evaluations) if evaluations else []
         if len(results) != len(evaluations):
             raise RuntimeError(f"policy.evaluate returned {len(results)} results for {len(evaluations)} requests")
