@@ -11,7 +11,7 @@ prompt token). It prints the coefficients, the fit's error, and for the search a
 sampling how many seconds each term accounts for, so a throughput gap can be attributed to
 decoding, prefill or the number of engine steps. Measured data only; nothing is estimated by hand.
 
-    .venv/bin/python scripts/engine_cost_model.py --work runs/bench_search [--json out.json]
+    .venv/bin/python scripts/engine_cost_model.py --work runs/bench_search [--work DIR ...] [--json out.json]
 
 Pricing other runs at one machine speed (the runs of a comparison were measured hours apart, and
 this machine's speed drifts by several per cent): `--price DIR` (repeatable) prices every search
@@ -84,7 +84,8 @@ def price_runs(works: list[Path], coefficients: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bench_search")
+    parser.add_argument("--work", type=Path, action="append",
+                        help="bench work folder whose calls are fitted (repeatable; default runs/bench_search)")
     parser.add_argument("--json", type=Path, help="also write the model here")
     parser.add_argument("--model", type=Path, help="price with this model (a --json file) instead of fitting")
     parser.add_argument("--price", type=Path, action="append", default=[], help="a bench work folder to price (repeatable)")
@@ -95,10 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                                  model["seconds_per_prefilled_token"]])
         print(json.dumps(price_runs(args.price, coefficients), indent=1))
         return 0
-    search, flat = load_points(args.work)
-    every = search + ([flat] if flat else [])
+    works = args.work or [Path(__file__).resolve().parents[1] / "runs" / "bench_search"]
+    search, flats = [], []
+    for work in works:
+        points, flat = load_points(work)
+        search += [{**p, "scale": f"{work.name}/{p['scale']}" if len(works) > 1 else p["scale"]} for p in points]
+        flats += [flat] if flat else []
+    flat = flats[0] if len(flats) == 1 else None
+    every = search + flats
     if len(every) < len(TERMS) + 1:
-        raise SystemExit(f"{args.work}: {len(every)} engine calls with vLLM counters; the fit needs at least "
+        raise SystemExit(f"{works}: {len(every)} engine calls with vLLM counters; the fit needs at least "
                          f"{len(TERMS) + 1} (run scripts/bench_search.py on this code first)")
     coefficients = fit(every)
     predicted = [float(np.dot(coefficients, [p[t] for t in TERMS])) for p in every]
