@@ -65,12 +65,17 @@ def attribute(points: list[dict], coefficients: np.ndarray) -> dict:
             "modelled_seconds": round(sum(parts.values()), 1), "seconds_by_term": parts, "totals": totals}
 
 
+def by_scale(points: list[dict]) -> dict[str, list[dict]]:
+    """Search calls grouped by their section, in section order."""
+    return {scale: [p for p in points if p["scale"] == scale] for scale in sorted({p["scale"] for p in points})}
+
+
 def price_runs(works: list[Path], coefficients: np.ndarray) -> dict:
     """Modelled seconds and generated tokens/s of every search section and flat run in `works`."""
     out = {}
     for work in works:
         search, flat = load_points(work)
-        sections = {scale: [p for p in search if p["scale"] == scale] for scale in sorted({p["scale"] for p in search})}
+        sections = by_scale(search)
         if flat:
             sections["flat"] = [flat]
         for name, points in sections.items():
@@ -116,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_generated_token": round(float(coefficients[1]), 6),
         "seconds_per_prefilled_token": round(float(coefficients[2]), 6),
         "mean_abs_relative_error": round(sum(errors) / len(errors), 4),
-        "search": {scale: attribute([p for p in search if p["scale"] == scale], coefficients)
-                   for scale in sorted({p["scale"] for p in search})},
+        "search": {scale: attribute(points, coefficients) for scale, points in by_scale(search).items()},
         "flat": attribute([flat], coefficients) if flat else None,
     }
     if args.price:

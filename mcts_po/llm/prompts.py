@@ -54,10 +54,20 @@ def state_text(root_prompt: str, steps: Sequence[str], delimiter: str) -> str:
     return root_prompt + "".join(step + delimiter for step in steps)
 
 
+def reference_hint(reference_solution: str | None) -> str:
+    """The reference-solution paragraph of a verdict question (empty without one)."""
+    return f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+
+
+def numbered_steps(steps: Sequence[str]) -> str:
+    """The path as a numbered list, one line per step."""
+    return "".join(f"{number}. {step.strip()}\n" for number, step in enumerate(steps, start=1))
+
+
 def self_eval_messages(problem: Problem, previous_steps: Sequence[str], new_step: str,
                        reference_solution: str | None = None) -> list[dict[str, str]]:
     earlier = "\n".join(previous_steps) if previous_steps else "(none yet)"
-    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+    hint = reference_hint(reference_solution)
     user = (
         f"Problem:\n{problem.question.strip()}\n\n{hint}"
         f"Steps so far:\n{earlier}\n\n"
@@ -77,7 +87,7 @@ def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str],
     turn, so `state + suffix` is the chat the template would render with the steps as
     the assistant's message.
     """
-    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
+    hint = reference_hint(reference_solution)
     rendered = render_chat([
         {"role": "user", "content": "Solve the problem."},
         {"role": "assistant", "content": _STATE_MARKER},
@@ -91,8 +101,8 @@ def followup_suffix(render_chat: Callable[[list[dict[str, str]]], str],
 
 def self_eval_numbered_messages(problem: Problem, steps: Sequence[str],
                                 reference_solution: str | None = None) -> list[dict[str, str]]:
-    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
-    numbered = "".join(f"{number}. {step.strip()}\n" for number, step in enumerate(steps, start=1))
+    hint = reference_hint(reference_solution)
+    numbered = numbered_steps(steps)
     user = (
         f"Problem:\n{problem.question.strip()}\n\n{hint}"
         f"Solution steps:\n{numbered}\n"
@@ -103,8 +113,8 @@ def self_eval_numbered_messages(problem: Problem, steps: Sequence[str],
 
 def self_eval_question_first_messages(problem: Problem, steps: Sequence[str],
                                       reference_solution: str | None = None) -> list[dict[str, str]]:
-    hint = f"Reference solution:\n{reference_solution.strip()}\n\n" if reference_solution else ""
-    numbered = "".join(f"{number}. {step.strip()}\n" for number, step in enumerate(steps, start=1))
+    hint = reference_hint(reference_solution)
+    numbered = numbered_steps(steps)
     user = f"{QUESTION_FIRST}\n\nProblem:\n{problem.question.strip()}\n\n{hint}Solution steps:\n{numbered}"
     return [{"role": "system", "content": SELF_EVAL_SYSTEM}, {"role": "user", "content": user}]
 
