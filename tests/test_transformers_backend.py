@@ -366,7 +366,7 @@ def test_render_chat_uses_the_model_template(backend):
 
 
 def test_auto_dtype_reads_the_cpu_flags(tmp_path):
-    from mcts_po.backends.transformers_backend import cpu_has_native_bf16
+    from mcts_po.precision import cpu_has_native_bf16
 
     with_bf16 = tmp_path / "cpuinfo-zen4"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n")

@@ -69,6 +69,7 @@ from mcts_po.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.precision import cpu_has_native_bf16
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
 
@@ -91,19 +92,6 @@ def validate_request(request: GenerationRequest) -> None:
         raise ValueError(f"top_logprobs must be >= 0, got {request.top_logprobs}")
     if any(not s for s in request.stop):
         raise ValueError("stop strings must be non-empty")
-
-
-def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU advertises bf16 instructions (avx512_bf16 or amx_bf16; Linux only)."""
-    try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[-1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

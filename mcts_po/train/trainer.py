@@ -40,13 +40,14 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from mcts_po.io_utils import UserError
+from mcts_po.precision import choose_bf16, normalize_bf16_choice
 from mcts_po.train.logprobs import build_pair_batch, build_step_batch, sequence_logprobs, step_logprobs
 from mcts_po.train.losses import (
     PreferenceLoss,
@@ -90,7 +91,7 @@ class TrainConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or comma-separated names"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast for forward/backward (about 3x faster on CPU); weights stay float32"})
+    bf16: str = field(default="auto", metadata={"help": "bf16 autocast for forward/backward: auto (bf16 only where the processor has it: a bf16 CUDA device, or a CPU with avx512_bf16/AMX, where it is ~3x faster; an AVX2-only CPU emulates it ~5x slower than float32), true or false; weights stay float32; the choice is recorded in training_log.json"})
     device: str = field(default="auto", metadata={"help": f"device: {', '.join(DEVICES)}"})
     ref_model: str = field(default="", metadata={"help": "reference model folder; empty = a frozen copy of the initial policy"})
     save_dtype: str = field(default="float32", metadata={"help": f"dtype of the saved weights: {', '.join(SAVE_DTYPES)}"})
@@ -99,6 +100,7 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self) -> None:
+        self.bf16 = normalize_bf16_choice(self.bf16)
         if self.beta < 0:
             raise ValueError(f"TrainConfig.beta must be >= 0 (0 = method default), got {self.beta!r}")
         if self.sft_weight < 0:
@@ -255,8 +257,9 @@ def list_examples_from_rows(rows: Sequence[dict[str, Any]], config: TrainConfig)
 # ---------------------------------------------------------------- losses on a micro-batch
 
 
-def autocast_context(device: torch.device, enabled: bool):
-    if not enabled:
+def autocast_context(device: torch.device, bf16: str):
+    """bf16 autocast when `bf16` (a resolved TrainConfig.bf16: 'true'/'false') says so."""
+    if normalize_bf16_choice(bf16) != "true":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -467,6 +470,13 @@ def micro_batches(examples: Sequence[Any], config: TrainConfig, rng: random.Rand
     return batches
 
 
+def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
+    """`config` with bf16 'auto' resolved for `device` to 'true'/'false', and the reason (logged)."""
+    use_bf16, reason = choose_bf16(config.bf16, device.type)
+    print(f"train: {'bf16 autocast' if use_bf16 else 'float32'} ({reason})", file=sys.stderr)
+    return replace(config, bf16="true" if use_bf16 else "false"), reason
+
+
 def training_log(method: str, model_path: str, config: TrainConfig, num_examples: int, num_rows: int,
                  optimizer_steps: int, started: float, device: torch.device, history: list[dict[str, float]],
                  **extra: Any) -> dict[str, Any]:
@@ -512,6 +522,7 @@ def train_preferences(
         raise UserError(f"no {method} training examples in {len(rows)} rows")
     started = time.monotonic()
     device = resolve_device(config.device)
+    config, precision = resolve_precision(config, device)
     parallel = data_parallel_from_env()
     created_group = start_data_parallel(parallel, device)
     torch.manual_seed(config.seed)  # LoRA initialisation draws from the global generator
@@ -574,7 +585,7 @@ def train_preferences(
     bar.close()
     policy.eval()
     log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device, history,
-                       world_size=parallel.world_size)
+                       world_size=parallel.world_size, precision=precision)
     if parallel.world_size == 1:
         return save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
     import torch.distributed as dist

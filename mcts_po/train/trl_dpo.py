@@ -126,6 +126,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
         raise UserError(f"no {method} training examples in {len(rows)} rows")
     started = time.monotonic()
     device = ours.resolve_device(config.device)
+    config, precision = ours.resolve_precision(config, device)
     torch.manual_seed(config.seed)
     tokenizer = ours.load_tokenizer(model_path)
     try:
@@ -151,7 +152,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
             lr_scheduler_type="constant_with_warmup", optim="adamw_torch",
             max_length=None,  # truncated above, prompt from the left
-            bf16=config.bf16, use_cpu=device.type == "cpu", gradient_checkpointing=False,
+            bf16=config.bf16 == "true", use_cpu=device.type == "cpu", gradient_checkpointing=False,
             seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
             disable_tqdm=not config.progress, remove_unused_columns=False,
         )
@@ -168,7 +169,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
         policy = trainer.accelerator.unwrap_model(trainer.model)
     policy.eval()
     log = ours.training_log(method, model_path, config, len(examples), len(rows), steps, started, device, history,
-                            trainer="trl")
+                            trainer="trl", precision=precision)
     if is_main:
         ours.save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
     return Path(output_dir)

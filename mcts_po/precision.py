@@ -1,0 +1,63 @@
+"""Which floating-point precision this processor runs fast: the bf16 choice of training and inference.
+
+bf16 autocast is about 3x faster than float32 for a SmolLM2 training step on a CPU with bf16
+instructions (avx512_bf16 or AMX), and about 5x *slower* on an AVX2-only CPU, where PyTorch
+emulates bf16 (measured: forward+backward of a 64x1024 linear layer 20 times, 7.0 s against
+1.4 s; `scripts/bench_precision.py` measures a training step). So "auto" picks bf16 only where the
+hardware has it: a CUDA device that supports bf16, or a CPU whose /proc/cpuinfo flags list
+avx512_bf16 or amx_bf16. Pure Python; torch is imported only to ask a CUDA device.
+
+    from mcts_po.precision import choose_bf16
+    use_bf16, reason = choose_bf16("auto", "cpu")
+"""
+
+from __future__ import annotations
+
+BF16_CHOICES = ("auto", "true", "false")
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The first processor's feature flags (empty where /proc/cpuinfo is missing: not Linux)."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU advertises bf16 instructions (avx512_bf16 or amx_bf16; Linux only)."""
+    return bool(cpu_flags(cpuinfo_path) & CPU_BF16_FLAGS)
+
+
+def normalize_bf16_choice(value: object) -> str:
+    """'auto', 'true' or 'false' from a YAML bool, a flag string or one of those words."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    aliases = {"on": "true", "yes": "true", "1": "true", "off": "false", "no": "false", "0": "false"}
+    text = aliases.get(text, text)
+    if text not in BF16_CHOICES:
+        raise ValueError(f"bf16 = {value!r} is not one of: {', '.join(BF16_CHOICES)} (or a YAML bool)")
+    return text
+
+
+def choose_bf16(choice: object, device_type: str, cpuinfo_path: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """(use bf16?, why) for `choice` ('auto'/'true'/'false') on a 'cpu' or 'cuda' device."""
+    choice = normalize_bf16_choice(choice)
+    if choice != "auto":
+        return choice == "true", f"bf16={choice} requested"
+    if device_type == "cuda":
+        import torch
+
+        supported = bool(torch.cuda.is_bf16_supported())
+        return supported, f"auto: CUDA device {'supports' if supported else 'does not support'} bf16"
+    flags = cpu_flags(cpuinfo_path)
+    native = sorted(flags & CPU_BF16_FLAGS)
+    if native:
+        return True, f"auto: CPU has {'/'.join(native)}"
+    return False, "auto: CPU has no avx512_bf16/amx_bf16 (bf16 is emulated there, ~5x slower than float32)"
