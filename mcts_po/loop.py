@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mcts_po.extract.selection import ExtractConfig
+from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.policy import SamplingConfig
 from mcts_po.search.config import SearchConfig
@@ -70,13 +71,14 @@ class LoopConfig:
     eval_limit: int = field(default=300, metadata={"help": "held-out problems evaluated (0 = all)"})
     eval_offset: int = field(default=0, metadata={"help": "first held-out problem"})
     eval_k: int = field(default=1, metadata={"help": "maj@k samples in the evaluation (1 = greedy only)"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "sampling temperature of the maj@k samples in evaluation; 0 = the search's sampling temperature (a greedy search with eval_k > 1 must set it)"})
     eval_max_tokens: int = field(default=256, metadata={"help": "generated tokens per evaluated solution"})
     eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
     backend: str = field(default="transformers", metadata={"help": "inference backend for search and evaluation: vllm, transformers, http"})
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options (YAML mapping), e.g. base_url"})
     reuse_engine: bool = field(default=False, metadata={"help": "vllm, experimental: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~80 s each on CPU); the engine stays in memory during training (see docs/loop.md for its measured caveat)"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
-    seed: int = field(default=0, metadata={"help": "base seed: round k searches with seed + k"})
+    seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -94,6 +96,15 @@ class LoopConfig:
         for name in ("train_offset", "eval_limit", "eval_offset"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"LoopConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.eval_temperature < 0:
+            raise ValueError(f"LoopConfig.eval_temperature must be >= 0, got {self.eval_temperature!r}")
+        if self.eval_k > 1 and not (self.eval_temperature or self.sampling.temperature):
+            raise ValueError(f"eval_k = {self.eval_k} samples greedily with sampling.temperature 0: set eval_temperature "
+                             "(e.g. 0.7) for maj@k, or eval_k: 1")
+        train_seed = self.train.get("seed") if isinstance(self.train, dict) else getattr(self.train, "seed", 0)
+        if self.search.seed != 0 or (train_seed or 0) != 0:
+            raise ValueError("a loop derives its search and training seeds from its top-level seed: set `seed:` at "
+                             "the top of the loop config, not search.seed or train.seed")
 
     @property
     def extract_format(self) -> str:
@@ -250,21 +261,24 @@ class LoopPhases:
                             f"policy {model}; use backend vllm or transformers for the loop, or run the round by hand "
                             "against servers restarted on that folder (docs/loop.md, scale-out)")
         self.log(f"starting {self.config.backend} engine for {model}")
-        return make_backend(self.config.backend, model=model, seed=self.config.seed, **self.config.backend_options)
+        return make_backend(self.config.backend, model=model, seed=loop_seeds(self.config.seed)["engine"],
+                            **self.config.backend_options)
 
     def search(self, round_index: int, policy: str, out: Path) -> dict[str, Any]:
         from mcts_po.search_runner import SearchJob, run_search_job
 
         c = self.config
-        search = dataclasses.replace(c.search, seed=c.search.seed + round_index)
+        seeds = loop_round_seeds(c.seed, round_index)
+        search = dataclasses.replace(c.search, seed=seeds["search"])
         job = SearchJob(out=str(out), task=c.task, task_options=dict(c.task_options), split=c.train_split,
                         limit=c.problems_per_round, offset=c.train_offset + round_index * c.problems_per_round,
                         data=c.data or None, model=policy, backend=c.backend, backend_options=dict(c.backend_options),
                         search=search, sampling=c.sampling, problems_in_flight=c.problems_in_flight,
                         greedy_baseline=False, progress=c.progress)
         summary = run_search_job(job, backend=self.engines.get(policy))
-        return {key: summary[key] for key in ("problems", "problems_with_correct_terminal", "solved_share", "nodes",
-                                              "generated_tokens", "prompt_tokens")}
+        result = {key: summary[key] for key in ("problems", "problems_with_correct_terminal", "solved_share", "nodes",
+                                                "generated_tokens", "prompt_tokens")}
+        return {**result, "seed": seeds["search"], "engine_seed": loop_seeds(c.seed)["engine"]}
 
     def extract(self, round_index: int, trees_dir: Path, out: Path) -> dict[str, Any]:
         from mcts_po.extract.pipeline import extract_to_disk
@@ -285,14 +299,16 @@ class LoopPhases:
         if not rows:
             self.log(f"round {round_index}: no training rows; policy {round_index + 1} = policy {round_index}")
             return {"policy": policy, "trained": False, "rows": 0}
+        train_seed = loop_round_seeds(self.config.seed, round_index)["train"]
         train_config = dataclasses.replace(self.config.train_config(), ref_model=reference,
-                                           progress=self.config.progress)
+                                           progress=self.config.progress, seed=train_seed)
         path = train_preferences(policy, rows, self.config.method, train_config, out)
         log = json.loads((Path(path) / "training_log.json").read_text(encoding="utf-8"))
         last = log["history"][-1] if log["history"] else {}
         return {"policy": str(path), "trained": True, "rows": len(rows), "optimizer_steps": log["optimizer_steps"],
                 "train_seconds": log["seconds"], "final_loss": last.get("loss"),
-                "final_reward_margin": last.get("reward_margin"), "final_ordered_pair_fraction": last.get("ordered_pair_fraction")}
+                "final_reward_margin": last.get("reward_margin"), "final_ordered_pair_fraction": last.get("ordered_pair_fraction"),
+                "seed": train_seed}
 
     def evaluate(self, policy: str, out: Path) -> dict[str, Any]:
         from mcts_po.evaluation import EvalConfig, evaluate_model
@@ -300,12 +316,13 @@ class LoopPhases:
         c = self.config
         eval_config = EvalConfig(model=policy, task=c.task, task_options=dict(c.task_options), split=c.eval_split,
                                  limit=c.eval_limit, offset=c.eval_offset, data=c.data, backend=c.backend, k=c.eval_k,
-                                 temperature=c.sampling.temperature or 0.7, top_p=c.sampling.top_p,
-                                 max_tokens=c.eval_max_tokens, seed=c.seed)
+                                 temperature=c.eval_temperature or c.sampling.temperature, top_p=c.sampling.top_p,
+                                 max_tokens=c.eval_max_tokens, seed=loop_seeds(c.seed)["eval"])
         summary = evaluate_model(eval_config, out, backend=self.engines.get(policy), progress=c.progress)
         result = {"accuracy": summary["greedy"]["accuracy"], "correct": summary["greedy"]["correct"],
                   "problems": summary["problems"], "ci95": summary["greedy"]["ci95"],
                   "generated_tokens": summary["generated_tokens"]}
+        result["seed"] = eval_config.seed
         if c.eval_k > 1:
             result[f"maj@{c.eval_k}"] = summary[f"maj@{c.eval_k}"]["accuracy"]
         return result
@@ -324,6 +341,7 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
     current = config.to_dict()
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         if isinstance(previous.get("sampling"), dict):
             previous["sampling"] = SamplingConfig.with_earlier_defaults(previous["sampling"])
         differing = sorted(k for k in set(previous) | set(current)

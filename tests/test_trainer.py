@@ -125,6 +125,10 @@ def test_a_few_steps_raise_the_chosen_minus_rejected_log_ratio(tmp_path, method,
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     log = json.loads((out / "training_log.json").read_text())
     assert log["optimizer_steps"] == 3 and log["method"] == method
+    from mcts_po.precision import choose_bf16
+
+    use_bf16, reason = choose_bf16("auto", "cpu")  # the default "auto", resolved for this processor and logged
+    assert log["config"]["bf16"] == ("true" if use_bf16 else "false") and log["precision"] == reason
     assert log["history"][0]["reward_margin"] == 0.0  # policy == reference at the first step
     margins = pair_log_ratio_margins(str(out), base, STEP_ROWS, TrainConfig(device="cpu"))
     assert len(margins) == 3
@@ -207,7 +211,8 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, t
     config = TrainConfig(learning_rate=1e-5, num_epochs=4, max_steps=4, batch_size=3, max_length=128, progress=False,
                          device="cpu", trainer=trainer)
     out = train_preferences(base, rows, "step-dpo", config, tmp_path / "policy-1")
-    assert json.loads((out / "training_log.json").read_text())["optimizer_steps"] == 4
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["optimizer_steps"] == 4 and log["precision"].startswith("auto: ")
     margins = pair_log_ratio_margins(str(out), base, rows, TrainConfig(device="cpu"))
     assert sum(margins) / len(margins) > 0.1, margins
     assert all(m > 0 for m in margins), margins

@@ -37,7 +37,7 @@ class SearchConfig:
     merge_identical_siblings: bool = field(default=True, metadata={"help": "merge sibling steps with identical text (after whitespace normalisation)"})
     tree: str = field(default="step", metadata={"help": f"tree kind: {', '.join(TREE_KINDS)} (plan = CPL: abstract plan steps first, then solution steps; see docs/plan_trees.md)"})
     max_plan_depth: int = field(default=3, metadata={"help": "plan trees: plan steps per path; the plan is complete at this depth (or earlier, when the model ends it)"})
-    seed: int = field(default=0, metadata={"help": "seed of the search's own tie-breaking and of the engine"})
+    seed: int = field(default=0, metadata={"help": "the search job's seed: the engine is seeded with it and a reseedable backend (transformers) is reseeded per chunk from it and the chunk's problem ids; the search core itself draws no random numbers (ties keep the lowest node id). A loop derives it per round from its own seed"})
 
     def __post_init__(self) -> None:
         _choice("selection", self.selection, SELECTION_RULES)
