@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error (or the help)
+        return int(exc.code or 0)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0 if command is None else 2

@@ -42,7 +42,7 @@ BACKENDS = ("vllm", "transformers", "http")
 class EvalConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "HF hub id, local folder or alias"})
     task: str = field(default="arithmetic", metadata={"help": "task name: arithmetic, gsm8k, math, demo, jsonl"})
-    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "options of the task (YAML only)"})
+    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "options of the task: a JSON object on the command line, e.g. '{\"num_ops\": 2}', a mapping in YAML"})
     split: str = field(default="test", metadata={"help": "split to evaluate"})
     limit: int = field(default=0, metadata={"help": "number of problems; 0 = all"})
     offset: int = field(default=0, metadata={"help": "skip this many problems first"})

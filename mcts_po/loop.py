@@ -38,11 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mcts_po.config_utils import build_dataclass, route_options
 from mcts_po.extract.selection import ExtractConfig
 from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.policy import SamplingConfig
 from mcts_po.search.config import SearchConfig
+from mcts_po.train.config import TrainConfig
 
 LOOP_METHODS = ("step-dpo", "step-apo", "tpo", "dpo")
 REFERENCES = ("initial", "previous")
@@ -53,6 +55,7 @@ PLOT_FILE = "metrics.png"
 BASELINE_DIR = "baseline_eval"
 # Options that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("rounds", "progress", "reuse_engine")
+SECTIONS = {"search": SearchConfig, "sampling": SamplingConfig, "extract": ExtractConfig, "train": TrainConfig}
 
 
 @dataclass
@@ -62,7 +65,7 @@ class LoopConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "initial policy: alias, HF hub id or local folder"})
     reference: str = field(default="initial", metadata={"help": f"reference policy of each round's training: {', '.join(REFERENCES)}"})
     task: str = field(default="arithmetic", metadata={"help": "task name"})
-    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "task options (YAML mapping)"})
+    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "task options: a JSON object on the command line, a mapping in YAML"})
     data: str = field(default="", metadata={"help": "problems file/folder or hub id (task default when empty)"})
     train_split: str = field(default="train", metadata={"help": "split searched each round"})
     problems_per_round: int = field(default=32, metadata={"help": "fresh train problems searched per round"})
@@ -74,8 +77,8 @@ class LoopConfig:
     eval_temperature: float = field(default=0.0, metadata={"help": "sampling temperature of the maj@k samples in evaluation; 0 = the search's sampling temperature (a greedy search with eval_k > 1 must set it)"})
     eval_max_tokens: int = field(default=256, metadata={"help": "generated tokens per evaluated solution"})
     eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
-    backend: str = field(default="transformers", metadata={"help": "inference backend for search and evaluation: vllm, transformers, http"})
-    backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options (YAML mapping), e.g. base_url"})
+    backend: str = field(default="vllm", metadata={"help": "inference backend for search and evaluation: vllm (the default of every command), transformers, http"})
+    backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options: a JSON object on the command line, a mapping in YAML, e.g. base_url"})
     reuse_engine: bool = field(default=False, metadata={"help": "vllm, experimental: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~80 s each on CPU); the engine stays in memory during training (see docs/loop.md for its measured caveat)"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
@@ -83,7 +86,7 @@ class LoopConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
-    train: Any = None  # TrainConfig; built lazily so that importing this module needs no torch
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         if self.method not in LOOP_METHODS:
@@ -101,8 +104,7 @@ class LoopConfig:
         if self.eval_k > 1 and not (self.eval_temperature or self.sampling.temperature):
             raise ValueError(f"eval_k = {self.eval_k} samples greedily with sampling.temperature 0: set eval_temperature "
                              "(e.g. 0.7) for maj@k, or eval_k: 1")
-        train_seed = self.train.get("seed") if isinstance(self.train, dict) else getattr(self.train, "seed", 0)
-        if self.search.seed != 0 or (train_seed or 0) != 0:
+        if self.search.seed != 0 or self.train.seed != 0:
             raise ValueError("a loop derives its search and training seeds from its top-level seed: set `seed:` at "
                              "the top of the loop config, not search.seed or train.seed")
 
@@ -110,65 +112,17 @@ class LoopConfig:
     def extract_format(self) -> str:
         return self.method
 
-    def train_config(self):
-        """The TrainConfig (step delimiter = the search's unless the train section sets one)."""
-        from mcts_po.train.trainer import TrainConfig
-
-        if self.train is None:
-            return TrainConfig(step_delimiter=self.sampling.step_delimiter)
-        if isinstance(self.train, dict):
-            values = dict(self.train)
-            values.setdefault("step_delimiter", self.sampling.step_delimiter)
-            return TrainConfig.from_dict(values)
-        return self.train
-
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("search", "sampling", "extract"):
-            data[name] = asdict(data[name])
-        train = self.train
-        data["train"] = dict(train) if isinstance(train, dict) else (asdict(train) if train is not None else {})
-        return json.loads(json.dumps(data))
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_yaml_dict(cls, values: dict[str, Any], source: str = "config") -> "LoopConfig":
         """A LoopConfig from a YAML mapping: top-level loop options plus `search:`, `sampling:`,
-        `extract:` and `train:` sections. Unknown keys raise UserError naming the valid ones."""
-        values = {k.replace("-", "_"): v for k, v in (values or {}).items()}
-        sections = {"search": SearchConfig, "sampling": SamplingConfig, "extract": ExtractConfig}
-        built: dict[str, Any] = {}
-        for name, section_cls in sections.items():
-            section = values.pop(name, None) or {}
-            if not isinstance(section, dict):
-                raise UserError(f"{source}: `{name}:` must be a mapping of options")
-            built[name] = _build_section(section_cls, section, f"{source}: {name}")
-        train = values.pop("train", None) or {}
-        if not isinstance(train, dict):
-            raise UserError(f"{source}: `train:` must be a mapping of options")
-        built["train"] = {k.replace("-", "_"): v for k, v in train.items()}
-        names = {f.name for f in dataclasses.fields(cls)} - set(sections) - {"train"}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise UserError(f"{source}: unknown loop option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))} "
-                            "and the sections search, sampling, extract, train")
-        try:
-            config = cls(**values, **built)
-            config.train_config()  # validate the train section now, not hours later
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{source}: {exc}") from None
-        return config
-
-
-def _build_section(cls: type, values: dict[str, Any], source: str) -> Any:
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{source}: {exc}") from None
+        `extract:` and `train:` sections (the same path as every command: `mcts_po.config_utils`)."""
+        top, sections = route_options(values, cls, SECTIONS, source)
+        built = {name: build_dataclass(section_cls, sections[name], None, f"{source}: {name}")
+                 for name, section_cls in SECTIONS.items()}
+        return build_dataclass(cls, top, None, source, **built)
 
 
 # ---------------------------------------------------------------- phases and markers
@@ -300,7 +254,7 @@ class LoopPhases:
             self.log(f"round {round_index}: no training rows; policy {round_index + 1} = policy {round_index}")
             return {"policy": policy, "trained": False, "rows": 0}
         train_seed = loop_round_seeds(self.config.seed, round_index)["train"]
-        train_config = dataclasses.replace(self.config.train_config(), ref_model=reference,
+        train_config = dataclasses.replace(self.config.train, ref_model=reference,
                                            progress=self.config.progress, seed=train_seed)
         path = train_preferences(policy, rows, self.config.method, train_config, out)
         log = json.loads((Path(path) / "training_log.json").read_text(encoding="utf-8"))

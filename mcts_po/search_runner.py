@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +58,24 @@ RUN_CONFIG_FILE = "run_config.json"
 
 @dataclass
 class SearchJob:
-    out: str
-    task: str = "demo"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    split: str = "test"
-    limit: int | None = None
-    offset: int = 0
-    data: str | None = None  # local file/folder or hub id of the problems
-    model: str = "smollm2-135m"
-    backend: str = "vllm"
-    backend_options: dict[str, Any] = field(default_factory=dict)
+    """The options of one `mcts-po search` job (flags and YAML keys: `mcts_po.config_utils`)."""
+
+    out: str = field(default="", metadata={"help": "run folder: trees.jsonl, summary.json, greedy.jsonl (required)"})
+    task: str = field(default="arithmetic", metadata={"help": "task name: arithmetic, gsm8k, math, demo, jsonl (mcts-po tasks)"})
+    task_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "task options, e.g. '{\"num_ops\": 2}' or, for jsonl, the field names"})
+    split: str = field(default="test", metadata={"help": "split to load"})
+    limit: int | None = field(default=None, metadata={"help": "number of problems (default: all)"})
+    offset: int = field(default=0, metadata={"help": "skip this many problems first"})
+    data: str | None = field(default=None, metadata={"help": "problems file/folder or hub dataset id (task default when empty)"})
+    model: str = field(default="smollm2-135m", metadata={"help": "HF hub id, local folder or alias"})
+    backend: str = field(default="vllm", metadata={"help": "inference backend: vllm, transformers or http"})
+    backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options, e.g. '{\"base_url\": \"http://127.0.0.1:8000/v1\"}' (http: max_concurrency, retry_budget_s, request_timeout_s, served_model; transformers: max_batch_size, device; vllm and transformers: dtype)"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    problems_in_flight: int = 32
-    greedy_baseline: bool = True
-    greedy_max_tokens: int = 400
-    progress: bool = True
+    problems_in_flight: int = field(default=32, metadata={"help": "problems searched together (one engine call per wave for all of them)"})
+    greedy_baseline: bool = field(default=True, metadata={"help": "also decode each problem greedily, for comparison"})
+    greedy_max_tokens: int = field(default=400, metadata={"help": "generated tokens of each greedy baseline solution"})
+    progress: bool = field(default=True, metadata={"help": "progress bar (off when not a terminal)"})
 
     def identity(self) -> dict[str, Any]:
         """The settings that must match for a rerun to resume this run."""

@@ -190,7 +190,7 @@ def test_eval_config_validation_names_the_field():
 def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
     code = main(["eval", "--out", str(tmp_path / "x"), "--task", "arithmetic", "--task-options", "[1]"])
     assert code == 2
-    assert "mcts-po eval: error: --task-options must be a JSON object" in capsys.readouterr().err
+    assert "mcts-po eval: error: argument --task-options: must be a JSON object" in capsys.readouterr().err
     code = main(["eval", "--out", str(tmp_path / "x"), "--backend", "tpu"])
     assert code == 2
     assert "EvalConfig.backend = 'tpu' is not one of" in capsys.readouterr().err
@@ -218,7 +218,7 @@ def test_cli_evaluates_with_a_scripted_backend(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- mcts-po train (tiny model, no real model)
 
 
-def test_train_command_reads_an_extract_folder_and_decodes_the_delimiter(tmp_path, capsys):
+def test_train_command_reads_an_extract_folder_and_the_rows_own_delimiter(tmp_path, capsys):
     from test_trainer import STEP_ROWS, save_tiny_model
 
     base = save_tiny_model(tmp_path / "base")
@@ -227,16 +227,23 @@ def test_train_command_reads_an_extract_folder_and_decodes_the_delimiter(tmp_pat
     (data / "step-dpo.jsonl").write_text("".join(json.dumps(row) + "\n" for row in STEP_ROWS))
     code = main(["train", "--data", str(data), "--method", "step-dpo", "--model", base, "--out", str(tmp_path / "p1"),
                  "--max-steps", "2", "--num-epochs", "3", "--batch-size", "3", "--learning-rate", "1e-2", "--device", "cpu",
-                 "--step-delimiter", "\\n\\n", "--no-progress"])
+                 "--no-progress"])
     assert code == 0
     log = json.loads((tmp_path / "p1" / "training_log.json").read_text())
     assert log["optimizer_steps"] == 2 and log["rows"] == 3
-    assert log["config"]["step_delimiter"] == "\n\n" and log["config"]["learning_rate"] == 0.01
+    assert log["config"]["learning_rate"] == 0.01 and "step_delimiter" not in log["config"]
     printed = json.loads(capsys.readouterr().out)
     assert printed["examples"] == 3 and printed["data"] == str(data / "step-dpo.jsonl")
+    # An intermediate step without the delimiter column: a clear error naming the row, no training.
+    rows = [dict(STEP_ROWS[1]), {k: v for k, v in STEP_ROWS[0].items() if k != "step_delimiter"}]
+    (data / "step-dpo.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = main(["train", "--data", str(data), "--method", "step-dpo", "--model", base, "--out", str(tmp_path / "p2"),
+                 "--max-steps", "1", "--device", "cpu", "--no-progress"])
+    assert code == 2 and not (tmp_path / "p2").exists()
+    assert "row 1: an intermediate step" in capsys.readouterr().err
 
 
-def test_train_command_defaults_to_the_search_delimiter_and_names_missing_data(tmp_path, capsys):
+def test_train_command_defaults_and_names_missing_data(tmp_path, capsys):
     from mcts_po.commands.train import build_config, rows_file
     from mcts_po.io_utils import UserError
 
@@ -252,4 +259,6 @@ def test_train_command_defaults_to_the_search_delimiter_and_names_missing_data(t
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--data", "d", "--method", "tpo", "--model", "m", "--out", "o"])
-    assert build_config(args).step_delimiter == "\n"
+    from mcts_po.train.config import TrainConfig
+
+    assert build_config(args) == TrainConfig()

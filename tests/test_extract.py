@@ -151,7 +151,7 @@ def test_step_dpo_full_rows_of_one_tree():
          "parent_id": 0, "chosen_id": 1, "rejected_id": 2, "q_chosen": 0.5, "q_rejected": -0.6,
          "visits_chosen": 6, "visits_rejected": 4, "depth": 1, "level": "step",
          "chosen_is_terminal": False, "rejected_is_terminal": False,
-         "chosen_ends_solution": False, "rejected_ends_solution": False},
+         "chosen_ends_solution": False, "rejected_ends_solution": False, "step_delimiter": "\n"},
         {"prompt": CHAT_PROMPT + "First, 3 * 4 = 12.\n",
          "chosen": "Now we add them: 2 + 12 = 14. The answer is 14.",
          "rejected": "Now we add them: 2 + 12 = 15. The answer is 15.",
@@ -162,7 +162,7 @@ def test_step_dpo_full_rows_of_one_tree():
          "parent_id": 1, "chosen_id": 4, "rejected_id": 5, "q_chosen": 1.0, "q_rejected": -1.0,
          "visits_chosen": 3, "visits_rejected": 1, "depth": 2, "level": "step",
          "chosen_is_terminal": True, "rejected_is_terminal": True,
-         "chosen_ends_solution": True, "rejected_ends_solution": True},
+         "chosen_ends_solution": True, "rejected_ends_solution": True, "step_delimiter": "\n"},
         {"prompt": CHAT_PROMPT + "First, 2 + 3 = 5.\n", "chosen": "Multiply by 4.",
          "rejected": "Then 5 * 4 = 20. The answer is 20.",
          "question": "What is 2 + 3 * 4?", "initial_reason_steps": "First, 2 + 3 = 5.\n",
@@ -172,7 +172,7 @@ def test_step_dpo_full_rows_of_one_tree():
          "parent_id": 2, "chosen_id": 8, "rejected_id": 7, "q_chosen": -0.2, "q_rejected": -1.0,
          "visits_chosen": 1, "visits_rejected": 2, "depth": 2, "level": "step",
          "chosen_is_terminal": False, "rejected_is_terminal": True,
-         "chosen_ends_solution": False, "rejected_ends_solution": True},
+         "chosen_ends_solution": False, "rejected_ends_solution": True, "step_delimiter": "\n"},
     ]
     assert list(rows[0]) == list(FORMATS["step-dpo"].columns)
 
@@ -365,7 +365,7 @@ def test_tpo_full_row():
         "step_values": [[0.5, 1.0], [0.5, 1.0], [0.5, -1.0], [-0.6, -0.2, -1.0], [-0.6, -1.0]],
         "step_node_ids": [[1, 4], [1, 6], [1, 5], [2, 8, 9], [2, 7]],
         "step_levels": [["step"] * 2, ["step"] * 2, ["step"] * 2, ["step"] * 3, ["step"] * 2],
-        "num_trajectories": 5,
+        "num_trajectories": 5, "step_delimiter": "\n",
     }]
 
 
@@ -414,7 +414,7 @@ def test_dpo_full_row_and_pair_order():
         "question": "What is 2 + 3 * 4?", "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
         "chosen_id": 4, "rejected_id": 5, "q_chosen": 1.0, "q_rejected": -1.0, "value_chosen": 1.0,
         "value_rejected": -1.0, "num_steps_chosen": 2, "num_steps_rejected": 2, "chosen_answer": "14",
-        "rejected_answer": "15", "chosen_ends_solution": True, "rejected_ends_solution": True,
+        "rejected_answer": "15", "chosen_ends_solution": True, "rejected_ends_solution": True, "step_delimiter": "\n",
     }
 
 
@@ -660,3 +660,23 @@ def test_whole_solutions_join_steps_with_the_trees_own_delimiter():
         step_dpo = extract_rows([tree], "step-dpo", ExtractConfig())
         root_pair = next(row for row in step_dpo if row["initial_reason_steps"] == "")
         assert root_pair["full_chosen"] == expected_sft.format(delimiter)
+
+
+def test_rows_carry_the_trees_delimiter_and_training_appends_exactly_it():
+    """Extraction copies the tree's step delimiter into every trainable row; the trainer appends
+    that delimiter (and no other) to an intermediate step, so nothing is re-supplied at training."""
+    from mcts_po.train.config import TrainConfig
+    from mcts_po.train.examples import list_examples_from_rows, pair_examples_from_rows
+
+    paragraph_tree = tree_arithmetic()
+    paragraph_tree.sampling = {"step_delimiter": "\n\n"}
+    for name in ("step-dpo", "step-apo", "dpo", "tpo"):
+        rows = extract_rows([paragraph_tree], name, ExtractConfig())
+        assert rows and all(row["step_delimiter"] == "\n\n" for row in rows), name
+    step_dpo = extract_rows([paragraph_tree], "step-dpo", ExtractConfig())
+    (root_pair,) = [row for row in step_dpo if row["initial_reason_steps"] == ""]
+    (example,) = pair_examples_from_rows([root_pair], "step-dpo", TrainConfig())
+    assert example.chosen == "First, 3 * 4 = 12.\n\n" and not example.chosen_eos
+    (tpo,) = extract_rows([paragraph_tree], "tpo", ExtractConfig())
+    (listed,) = list_examples_from_rows([tpo], TrainConfig(max_list_size=8))
+    assert all(text.endswith("\n\n") for segments in listed.segments for text in segments[:-1])

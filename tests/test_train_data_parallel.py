@@ -23,7 +23,7 @@ ROWS = STEP_ROWS + STEP_ROWS[:1]  # 4 pairs -> 2 optimizer steps of 2 pairs
 
 
 def train_config(batch_size: int):
-    from mcts_po.train.trainer import TrainConfig
+    from mcts_po.train.config import TrainConfig
 
     return TrainConfig(learning_rate=1e-2, batch_size=batch_size, max_length=64, bf16=False, progress=False,
                        device="cpu", shuffle=False)
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def test_rank_batches_split_evenly_and_drop_the_remainder():
-    from mcts_po.train.trainer import DataParallel, rank_batches
+    from mcts_po.train.distributed import DataParallel, rank_batches
 
     batches = list(range(7))
     assert rank_batches(batches, DataParallel(rank=0, world_size=2)) == [0, 2, 4]

@@ -15,19 +15,12 @@ import json
 import pytest
 import torch
 
+from mcts_po.config_utils import build_dataclass
 from mcts_po.io_utils import UserError
-from mcts_po.train.trainer import (
-    TrainConfig,
-    list_examples_from_rows,
-    load_causal_lm,
-    load_tokenizer,
-    pair_examples_from_rows,
-    pair_log_ratio_margins,
-    pair_sequence_logprobs,
-    spread_indices,
-    step_completion,
-    train_preferences,
-)
+from mcts_po.train.checkpoints import load_causal_lm, load_tokenizer
+from mcts_po.train.config import TrainConfig
+from mcts_po.train.examples import list_examples_from_rows, pair_examples_from_rows, spread_indices, step_completion
+from mcts_po.train.trainer import pair_log_ratio_margins, pair_sequence_logprobs, train_preferences
 
 
 def save_tiny_model(folder) -> str:
@@ -53,17 +46,17 @@ def save_tiny_model(folder) -> str:
 
 STEP_ROWS = [
     {"prompt": "q 2+3?\n\n", "chosen": "2+3=5", "rejected": "2+3=6", "chosen_ends_solution": False,
-     "rejected_ends_solution": False, "q_chosen": 0.8, "q_rejected": -0.6, "visits_chosen": 6, "visits_rejected": 2},
+     "rejected_ends_solution": False, "step_delimiter": "\n", "q_chosen": 0.8, "q_rejected": -0.6, "visits_chosen": 6, "visits_rejected": 2},
     {"prompt": "q 2+3?\n\n2+3=5\n\n", "chosen": "so 5.", "rejected": "so 7.", "chosen_ends_solution": True,
      "rejected_ends_solution": True, "q_chosen": 1.0, "q_rejected": -1.0, "visits_chosen": 4, "visits_rejected": 1},
     {"prompt": "q 4+1?\n\n", "chosen": "4+1=5", "rejected": "4+1=3", "chosen_ends_solution": False,
-     "rejected_ends_solution": False, "q_chosen": 0.5, "q_rejected": -0.5, "visits_chosen": 3, "visits_rejected": 3},
+     "rejected_ends_solution": False, "step_delimiter": "\n", "q_chosen": 0.5, "q_rejected": -0.5, "visits_chosen": 3, "visits_rejected": 3},
 ]
 
 TPO_ROWS = [
     {"prompt": "q 2+3?\n\n",
      "steps": [["2+3=5", "so 5."], ["2+3=5", "so 6."], ["2+3=7", "so 7."]],
-     "values": [1.0, -0.5, -1.0]},
+     "values": [1.0, -0.5, -1.0], "step_delimiter": "\n"},
 ]
 
 
@@ -91,7 +84,8 @@ def test_missing_columns_name_the_row():
 def test_tpo_rows_keep_best_worst_and_spread_and_carry_adaptive_weights():
     assert spread_indices(7, 4) == [0, 2, 4, 6]
     assert spread_indices(3, 4) == [0, 1, 2]
-    row = {"prompt": "p\n\n", "steps": [["a", "c"], ["b"], ["a", "d"], ["e"], ["f"]], "values": [0.2, 1.0, -1.0, 0.0, -0.5]}
+    row = {"prompt": "p\n\n", "steps": [["a", "c"], ["b"], ["a", "d"], ["e"], ["f"]], "values": [0.2, 1.0, -1.0, 0.0, -0.5],
+           "step_delimiter": "\n"}
     (example,) = list_examples_from_rows([row], TrainConfig(max_list_size=3))
     assert example.values == (1.0, 0.0, -1.0)
     assert example.segments == (("b",), ("e",), ("a\n", "d"))
@@ -108,8 +102,8 @@ def test_config_validation_names_the_field():
         TrainConfig(label_smoothing=0.7)
     with pytest.raises(ValueError, match="TrainConfig.sft_weight"):
         TrainConfig(sft_weight=-0.1)
-    with pytest.raises(ValueError, match="unknown train options"):
-        TrainConfig.from_dict({"lr": 1.0})
+    with pytest.raises(UserError, match="x.yaml: unknown option 'lr' for TrainConfig"):
+        build_dataclass(TrainConfig, {"lr": 1.0}, None, "x.yaml")
 
 
 @pytest.mark.parametrize("method, extra", [
@@ -197,7 +191,7 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, t
                    "<|im_start|>assistant\n",
          "chosen": "Tom starts with 3 apples and buys 4, so he has 3 + 4 = 7 apples.",
          "rejected": "Tom starts with 3 apples and buys 4, so he has 3 + 4 = 8 apples.",
-         "chosen_ends_solution": False, "rejected_ends_solution": False},
+         "chosen_ends_solution": False, "rejected_ends_solution": False, "step_delimiter": "\n"},
         {"prompt": "<|im_start|>user\nTom has 3 apples and buys 4 more. How many apples does he have?<|im_end|>\n"
                    "<|im_start|>assistant\nTom starts with 3 apples and buys 4, so he has 3 + 4 = 7 apples.\n\n",
          "chosen": "The answer is 7.", "rejected": "The answer is 12.",
@@ -206,7 +200,7 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, t
                    "<|im_start|>assistant\n",
          "chosen": "Each box holds 5 pens, so 2 boxes hold 2 * 5 = 10 pens.",
          "rejected": "Each box holds 5 pens, so 2 boxes hold 5 + 2 = 7 pens.",
-         "chosen_ends_solution": False, "rejected_ends_solution": False},
+         "chosen_ends_solution": False, "rejected_ends_solution": False, "step_delimiter": "\n"},
     ]
     config = TrainConfig(learning_rate=1e-5, num_epochs=4, max_steps=4, batch_size=3, max_length=128, progress=False,
                          device="cpu", trainer=trainer)

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from mcts_po.io_utils import UserError
-from mcts_po.train.trainer import TrainConfig, load_causal_lm, load_tokenizer, train_preferences
+from mcts_po.train.checkpoints import load_causal_lm, load_tokenizer
+from mcts_po.train.config import TrainConfig
+from mcts_po.train.trainer import train_preferences
 from mcts_po.train.trl_dpo import history_from_trl, tokenise_pair, total_optimizer_steps
 from test_trainer import STEP_ROWS, TPO_ROWS, save_tiny_model
 

@@ -14,11 +14,9 @@ from OUT/results.partial.jsonl when rerun with the same options.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
-from mcts_po.io_utils import UserError
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,17 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace):
     from mcts_po.evaluation import EvalConfig
 
-    file_values = load_yaml(args.config) if args.config else {}
-    if "eval" in file_values:
-        file_values = dict(file_values["eval"] or {})
-    if isinstance(getattr(args, "task_options", None), str):
-        try:
-            args.task_options = json.loads(args.task_options)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--task-options must be a JSON object, e.g. '{{\"num_ops\": 2}}': {exc}") from None
-        if not isinstance(args.task_options, dict):
-            raise UserError("--task-options must be a JSON object, e.g. '{\"num_ops\": 2}'")
-    return build_dataclass(EvalConfig, file_values, args, args.config or "command line")
+    source = args.config or "command line"
+    file_values = section(load_yaml(args.config), "eval", source) if args.config else {}
+    return build_dataclass(EvalConfig, file_values, args, source)
 
 
 def run(args: argparse.Namespace) -> int:

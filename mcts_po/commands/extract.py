@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
 from mcts_po.extract import FORMATS, ExtractConfig
 from mcts_po.io_utils import UserError
 
@@ -49,10 +49,9 @@ def format_names(requested: list[str]) -> list[str]:
 
 
 def build_config(args: argparse.Namespace) -> ExtractConfig:
-    file_values = load_yaml(args.config) if args.config else {}
-    if "extract" in file_values:
-        file_values = dict(file_values["extract"] or {})
-    return build_dataclass(ExtractConfig, file_values, args, args.config or "command line")
+    source = args.config or "command line"
+    file_values = section(load_yaml(args.config), "extract", source) if args.config else {}
+    return build_dataclass(ExtractConfig, file_values, args, source)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,43 +16,34 @@ import json
 
 from mcts_po.io_utils import UserError
 
-# Top-level loop options that get a flag (the rest are YAML-only).
-FLAG_OPTIONS = ("rounds", "method", "model", "reference", "backend", "problems_per_round", "eval_limit", "eval_k",
-                "seed")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mcts_po.config_utils import add_dataclass_arguments
+    from mcts_po.loop import LoopConfig
+
     job = parser.add_argument_group("job")
     job.add_argument("--config", metavar="FILE", help="YAML file of loop options (configs/loop_*.yaml)")
     job.add_argument("--out", required=True, metavar="RUN", help="run folder (everything of the loop goes here)")
     job.add_argument("--no-progress", action="store_true", help="no progress bars (phase lines still print)")
     job.add_argument("--no-plot", action="store_true", help="do not draw metrics.png")
-    job.add_argument("--base-url", help="http backend: server URL, e.g. http://127.0.0.1:8000/v1")
-    job.add_argument("--rounds", type=int, help="number of rounds (may grow on a rerun)")
-    job.add_argument("--method", help="step-dpo, step-apo, tpo or dpo")
-    job.add_argument("--model", help="initial policy")
-    job.add_argument("--reference", help="initial or previous")
-    job.add_argument("--backend", help="transformers, vllm or http")
-    job.add_argument("--problems-per-round", type=int, help="train problems searched per round")
-    job.add_argument("--eval-limit", type=int, help="held-out problems evaluated")
-    job.add_argument("--eval-k", type=int, help="maj@k samples in the evaluation")
-    job.add_argument("--seed", type=int, help="base seed")
+    job.add_argument("--base-url", help="http backend: server URL, e.g. http://127.0.0.1:8000/v1 (a backend option)")
+    add_dataclass_arguments(parser, LoopConfig, "loop", skip=("progress",))
 
 
 def build_config(args: argparse.Namespace):
-    from mcts_po.config_utils import load_yaml
+    """The LoopConfig of a command line: defaults < the YAML file < top-level flags (the sections
+    search/sampling/extract/train come from the file)."""
+    from mcts_po.config_utils import build_dataclass, load_yaml
     from mcts_po.loop import LoopConfig
 
-    values = load_yaml(args.config) if args.config else {}
-    for name in FLAG_OPTIONS:
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = value
+    source = args.config or "command line"
+    config = LoopConfig.from_yaml_dict(load_yaml(args.config) if args.config else {}, source)
     if args.no_progress:
-        values["progress"] = False
+        args.progress = False
     if args.base_url:
-        values["backend_options"] = {**(values.get("backend_options") or {}), "base_url": args.base_url}
-    return LoopConfig.from_yaml_dict(values, args.config or "command line")
+        args.backend_options = {**(args.backend_options or config.backend_options), "base_url": args.base_url}
+    sections = {name: getattr(config, name) for name in ("search", "sampling", "extract", "train")}
+    top = {k: v for k, v in config.to_dict().items() if k not in sections}
+    return build_dataclass(LoopConfig, top, args, source, **sections)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,80 +4,52 @@
         --model smollm2-135m --backend vllm --num-simulations 16 --out runs/x
     mcts-po search --config configs/search_demo.yaml --out runs/demo   # YAML, flags override
 
-Rerunning the same command resumes (finished problems are skipped). The YAML file may set
-any job option at the top level (task, split, limit, offset, data, model, backend,
-problems_in_flight, greedy_baseline, backend_options, task_options) and the search and
-sampling options under `search:` and `sampling:` (or at the top level).
+    mcts-po search --task jsonl --data my.jsonl --task-options '{"question_field": "q"}' --out runs/mine
+
+Rerunning the same command resumes (finished problems are skipped). Every option is a flag,
+generated from `SearchJob` (mcts_po/search_runner.py), `SearchConfig` and `SamplingConfig`;
+the YAML file sets the job options at the top level and the search and sampling options under
+`search:` and `sampling:` (or at the top level); flags override the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 
-from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, route_options
 from mcts_po.io_utils import UserError
 from mcts_po.llm.policy import SamplingConfig
 from mcts_po.search.config import SearchConfig
+from mcts_po.search_runner import SearchJob
 
-JOB_KEYS = ("task", "split", "limit", "offset", "data", "model", "backend", "problems_in_flight",
-            "greedy_baseline", "backend_options", "task_options", "out")
+SECTIONS = {"search": SearchConfig, "sampling": SamplingConfig}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    job = parser.add_argument_group("job")
+    job = parser.add_argument_group("config file")
     job.add_argument("--config", help="YAML file of options; flags given here override it")
-    job.add_argument("--task", help="task name: demo (default), gsm8k, math, arithmetic, jsonl")
-    job.add_argument("--split", help="split to load (default: test)")
-    job.add_argument("--limit", type=int, help="number of problems")
-    job.add_argument("--offset", type=int, help="skip this many problems first")
-    job.add_argument("--data", help="problems file/folder or hub dataset id")
-    job.add_argument("--model", help="HF hub id, local folder or alias (default: smollm2-135m)")
-    job.add_argument("--backend", help="vllm (default), transformers or http")
-    job.add_argument("--base-url", help="http backend: server URL, e.g. http://127.0.0.1:8000/v1")
-    job.add_argument("--dtype", help="model dtype for the backend (default: auto)")
+    job.add_argument("--base-url", help="http backend: server URL, e.g. http://127.0.0.1:8000/v1 (a backend option)")
+    job.add_argument("--dtype", help="model dtype for the backend (default: auto; a backend option)")
     job.add_argument("--backend-option", action="append", metavar="KEY=VALUE",
-                     help="one backend option, repeatable, value read as YAML (http: max_concurrency, "
-                          "retry_budget_s, request_timeout_s, served_model; transformers: max_batch_size, device)")
-    job.add_argument("--out", help="run folder (required)")
-    job.add_argument("--problems-in-flight", type=int, help="problems searched together (default: 32)")
-    job.add_argument("--greedy-baseline", action=argparse.BooleanOptionalAction, default=None,
-                     help="also decode each problem greedily, for comparison (default: on)")
+                     help="one backend option, repeatable, value read as YAML (see --backend-options)")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_arguments(parser, SearchJob, "job", skip=("progress",))
     add_dataclass_arguments(parser, SearchConfig, "search")
     add_dataclass_arguments(parser, SamplingConfig, "sampling")
 
 
-def build_job(args: argparse.Namespace):
-    from mcts_po.search_runner import SearchJob
-
-    file_values = load_yaml(args.config) if args.config else {}
+def build_job(args: argparse.Namespace) -> SearchJob:
+    """The SearchJob of a command line: dataclass defaults < the YAML file < flags."""
     source = args.config or "command line"
-    search_values = dict(file_values.pop("search", {}) or {})
-    sampling_values = dict(file_values.pop("sampling", {}) or {})
-    search_names = {f.name for f in dataclasses.fields(SearchConfig)}
-    sampling_names = {f.name for f in dataclasses.fields(SamplingConfig)}
-    job_values = {}
-    for key, value in file_values.items():
-        key = key.replace("-", "_")
-        if key in search_names:
-            search_values[key] = value
-        elif key in sampling_names:
-            sampling_values[key] = value
-        elif key in JOB_KEYS:
-            job_values[key] = value
-        else:
-            raise UserError(f"{source}: unknown option {key!r}")
-    search = build_dataclass(SearchConfig, search_values, args, source)
-    sampling = build_dataclass(SamplingConfig, sampling_values, args, source)
-    for key in JOB_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            job_values[key] = value
-    backend_options = dict(job_values.pop("backend_options", {}) or {})
+    top, sections = route_options(load_yaml(args.config) if args.config else {}, SearchJob, SECTIONS, source)
+    search = build_dataclass(SearchConfig, sections["search"], args, source)
+    sampling = build_dataclass(SamplingConfig, sections["sampling"], args, source)
+    backend_options = dict(top.pop("backend_options", None) or {})
+    backend_options.update(getattr(args, "backend_options", None) or {})
+    args.backend_options = None
     if args.base_url:
         backend_options["base_url"] = args.base_url
     if args.dtype:
@@ -89,10 +61,13 @@ def build_job(args: argparse.Namespace):
         import yaml
 
         backend_options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else ""
-    if not job_values.get("out"):
-        raise UserError("--out RUN_FOLDER is required")
-    return SearchJob(search=search, sampling=sampling, backend_options=backend_options,
-                     progress=not args.no_progress, **job_values)
+    if args.no_progress:
+        top["progress"] = False
+    job = build_dataclass(SearchJob, {**top, "backend_options": backend_options}, args, source,
+                          search=search, sampling=sampling)
+    if not job.out:
+        raise UserError("--out RUN_FOLDER is required (or `out:` in the config file)")
+    return job
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,28 +7,26 @@
 
 --data is a JSONL file of rows, or the folder `mcts-po extract --out` wrote (its
 <method>.jsonl is read; for dpo the dpo.jsonl). Training flags come from TrainConfig
-(mcts_po/train/trainer.py); `--config FILE` reads them from YAML (top level or under `train:`),
-flags override the file. The step delimiter defaults to the search's ("\\n"; `--step-delimiter '\\n\\n'`
-for paragraph steps; escapes are decoded). The output folder is a plain HF model folder (+ training_log.json),
+(mcts_po/train/config.py); `--config FILE` reads them from YAML (top level or under `train:`),
+flags override the file. An intermediate step is trained followed by the step delimiter the
+search used, which the rows carry (`step_delimiter`, written by `mcts-po extract`). The output folder is a plain HF model folder (+ training_log.json),
 written atomically. Data-parallel: `torchrun --nproc_per_node N -m mcts_po.cli train ...` (docs/loop.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 from pathlib import Path
 
-from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml
+from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
+from mcts_po.train.config import TrainConfig
 from mcts_po.io_utils import UserError, read_jsonl
 
 METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mcts_po.train.trainer import TrainConfig
-
     job = parser.add_argument_group("job")
     job.add_argument("--data", required=True, metavar="DIR_OR_JSONL", help="rows: a .jsonl file or an extract folder")
     job.add_argument("--method", required=True, choices=METHODS, help="training loss")
@@ -61,19 +59,10 @@ def load_rows(data: str, method: str) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def build_config(args: argparse.Namespace):
-    from mcts_po.train.trainer import TrainConfig
-
-    from mcts_po.llm.policy import SamplingConfig
-
-    file_values = load_yaml(args.config) if args.config else {}
-    if "train" in file_values:
-        file_values = dict(file_values["train"] or {})
-    if getattr(args, "step_delimiter", None) is not None:  # "\\n" typed in a shell means a newline
-        args.step_delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
-    elif "step_delimiter" not in file_values:  # rows from `mcts-po search` trees: the search's delimiter
-        file_values["step_delimiter"] = SamplingConfig().step_delimiter
-    return build_dataclass(TrainConfig, file_values, args, args.config or "command line")
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    source = args.config or "command line"
+    file_values = section(load_yaml(args.config), "train", source) if args.config else {}
+    return build_dataclass(TrainConfig, file_values, args, source)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution
-from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, rank_key, root_prompt
+from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, rank_key, root_prompt, step_delimiter
 from mcts_po.search.tree import Tree
 
 NAME = "tpo"
@@ -43,6 +43,7 @@ COLUMNS: dict[str, Any] = {
     "step_node_ids": [["int64"]],
     "step_levels": [["string"]],
     "num_trajectories": "int64",
+    "step_delimiter": "string",
 }
 PAIR_FORMAT = False
 
@@ -86,6 +87,7 @@ def rows_from_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] |
         "step_node_ids": [[n.node_id for n in t.nodes] for t in chosen],
         "step_levels": [[n.kind for n in t.nodes] for t in chosen],
         "num_trajectories": len(ranked),
+        "step_delimiter": step_delimiter(tree),
     }]
 
 

@@ -63,6 +63,7 @@ PAIR_COLUMNS: dict[str, Any] = {
     "rejected_is_terminal": "bool",
     "chosen_ends_solution": "bool",
     "rejected_ends_solution": "bool",
+    "step_delimiter": "string",
 }
 COLUMNS = PAIR_COLUMNS
 PAIR_FORMAT = True
@@ -101,6 +102,7 @@ def pair_row(tree: Tree, parent: Node, chosen: Node, rejected: Node) -> dict[str
         "rejected_is_terminal": bool(rejected.terminal),
         "chosen_ends_solution": ends_solution(chosen),
         "rejected_ends_solution": ends_solution(rejected),
+        "step_delimiter": step_delimiter(tree),
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution, near_duplicate
-from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, join_steps, root_prompt
+from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, join_steps, root_prompt, step_delimiter
 from mcts_po.search.tree import Tree
 
 NAME = "dpo"
@@ -44,6 +44,7 @@ COLUMNS: dict[str, Any] = {
     "rejected_answer": "string",
     "chosen_ends_solution": "bool",
     "rejected_ends_solution": "bool",
+    "step_delimiter": "string",
 }
 PAIR_FORMAT = True
 
@@ -95,6 +96,7 @@ def rows_from_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] |
             "rejected_answer": rejected.terminal.answer,
             "chosen_ends_solution": ends_solution(chosen.terminal),
             "rejected_ends_solution": ends_solution(rejected.terminal),
+            "step_delimiter": step_delimiter(tree),
         })
     return rows
 

@@ -59,7 +59,7 @@ class SamplingConfig:
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
     max_step_tokens: int = field(default=96, metadata={"help": "tokens per sampled step"})
     rollout_max_tokens: int = field(default=256, metadata={"help": "tokens of a rollout to the answer"})
-    step_delimiter: str = field(default="\n", metadata={"help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps)"})
+    step_delimiter: str = field(default="\n", metadata={"escapes": True, "help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps; escapes typed on the command line are decoded)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
     self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'question_first' (that chat with the question first, so the prompt ends with the path), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})

@@ -10,7 +10,7 @@ names the field and the valid choices, never hours into a run.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SELECTION_RULES = ("puct", "uct")
@@ -55,14 +55,6 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown search options {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

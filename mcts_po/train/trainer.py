@@ -31,227 +31,46 @@ saves. The global batch is batch_size x gradient_accumulation_steps x N.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from mcts_po.io_utils import UserError
-from mcts_po.precision import choose_bf16, normalize_bf16_choice
+from mcts_po.precision import normalize_bf16_choice
+from mcts_po.train.checkpoints import (
+    add_lora,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    resolve_precision,
+    save_checkpoint,
+    training_log,
+)
+from mcts_po.train.config import TrainConfig
+from mcts_po.train.distributed import data_parallel_from_env, rank_batches, start_data_parallel
+from mcts_po.train.examples import (
+    ListExample,
+    PairExample,
+    check_method,
+    list_examples_from_rows,
+    pair_examples_from_rows,
+)
 from mcts_po.train.logprobs import build_pair_batch, build_step_batch, sequence_logprobs, step_logprobs
 from mcts_po.train.losses import (
     PreferenceLoss,
-    adaptive_step_weights,
     conservative_label_smoothing,
     dpo_loss,
     step_apo_loss,
     tpo_listwise_loss,
     with_chosen_nll,
 )
-
-METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
-DEFAULT_BETA = {"dpo": 0.1, "step-dpo": 0.4, "step-apo": 0.3, "tpo": 0.5}
-DEVICES = ("auto", "cpu", "cuda")
-TRAINERS = ("mcts_po", "trl")
-SAVE_DTYPES = ("float32", "bfloat16")
-STEP_DELIMITER = "\n"  # the search's default (SamplingConfig.step_delimiter)
-
-
-@dataclass
-class TrainConfig:
-    trainer: str = field(default="mcts_po", metadata={"help": "mcts_po: our loop, every method; trl: TRL's DPOTrainer for dpo/step-dpo, EOS only after a finishing step (mcts_po/train/trl_dpo.py)"})
-    beta: float = field(default=0.0, metadata={"help": "beta of the loss; 0 = the method's default (dpo 0.1, step-dpo 0.4, step-apo 0.3, tpo 0.5)"})
-    alpha: float = field(default=1.0, metadata={"help": "step-apo: weight of the advantage offset alpha*(Q_w - Q_l)"})
-    sft_weight: float = field(default=0.0, metadata={"help": "dpo/step-dpo/step-apo: add this times the chosen step's per-token NLL to the loss (RPO); 0 = off; tpo ignores it"})
-    conservative: bool = field(default=False, metadata={"help": "dpo/step-dpo: label smoothing min(N_l/(N_w+N_l), 0.5) from visits_chosen/visits_rejected (MCTS-DPO)"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "dpo/step-dpo: a fixed label smoothing in [0, 0.5] (ignored with conservative)"})
-    learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate (LoRA usually wants ~1e-4)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=0, metadata={"help": "optimizer steps of linear learning-rate warm-up"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 = no clipping"})
-    num_epochs: int = field(default=1, metadata={"help": "passes over the rows"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps; 0 = run all epochs"})
-    batch_size: int = field(default=2, metadata={"help": "pairs (or TPO lists) per micro-batch"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_length: int = field(default=256, metadata={"help": "tokens per sequence; the prompt is cut from the left, never the completion"})
-    max_list_size: int = field(default=4, metadata={"help": "tpo: responses kept per list (best, worst and evenly spaced ranks in between)"})
-    step_delimiter: str = field(default=STEP_DELIMITER, metadata={"help": "text that ends an intermediate step (the search's step delimiter)"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) and merge them into the saved weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or comma-separated names"})
-    bf16: str = field(default="auto", metadata={"help": "bf16 autocast for forward/backward: auto (bf16 only where the processor has it: a bf16 CUDA device, or a CPU with avx512_bf16/AMX, where it is ~3x faster; an AVX2-only CPU emulates it ~5x slower than float32), true or false; weights stay float32; the choice is recorded in training_log.json"})
-    device: str = field(default="auto", metadata={"help": f"device: {', '.join(DEVICES)}"})
-    ref_model: str = field(default="", metadata={"help": "reference model folder; empty = a frozen copy of the initial policy"})
-    save_dtype: str = field(default="float32", metadata={"help": f"dtype of the saved weights: {', '.join(SAVE_DTYPES)}"})
-    seed: int = field(default=0, metadata={"help": "seed of row shuffling and of LoRA initialisation"})
-    shuffle: bool = field(default=True, metadata={"help": "shuffle the rows each epoch"})
-    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
-
-    def __post_init__(self) -> None:
-        self.bf16 = normalize_bf16_choice(self.bf16)
-        if self.beta < 0:
-            raise ValueError(f"TrainConfig.beta must be >= 0 (0 = method default), got {self.beta!r}")
-        if self.sft_weight < 0:
-            raise ValueError(f"TrainConfig.sft_weight must be >= 0 (0 = off), got {self.sft_weight!r}")
-        if not 0.0 <= self.label_smoothing <= 0.5:
-            raise ValueError(f"TrainConfig.label_smoothing must be in [0, 0.5], got {self.label_smoothing!r}")
-        for name in ("num_epochs", "batch_size", "gradient_accumulation_steps", "max_list_size", "lora_r"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.max_list_size < 2:
-            raise ValueError("TrainConfig.max_list_size must be >= 2 (a list needs two responses to rank)")
-        if self.max_length < 2:
-            raise ValueError(f"TrainConfig.max_length must be >= 2, got {self.max_length!r}")
-        for name in ("max_steps", "warmup_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.trainer not in TRAINERS:
-            raise ValueError(f"TrainConfig.trainer = {self.trainer!r} is not one of: {', '.join(TRAINERS)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"TrainConfig.device = {self.device!r} is not one of: {', '.join(DEVICES)}")
-        if self.save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"TrainConfig.save_dtype = {self.save_dtype!r} is not one of: {', '.join(SAVE_DTYPES)}")
-
-    def beta_for(self, method: str) -> float:
-        return self.beta if self.beta > 0 else DEFAULT_BETA[method]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown train options {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
-
-
-# ---------------------------------------------------------------- rows -> examples
-
-
-@dataclass(frozen=True)
-class PairExample:
-    prompt: str
-    chosen: str  # completion text as trained (an intermediate step ends with the delimiter)
-    rejected: str
-    chosen_eos: bool
-    rejected_eos: bool
-    q_chosen: float = 0.0
-    q_rejected: float = 0.0
-    visits_chosen: float = 0.0
-    visits_rejected: float = 0.0
-
-
-@dataclass(frozen=True)
-class ListExample:
-    prompt: str
-    segments: tuple[tuple[str, ...], ...]  # per response, its step texts as trained
-    ends_solution: tuple[bool, ...]
-    values: tuple[float, ...]
-    step_weights: tuple[tuple[float, ...], ...]
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise UserError(f"unknown training method {method!r}; valid: {', '.join(METHODS)}")
-    return method
-
-
-def step_completion(text: str, ends_solution: bool, delimiter: str) -> str:
-    """The completion as trained: a finishing step as is (EOS follows), an intermediate step
-    followed by the delimiter the model emitted to end it."""
-    if ends_solution or text.endswith(delimiter):
-        return text
-    return text + delimiter
-
-
-def _column(row: dict[str, Any], name: str, index: int) -> Any:
-    if name not in row or row[name] is None:
-        raise UserError(f"row {index}: missing column {name!r} (have: {', '.join(sorted(row))})")
-    return row[name]
-
-
-def pair_examples_from_rows(rows: Sequence[dict[str, Any]], method: str, config: TrainConfig) -> list[PairExample]:
-    """Rows with prompt/chosen/rejected (+ q_*, visits_*, *_ends_solution) -> PairExample."""
-    examples = []
-    for index, row in enumerate(rows):
-        prompt = str(_column(row, "prompt", index))
-        chosen_ends = bool(row.get("chosen_ends_solution", True))
-        rejected_ends = bool(row.get("rejected_ends_solution", True))
-        example = PairExample(
-            prompt=prompt,
-            chosen=step_completion(str(_column(row, "chosen", index)), chosen_ends, config.step_delimiter),
-            rejected=step_completion(str(_column(row, "rejected", index)), rejected_ends, config.step_delimiter),
-            chosen_eos=chosen_ends,
-            rejected_eos=rejected_ends,
-            q_chosen=float(_column(row, "q_chosen", index)) if method == "step-apo" else 0.0,
-            q_rejected=float(_column(row, "q_rejected", index)) if method == "step-apo" else 0.0,
-            visits_chosen=float(_column(row, "visits_chosen", index)) if config.conservative else 0.0,
-            visits_rejected=float(_column(row, "visits_rejected", index)) if config.conservative else 0.0,
-        )
-        examples.append(example)
-    return examples
-
-
-def spread_indices(count: int, keep: int) -> list[int]:
-    """`keep` indices out of range(count): first, last and evenly spaced between."""
-    if count <= keep:
-        return list(range(count))
-    return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
-
-
-def list_examples_from_rows(rows: Sequence[dict[str, Any]], config: TrainConfig) -> list[ListExample]:
-    """TPO rows (prompt, steps, values[, ends_solution]) -> ListExample with adaptive step weights.
-
-    Each list is sorted best first and cut to `max_list_size` responses spread over the ranks;
-    lists with fewer than two responses are skipped (nothing to rank).
-    """
-    examples = []
-    for index, row in enumerate(rows):
-        prompt = str(_column(row, "prompt", index))
-        steps = _column(row, "steps", index)
-        values = [float(v) for v in _column(row, "values", index)]
-        ends = row.get("ends_solution") or [True] * len(steps)
-        if not (len(steps) == len(values) == len(ends)):
-            raise UserError(f"row {index}: {len(steps)} step lists, {len(values)} values, {len(ends)} ends_solution flags")
-        for response, response_steps in enumerate(steps):
-            if not response_steps:
-                raise UserError(f"row {index}: response {response} has no steps")
-        order = sorted(range(len(values)), key=lambda i: -values[i])
-        kept = [order[i] for i in spread_indices(len(order), config.max_list_size)]
-        if len(kept) < 2:
-            continue
-        kept_steps = [list(map(str, steps[i])) for i in kept]
-        kept_values = [values[i] for i in kept]
-        weights = adaptive_step_weights(kept_steps, kept_values)
-        segments = []
-        for i, response_steps in zip(kept, kept_steps):
-            texts = [step_completion(text, False, config.step_delimiter) for text in response_steps[:-1]]
-            texts.append(step_completion(response_steps[-1], bool(ends[i]), config.step_delimiter))
-            segments.append(tuple(texts))
-        examples.append(ListExample(
-            prompt=prompt,
-            segments=tuple(segments),
-            ends_solution=tuple(bool(ends[i]) for i in kept),
-            values=tuple(kept_values),
-            step_weights=tuple(tuple(w) for w in weights),
-        ))
-    return examples
 
 
 # ---------------------------------------------------------------- losses on a micro-batch
@@ -354,107 +173,6 @@ def ordered_pair_fraction(rewards: torch.Tensor, examples: Sequence[ListExample]
                     agree += int(rewards[list_index, i] > rewards[list_index, j])
     return agree / total if total else float("nan")
 
-
-# ---------------------------------------------------------------- models
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but no CUDA GPU is available")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun / accelerate launch
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
-
-
-@dataclass(frozen=True)
-class DataParallel:
-    """This process's place in a data-parallel run (torchrun / `accelerate launch` set the env vars)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def data_parallel_from_env() -> DataParallel:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    return DataParallel(rank=int(os.environ.get("RANK", "0")), world_size=world_size)
-
-
-def start_data_parallel(parallel: DataParallel, device: torch.device) -> bool:
-    """Join the process group (nccl on GPU, gloo on CPU); True when this call created it."""
-    import torch.distributed as dist
-
-    if parallel.world_size == 1 or dist.is_initialized():
-        return False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def rank_batches(batches: list[Any], parallel: DataParallel) -> list[Any]:
-    """This rank's micro-batches: every world_size-th, the same count on every rank (the rest dropped),
-    so that rank r's i-th micro-batch pairs with the other ranks' i-th in one synchronised step."""
-    per_rank = len(batches) // parallel.world_size
-    return batches[parallel.rank :: parallel.world_size][:per_rank]
-
-
-def load_causal_lm(path: str, device: torch.device) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    from mcts_po.models import resolve_model
-
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(path), dtype=torch.float32)
-    return model.to(device)
-
-
-def load_tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from mcts_po.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def add_lora(model: Any, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    targets: str | list[str] = config.lora_target_modules
-    if targets != "all-linear":
-        targets = [name.strip() for name in targets.split(",") if name.strip()]
-    lora_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                             target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora_config)
-
-
-def save_checkpoint(model: Any, tokenizer: Any, output_dir: Path, config: TrainConfig, log: dict[str, Any]) -> Path:
-    """Merge LoRA if any, save weights (config.save_dtype) + tokenizer + training_log.json atomically."""
-    if config.lora:
-        model = model.merge_and_unload()
-    model = model.to("cpu").to(getattr(torch, config.save_dtype))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "training_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -468,23 +186,6 @@ def micro_batches(examples: Sequence[Any], config: TrainConfig, rng: random.Rand
         for start in range(0, len(order), config.batch_size):
             batches.append([examples[i] for i in order[start : start + config.batch_size]])
     return batches
-
-
-def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, str]:
-    """`config` with bf16 'auto' resolved for `device` to 'true'/'false', and the reason (logged)."""
-    use_bf16, reason = choose_bf16(config.bf16, device.type)
-    print(f"train: {'bf16 autocast' if use_bf16 else 'float32'} ({reason})", file=sys.stderr)
-    return replace(config, bf16="true" if use_bf16 else "false"), reason
-
-
-def training_log(method: str, model_path: str, config: TrainConfig, num_examples: int, num_rows: int,
-                 optimizer_steps: int, started: float, device: torch.device, history: list[dict[str, float]],
-                 **extra: Any) -> dict[str, Any]:
-    """The `training_log.json` saved beside a checkpoint (`started`: time.monotonic() at the start)."""
-    return {"method": method, "model": model_path, "reference": config.ref_model or model_path,
-            "examples": num_examples, "rows": num_rows, "optimizer_steps": optimizer_steps,
-            "seconds": round(time.monotonic() - started, 2), "device": str(device), **extra,
-            "config": config.to_dict(), "history": history}
 
 
 def train_preferences(

@@ -114,30 +114,31 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
     import torch
     from trl import DPOConfig
 
-    from mcts_po.train import trainer as ours
+    from mcts_po.train import checkpoints
+    from mcts_po.train.examples import pair_examples_from_rows
 
     if method not in TRL_METHODS:
         raise UserError(f"--trainer trl trains {', '.join(TRL_METHODS)}; {method} needs our trainer (--trainer mcts_po)")
     if config.conservative:
         raise UserError("conservative DPO sets the label smoothing per pair, which TRL's DPOTrainer cannot: "
                         "use --trainer mcts_po, or a fixed --label-smoothing")
-    examples = ours.pair_examples_from_rows(rows, method, config)
+    examples = pair_examples_from_rows(rows, method, config)
     if not examples:
         raise UserError(f"no {method} training examples in {len(rows)} rows")
     started = time.monotonic()
-    device = ours.resolve_device(config.device)
-    config, precision = ours.resolve_precision(config, device)
+    device = checkpoints.resolve_device(config.device)
+    config, precision = checkpoints.resolve_precision(config, device)
     torch.manual_seed(config.seed)
-    tokenizer = ours.load_tokenizer(model_path)
+    tokenizer = checkpoints.load_tokenizer(model_path)
     try:
         dataset = tokenised_pair_dataset(tokenizer, examples, config.max_length)
     except ValueError as error:
         raise UserError(str(error)) from None
-    policy = ours.load_causal_lm(model_path, device)
-    reference = ours.load_causal_lm(config.ref_model, device) if config.ref_model else copy.deepcopy(policy)
+    policy = checkpoints.load_causal_lm(model_path, device)
+    reference = checkpoints.load_causal_lm(config.ref_model, device) if config.ref_model else copy.deepcopy(policy)
     reference.eval().requires_grad_(False)
     if config.lora:
-        policy = ours.add_lora(policy, config)
+        policy = checkpoints.add_lora(policy, config)
     loss_types, loss_weights = ["sigmoid"], [1.0]
     if config.sft_weight:
         loss_types.append("sft")
@@ -168,8 +169,8 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
         is_main = trainer.accelerator.is_main_process
         policy = trainer.accelerator.unwrap_model(trainer.model)
     policy.eval()
-    log = ours.training_log(method, model_path, config, len(examples), len(rows), steps, started, device, history,
+    log = checkpoints.training_log(method, model_path, config, len(examples), len(rows), steps, started, device, history,
                             trainer="trl", precision=precision)
     if is_main:
-        ours.save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
+        checkpoints.save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
     return Path(output_dir)
