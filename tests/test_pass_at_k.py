@@ -104,3 +104,43 @@ def test_bench_report_reads_old_and_new_best_of_n_keys():
     # the oldest results: no curve, whole run only, and no per-sample verdicts
     oldest = {"samples_per_problem": 3, "generated_tokens": 60, "majority_correct": 0, "best_of_n_solved": 2}
     assert bench.flat_entries_at_tokens(oldest, 45) == [{"n": 3, "generated_tokens": 60, "any_correct": 2, "majority_correct": 0}]
+    # the pass@k ladder of the flat samples: recorded, else from the verdicts (c = 1, 1 of n = 3)
+    assert bench.flat_pass_at_k(old) == {"1": round(1 / 3, 4), "2": round(2 / 3, 4), "3": 1.0}
+    assert bench.flat_pass_at_k({**old, "pass_at_k": {"1": 0.5}}) == {"1": 0.5}
+    assert bench.flat_pass_at_k(oldest) == {}
+
+
+@pytest.mark.slow
+def test_real_smollm2_eval_writes_pass_at_k_beside_maj_and_any_correct(tmp_path, capsys):
+    """`mcts-po eval --k 4` with the real SmolLM2-135M (transformers backend, 6 two-number
+    arithmetic problems): summary.json carries greedy, maj@4, any_correct@4 and pass@1/2/4, and
+    the pass@j agree with 1 - C(n-c, j)/C(n, j) recomputed from results.jsonl's sample verdicts.
+    Run under the CPU lock: flock /tmp/mcts_po_cpu.lock .venv/bin/pytest -q -m slow tests/test_pass_at_k.py"""
+    import json
+
+    pytest.importorskip("torch")
+    from mcts_po.cli import main
+    from mcts_po.models import resolve_model
+
+    try:
+        model = resolve_model("smollm2-135m")
+    except Exception as exc:  # the package is not installed
+        pytest.skip(f"SmolLM2 unavailable: {exc}")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", model, "--task", "arithmetic", "--task-options", '{"num_ops": 2, "max_value": 20}',
+                 "--split", "test", "--limit", "6", "--backend", "transformers", "--k", "4", "--max-tokens", "96",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 6 and all(len(r["sample_correct"]) == 4 for r in records)
+    counts = [sum(r["sample_correct"]) for r in records]
+    for j in (1, 2, 4):
+        by_hand = sum(1 - math.comb(4 - c, j) / math.comb(4, j) for c in counts) / 6
+        assert summary[f"pass@{j}"]["accuracy"] == round(by_hand, 4)
+        assert f"pass@{j}" in printed
+    assert summary["any_correct@4"]["correct"] == sum(1 for c in counts if c > 0)
+    assert summary["pass@4"]["accuracy"] == summary["any_correct@4"]["accuracy"]
+    assert summary["maj@4"]["total"] == 6 and "greedy" in summary
+    print(f"\nreal SmolLM2 eval, counts of correct samples per problem {counts}: "
+          f"{ {k: summary[k]['accuracy'] for k in summary if k.startswith(('greedy', 'maj@', 'any_correct@', 'pass@'))} }")
