@@ -1,4 +1,4 @@
-"""Evaluate a model on a task split: greedy accuracy and maj@k, each with a 95 % Wilson interval.
+"""Evaluate a model on a task split: greedy accuracy, maj@k and any_correct@k with 95 % Wilson intervals, unbiased pass@k.
 
 What `mcts-po eval` and the loop's evaluation phase call. Problems go to the backend in
 chunks (one batched engine call per chunk); finished problems are appended to
@@ -13,7 +13,10 @@ atomically and the partial file is removed.
 
 maj@k: k samples at `temperature`; the answer stated most often wins (ties: the one stated
 first); answers without a final answer do not vote. It is correct when the task's verifier
-accepts the winning answer. pass@k (any sample correct) is reported beside it.
+accepts the winning answer. Beside it: `any_correct@k` (problems with a correct sample among
+the k; before this name existed the summary called it `pass@k`) and the unbiased pass@j
+(Chen et al. 2021; `mcts_po.pass_at_k`) for j = 1, 2, 4, ... and k, from the same k samples.
+At j = k the two are equal; below k only pass@j is an honest figure.
 """
 
 from __future__ import annotations
@@ -113,14 +116,19 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
 
 def best_of_n_curve(sample_correct: Sequence[Sequence[bool]], sample_tokens: Sequence[Sequence[int]],
                     sample_answers: Sequence[Sequence[str | None]] | None = None,
-                    answer_is_correct: Any = None) -> list[dict[str, int]]:
+                    answer_is_correct: Any = None) -> list[dict[str, Any]]:
     """Best-of-N for every N from one batch of samples per problem, in sampling order.
 
-    Entry N-1: `solved` = problems with a correct sample among their first N, `generated_tokens` =
-    the tokens those first N samples cost (so N can be matched to another method's token spend),
-    and, when answers and `answer_is_correct(problem_index, answer)` are given, `majority_correct`
-    = maj@N over the first N. Every problem must have the same number of samples.
+    Entry N-1: `any_correct` = problems with a correct sample among their first N (one draw of
+    best-of-N; results written before this name existed call it `solved`), `pass_at_n` = the
+    unbiased pass@N estimated from all the samples (Chen et al. 2021; `mcts_po.pass_at_k`),
+    `generated_tokens` = the tokens the first N samples cost (so N can be matched to another
+    method's token spend), and, when answers and `answer_is_correct(problem_index, answer)` are
+    given, `majority_correct` = maj@N over the first N. Every problem must have the same number
+    of samples.
     """
+    from mcts_po.pass_at_k import any_correct, mean_pass_at_k
+
     if len(sample_correct) != len(sample_tokens):
         raise ValueError("best_of_n_curve: one list of correctness and one of token counts per problem")
     sizes = {len(c) for c in sample_correct} | {len(t) for t in sample_tokens}
@@ -130,7 +138,8 @@ def best_of_n_curve(sample_correct: Sequence[Sequence[bool]], sample_tokens: Seq
     curve = []
     for n in range(1, n_max + 1):
         entry = {"n": n,
-                 "solved": sum(1 for correct in sample_correct if any(correct[:n])),
+                 "any_correct": any_correct(sample_correct, first=n),
+                 "pass_at_n": round(mean_pass_at_k(sample_correct, n), 4),
                  "generated_tokens": sum(sum(tokens[:n]) for tokens in sample_tokens)}
         if sample_answers is not None and answer_is_correct is not None:
             majority = [majority_answer(list(answers[:n])) for answers in sample_answers]
@@ -166,8 +175,13 @@ def summarize_results(records: Sequence[dict[str, Any]], config: EvalConfig, sec
         "config": config.to_dict(),
     }
     if config.k > 1:
+        from mcts_po.pass_at_k import any_correct, pass_at_k_ladder, pass_at_k_summary
+
+        samples = [r["sample_correct"] for r in records]
         summary[f"maj@{config.k}"] = rate(sum(1 for r in records if r["majority_correct"]), total)
-        summary[f"pass@{config.k}"] = rate(sum(1 for r in records if any(r["sample_correct"])), total)
+        summary[f"any_correct@{config.k}"] = rate(any_correct(samples), total)  # was "pass@k" (same figure)
+        for j in pass_at_k_ladder(config.k):
+            summary[f"pass@{j}"] = pass_at_k_summary(samples, j)
     return summary
 
 
@@ -275,9 +289,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines: accuracy with its interval per metric."""
     lines = [f"{summary['model']} on {summary['task']}/{summary['split']} ({summary['problems']} problems, "
              f"{summary['seconds']} s, {summary['generated_tokens']} generated tokens)"]
-    for key in [k for k in summary if k == "greedy" or k.startswith(("maj@", "pass@"))]:
+    for key in [k for k in summary if k == "greedy" or k.startswith(("maj@", "any_correct@"))]:
         metric = summary[key]
         low, high = metric["ci95"]
         lines.append(f"  {key:8s} {metric['accuracy']:.4f}  ({metric['correct']}/{metric['total']}; "
                      f"95% CI {low:.4f}-{high:.4f})")
+    for key in [k for k in summary if k.startswith("pass@")]:
+        metric = summary[key]
+        lines.append(f"  {key:8s} {metric['accuracy']:.4f}  (unbiased, mean over {metric['problems']} problems "
+                     f"of {metric['samples_per_problem']} samples each; stderr {metric['stderr']:.4f})")
     return "\n".join(lines)

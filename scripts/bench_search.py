@@ -11,7 +11,9 @@ already in the results file is skipped unless `--redo SECTION`):
 - `flat`: flat batched sampling on the same problems as the comparison scale
   (--compare-scale), N samples per problem in ONE engine call, N chosen so the flat run
   generates about as many tokens as the search did: tokens/s and its ratio to the search;
-  the same samples give best-of-N (any sample correct) and maj@N at equal generated tokens.
+  the same samples give best-of-N at equal generated tokens: `any_correct` (a correct sample
+  among the first N; results from before this name call it `solved` / `best_of_n_solved`), the
+  unbiased pass@N from all the samples (`mcts_po.pass_at_k`, Chen et al. 2021) and maj@N.
 - `naive`: the MCTS-DPO design, one engine call per node expansion and per node
   evaluation, one problem at a time, one leaf per simulation, on a small sample
   (--naive-problems): node expansions/s and the ratio of ours to it.
@@ -265,6 +267,7 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     """Flat sampling of whole solutions on the comparison problems, one call, ~equal tokens."""
     from mcts_po.evaluation import best_of_n_curve
     from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.pass_at_k import mean_pass_at_k, pass_at_k_ladder
     from mcts_po.llm.sampling import sample_solutions
     from mcts_po.tasks import get_task
 
@@ -299,7 +302,8 @@ def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": round(wall, 2),
         "generated_tokens": generated,
         "generated_tokens_per_second": round(generated / wall, 1),
-        "best_of_n_solved": curve[-1]["solved"],  # all n samples
+        "any_correct_of_n": curve[-1]["any_correct"],  # all n samples (older results: "best_of_n_solved")
+        "pass_at_k": {str(k): round(mean_pass_at_k([s.correct for s in sampled], k), 4) for k in pass_at_k_ladder(n)},
         "majority_correct": curve[-1]["majority_correct"],
         "prompt_tokens": sum(s.prompt_tokens for s in sampled),
         "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in sampled),
@@ -371,6 +375,42 @@ def machine_description() -> str:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def flat_entries_at_tokens(flat: dict[str, Any], tokens: int) -> list[dict[str, Any]]:
+    """The best-of-N entries just below and above `tokens`, in today's keys (`any_correct`,
+    `pass_at_n`) also for results written before them (`solved`, `best_of_n_solved`; pass@N is
+    then computed from the recorded per-sample verdicts when they are there)."""
+    from mcts_po.pass_at_k import mean_pass_at_k
+
+    curve = flat.get("best_of_n_curve")
+    if curve:
+        below, above = best_of_n_at_tokens(curve, tokens)
+        entries = [dict(e) for e in (below, above) if e is not None]
+    else:  # results from before the per-sample record: the whole flat run only
+        entries = [{"n": flat["samples_per_problem"], "generated_tokens": flat["generated_tokens"],
+                    "any_correct": flat.get("any_correct_of_n", flat.get("best_of_n_solved")),
+                    "majority_correct": flat["majority_correct"]}]
+    correct = [s["correct"] for s in flat.get("samples", [])]
+    for e in entries:
+        if "any_correct" not in e:
+            e["any_correct"] = e.pop("solved")
+        if "pass_at_n" not in e and correct and all(len(c) >= e["n"] for c in correct):
+            e["pass_at_n"] = round(mean_pass_at_k(correct, e["n"]), 4)
+    return entries
+
+
+def flat_pass_at_k(flat: dict[str, Any]) -> dict[str, float]:
+    """The flat section's pass@k for k = 1, 2, 4, ..., n: recorded, or computed from the recorded
+    per-sample verdicts (results from before the key); {} when neither is there."""
+    from mcts_po.pass_at_k import mean_pass_at_k, pass_at_k_ladder
+
+    if flat.get("pass_at_k"):
+        return dict(flat["pass_at_k"])
+    correct = [s["correct"] for s in flat.get("samples", [])]
+    if not correct or len({len(c) for c in correct}) != 1:
+        return {}
+    return {str(k): round(mean_pass_at_k(correct, k), 4) for k in pass_at_k_ladder(len(correct[0]))}
 
 
 def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_search/results.json") -> None:
@@ -487,32 +527,31 @@ def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_
             f"## MCTS vs best-of-N at equal generated tokens ({flat['problems']} problems)",
             "",
             "Best-of-N = the first N flat samples of every problem (tokens counted over those samples only);",
-            "solved = a verified-correct solution among them; maj@N = the most stated answer is right.",
+            "any_correct@N = problems with a verified-correct solution among them (one draw of best-of-N; reports",
+            "before this column called it `solved`); pass@N = the unbiased estimate (Chen et al. 2021) from all",
+            f"{flat['samples_per_problem']} samples of each problem; maj@N = the most stated answer among the first N is right.",
             "",
-            "| method | generated tok | solved (a verified-correct solution found) | answer picked without the gold answer |",
-            "|---|---:|---:|---:|",
+            "| method | generated tok | any_correct@N (a verified-correct solution found) | pass@N (unbiased) | answer picked without the gold answer |",
+            "|---|---:|---:|---:|---:|",
         ]
-        curve = flat.get("best_of_n_curve")
-        entries = []
-        if curve:
-            below, above = best_of_n_at_tokens(curve, compare["generated_tokens"])
-            entries = [e for e in (below, above) if e is not None]
-        else:  # results from before the per-sample record: the whole flat run only
-            entries = [{"n": flat["samples_per_problem"], "generated_tokens": flat["generated_tokens"],
-                        "solved": flat["best_of_n_solved"], "majority_correct": flat["majority_correct"]}]
-        for e in entries:
+        for e in flat_entries_at_tokens(flat, compare["generated_tokens"]):
+            pass_n = e.get("pass_at_n")
             lines.append(f"| best-of-{e['n']} (flat samples) | {e['generated_tokens']} | "
-                         f"{e['solved']} / {flat['problems']} ({_pct(e['solved'] / flat['problems'])}) | "
-                         f"maj@{e['n']}: {e.get('majority_correct', 'n/a')} |")
+                         f"{e['any_correct']} / {flat['problems']} ({_pct(e['any_correct'] / flat['problems'])}) | "
+                         f"{_pct(pass_n)} | maj@{e['n']}: {e.get('majority_correct', 'n/a')} |")
         lines += [
             f"| MCTS, correct terminal in the tree | {compare['generated_tokens']} | "
-            f"{compare['solved_in_tree']} / {compare['problems']} ({_pct(compare['solved_in_tree'] / compare['problems'])}) | "
+            f"{compare['solved_in_tree']} / {compare['problems']} ({_pct(compare['solved_in_tree'] / compare['problems'])}) | | "
             f"best path: {compare['best_path_correct']} |",
             f"| MCTS, correct terminal or rollout | {compare['generated_tokens']} | "
             f"{compare['solved_in_tree_or_rollout']} / {compare['problems']} "
-            f"({_pct(compare['solved_in_tree_or_rollout'] / compare['problems'])}) | |",
+            f"({_pct(compare['solved_in_tree_or_rollout'] / compare['problems'])}) | | |",
             "",
         ]
+        ladder = flat_pass_at_k(flat)
+        if ladder:
+            lines += [f"Unbiased pass@k of the flat samples (n = {flat['samples_per_problem']} per problem): "
+                      + ", ".join(f"pass@{k} {_pct(v)}" for k, v in ladder.items()) + ".", ""]
     kept = ""
     if path.exists():
         previous = path.read_text(encoding="utf-8")

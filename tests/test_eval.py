@@ -112,7 +112,9 @@ def test_best_of_n_curve_counts_prefixes_of_the_samples_and_matches_a_token_budg
     answers = [["1", "2", "2"], ["9", "8", "8"], ["3", "4", "3"]]
     gold = ["2", "7", "3"]
     curve = best_of_n_curve(correct, tokens, answers, lambda i, answer: answer == gold[i])
-    assert [e["solved"] for e in curve] == [1, 2, 2]
+    assert [e["any_correct"] for e in curve] == [1, 2, 2]
+    # unbiased pass@N from all 3 samples (c = 1, 0, 2): pass@1 = (1/3 + 0 + 2/3) / 3; pass@2 = (2/3 + 0 + 1) / 3
+    assert [e["pass_at_n"] for e in curve] == [round(1 / 3, 4), round(5 / 9, 4), round(2 / 3, 4)]
     assert [e["generated_tokens"] for e in curve] == [16, 43, 81]
     # maj@1: "1","9","3" -> 1 right; maj@2: ties go to the first stated -> "1","9","3"; maj@3: "2","8","3"
     assert [e["majority_correct"] for e in curve] == [1, 1, 2]
@@ -136,7 +138,20 @@ def test_evaluate_model_counts_greedy_and_majority_exactly(tmp_path):
     # samples: i % 4 correct out of 4 -> majority correct when i % 4 == 3 (3 vs 1); 2 vs 2 ties go to the
     # first stated answer, which is the gold one -> also correct when i % 4 == 2
     assert summary["maj@4"]["correct"] == sum(1 for i in range(12) if i % 4 in (2, 3)) == 6
-    assert summary["pass@4"]["correct"] == sum(1 for i in range(12) if i % 4 > 0) == 9
+    # the old "pass@k" (any of the k samples correct) is any_correct@k now; pass@j is the unbiased estimator
+    assert summary["any_correct@4"]["correct"] == sum(1 for i in range(12) if i % 4 > 0) == 9
+    assert summary["any_correct@4"]["ci95"] == [round(v, 4) for v in wilson_interval(9, 12)]
+    assert [k for k in summary if k.startswith("pass@")] == ["pass@1", "pass@2", "pass@4"]
+    # c = i % 4 of n = 4: pass@1 = mean(c / 4) = 6/16; pass@2 = mean(0, 1 - 3/6, 1 - 1/6, 1); pass@4 = any correct
+    assert summary["pass@1"]["accuracy"] == 0.375
+    assert summary["pass@2"]["accuracy"] == round((0 + 0.5 + 5 / 6 + 1) / 4, 4) == 0.5833
+    assert summary["pass@4"]["accuracy"] == 0.75 == summary["any_correct@4"]["accuracy"]
+    assert summary["pass@1"]["stderr"] == round(math.sqrt(0.9375 / 11 / 12), 4) == 0.0843
+    assert summary["pass@1"]["problems"] == 12 and summary["pass@1"]["samples_per_problem"] == 4
+    saved = json.loads((tmp_path / "ev" / SUMMARY_FILE).read_text())
+    assert saved["pass@2"] == summary["pass@2"] and saved["any_correct@4"] == summary["any_correct@4"]
+    assert "any_correct@4 0.7500  (9/12" in format_summary(summary)
+    assert "pass@2   0.5833  (unbiased, mean over 12 problems of 4 samples each" in format_summary(summary)
     assert backend.closed is False  # a backend passed in belongs to the caller
     records = [json.loads(line) for line in (tmp_path / "ev" / RESULTS_FILE).read_text().splitlines()]
     assert [r["problem_id"] for r in records] == [p.id for p in probs]

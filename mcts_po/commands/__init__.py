@@ -7,7 +7,7 @@ only the module of the command being run, so `mcts-po extract` never imports tor
 # command name -> (module under mcts_po.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "build MCTS trees for problems of a task and write them as JSONL"),
-    "extract": ("extract", "turn saved trees into preference datasets (step-dpo, step-apo, tpo, dpo, sft)"),
+    "extract": ("extract", "turn saved trees into preference datasets (step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft)"),
     "show": ("show", "print a tree as text and a run's statistics"),
     "export": ("export", "export trees as GraphML, node-link/tree JSON or an offline HTML viewer"),
     "train": ("train", "train a policy on extracted preference data"),

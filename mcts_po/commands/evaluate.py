@@ -1,11 +1,11 @@
-"""`mcts-po eval`: greedy accuracy and maj@k of a model on a task split, with 95 % Wilson intervals.
+"""`mcts-po eval`: greedy accuracy, maj@k, any_correct@k (Wilson intervals) and the unbiased pass@k of a model on a task split.
 
     mcts-po eval --model smollm2-135m --task arithmetic --task-options '{"num_ops": 2}' \\
         --split test --limit 300 --backend transformers --out runs/eval-arith
     mcts-po eval --model runs/loop/round_0/policy --task gsm8k --data ../shared/data/gsm8k \\
         --split test --limit 200 --backend vllm --k 8 --out runs/eval-gsm8k
 
-Writes OUT/results.jsonl (one record per problem: greedy answer and verdict, maj@k votes)
+Writes OUT/results.jsonl (one record per problem: greedy answer and verdict, the samples' verdicts, maj@k votes)
 and OUT/summary.json atomically, and prints the summary. Options may also come from a YAML
 file (`--config FILE`, top level or under `eval:`); flags override it. A killed run resumes
 from OUT/results.partial.jsonl when rerun with the same options.

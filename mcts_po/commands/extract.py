@@ -1,6 +1,7 @@
-"""`mcts-po extract`: turn saved trees into preference datasets (step-dpo, step-apo, tpo, dpo, sft).
+"""`mcts-po extract`: turn saved trees into preference datasets (step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft).
 
     mcts-po extract --trees runs/x --format step-dpo --out data/x
+    mcts-po extract --trees runs/x --format step-dpo-repo --out data/x   # for the Step-DPO repo's train.py
     mcts-po extract --trees runs/x runs/y.jsonl --format step-dpo --format tpo --out data/x \\
         --min-q-margin 0.5 --scope correct_paths --max-pairs-per-tree 8
     mcts-po extract --trees runs/x --format all --out data/x --push-to-hub me/my-steps

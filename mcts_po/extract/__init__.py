@@ -5,6 +5,7 @@ Pure Python (no torch): rows are plain dicts built from `mcts_po.search.tree.Tre
 chosen by name from `FORMATS`:
 
     step-dpo  sibling steps, highest-Q chosen / lowest-Q rejected     (step_dpo_pairs)
+    step-dpo-repo  the same pairs in the Step-DPO repository's layout (step_dpo_repo_pairs)
     step-apo  sibling-step pairs with Q values for Step-APO (CPL)     (step_apo_pairs)
     tpo       Tree Preference Optimization ranked lists (Liao et al.)  (ranked_trajectories)
     dpo       correct vs wrong full trajectories                      (trajectory_pairs)
@@ -24,6 +25,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 from mcts_po.extract import ranked_trajectories, sft_traces, step_apo_pairs, step_dpo_pairs, trajectory_pairs
+from mcts_po.extract import step_dpo_repo_pairs
 from mcts_po.tree_io import read_trees
 from mcts_po.extract.selection import ExtractConfig
 from mcts_po.io_utils import UserError
@@ -46,7 +48,7 @@ class RowFormat:
 
 FORMATS: dict[str, RowFormat] = {
     module.NAME: RowFormat(module.NAME, module.DESCRIPTION, module.COLUMNS, module.PAIR_FORMAT, module)
-    for module in (step_dpo_pairs, step_apo_pairs, ranked_trajectories, trajectory_pairs, sft_traces)
+    for module in (step_dpo_pairs, step_dpo_repo_pairs, step_apo_pairs, ranked_trajectories, trajectory_pairs, sft_traces)
 }
 
 
