@@ -1,5 +1,5 @@
 """Tests of scripts/bench_search.py's bookkeeping (no engine): vLLM counter parsing, per-call
-deltas and their sums by role. The benchmark itself runs on the real engine (BENCHMARKS.md).
+deltas and their sums by role. The benchmark itself runs on the real engine (benchmarks/search.md).
 
     pytest tests/test_bench_search.py -q
 """
