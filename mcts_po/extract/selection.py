@@ -60,7 +60,7 @@ class ExtractConfig:
     same_ending: bool = field(default=False, metadata={
         "help": "pair only steps that both end the solution (state an answer or stop) or both do not "
                 "(step-dpo: the rejected step is the worst sibling ending like the chosen one): an unfinished "
-                "step preferred to a wrong final answer also teaches the policy not to answer (BENCHMARK_LOOP.md)"})
+                "step preferred to a wrong final answer also teaches the policy not to answer (benchmarks/loop.md)"})
     level: str = field(default="all", metadata={
         "help": f"which tree level pairs come from: {', '.join(LEVELS)} (plan = abstract plan steps)"})
     apo_rule: str = field(default="cpl", metadata={
