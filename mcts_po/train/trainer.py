@@ -17,7 +17,7 @@ Rows (the columns `mcts-po extract` writes; see docs/losses.md):
 - tpo: `prompt`, `steps` (one list of step texts per response), `values` (one per
   response); optional `ends_solution` (one bool per response, default True).
 
-    from mcts_po.train.trainer import TrainConfig, train_preferences
+    from mcts_po.train.config import TrainConfig; from mcts_po.train.trainer import train_preferences
     out = train_preferences("smollm2-135m", rows, "step-dpo", TrainConfig(max_steps=20), "runs/x/policy-1")
 
 Weights are saved in float32 by default: a few small updates would round away in bf16.
