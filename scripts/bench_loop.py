@@ -1,11 +1,20 @@
 """Loop benchmark: two rounds of search → extract → train → evaluate on CPU, for step-dpo, step-apo and
-tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → BENCHMARK_LOOP.md + .json.
+tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → WORK/loop.md + .json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --budget-minutes 18
     # --methods tpo advances only that method in a piece (the round-0 search of step-dpo must exist)
     # rerun the same command until it prints "all done": each run resumes at phase granularity and
     # stops starting new phases once the budget is spent (so each locked piece stays < 20 min)
     .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --report-only   # rewrite the report
+
+The report goes to WORK/loop.md and WORK/loop.json (default work runs/bench_loop); `--publish`
+writes the repository's benchmarks/loop.md and benchmarks/loop.json instead (`--report PATH`
+anywhere). The committed files came from the command recorded in them, repeated until
+`all done`; regenerate them with
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop2 \
+        --config configs/loop_arithmetic_cpu.yaml --budget-minutes 18        # until it prints "all done"
+    .venv/bin/python scripts/bench_loop.py --work runs/bench_loop2 --report-only --publish
 
 Settings come from configs/loop_arithmetic_cpu.yaml (`--config`), with `method` set per run. The
 first method's run (WORK/step-dpo) does the baseline evaluation and the round-0 search; the other
@@ -27,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("step-dpo", "step-apo", "tpo")
+PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
 class BudgetSpent(Exception):
@@ -143,6 +153,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
             "results": results}
+    report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     lines = ["# Loop benchmark: SmolLM2-135M, arithmetic, two rounds on CPU", "",
@@ -210,11 +221,20 @@ def difficulty_lines(work: Path) -> list[str]:
     return lines + [""]
 
 
+def report_path(work: Path, report: str | None, publish: bool) -> Path:
+    """--report, else benchmarks/loop.md with --publish, else WORK/loop.md."""
+    if report:
+        return Path(report)
+    return PUBLISHED_REPORT if publish else work / "loop.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_loop"), help="folder of the three loop runs")
     parser.add_argument("--config", default=str(REPO / "configs" / "loop_arithmetic_cpu.yaml"))
-    parser.add_argument("--report", default=str(REPO / "BENCHMARK_LOOP.md"), help="report (the .json goes beside it)")
+    parser.add_argument("--report", help="report (the .json goes beside it; default WORK/loop.md)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the report to the repository's benchmarks/loop.md (+ .json)")
     parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
     parser.add_argument("--task-options", help="JSON object replacing the config's task_options (the difficulty)")
@@ -228,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     global TASK_OPTIONS_OVERRIDE
     if args.task_options:
         TASK_OPTIONS_OVERRIDE = json.loads(args.task_options)
-    work, config_path, report = Path(args.work), Path(args.config).resolve(), Path(args.report)
+    if args.publish and args.report:
+        parser.error("--publish writes benchmarks/loop.md; give it or --report, not both")
+    work, config_path = Path(args.work), Path(args.config).resolve()
+    report = report_path(work, args.report, args.publish)
     command = ("flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py "
                f"--work {args.work} --config {os.path.relpath(config_path, REPO)} --budget-minutes {args.budget_minutes:g}"
                + (f" --task-options '{args.task_options}'" if args.task_options else ""))

@@ -4,10 +4,15 @@ Why: bf16 autocast is ~3x faster than float32 on CPUs with bf16 instructions (av
 much slower on AVX2-only CPUs, where PyTorch emulates it; TrainConfig.bf16 = "auto" picks by the CPU
 flags (mcts_po/precision.py). This script checks that choice on the machine it runs on and appends
 one record per run (CPU flags, torch's capability, seconds per step for each dtype, the choice
-"auto" made) to benchmarks/precision.json.
+"auto" made) to runs/bench_precision/precision.json, or with `--publish` to the repository's
+benchmarks/precision.json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_precision.py            # training step only (~2 min)
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_precision.py --vllm     # + vLLM decode, bf16 vs float32 (two engine starts)
+
+The committed record (an AVX2-only CPU) and the command that adds another one:
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_precision.py --vllm --length 64 --steps 1 --publish
 """
 
 from __future__ import annotations
@@ -64,8 +69,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--vllm", action="store_true", help="also time vLLM decoding in bfloat16 and float32")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "precision.json"))
+    parser.add_argument("--out", help="JSON file the record is appended to (default runs/bench_precision/precision.json)")
+    parser.add_argument("--publish", action="store_true", help="append to the repository's benchmarks/precision.json")
     args = parser.parse_args()
+    if args.publish and args.out:
+        parser.error("--publish appends to benchmarks/precision.json; give it or --out, not both")
+    out = Path(args.out) if args.out else REPO / ("benchmarks" if args.publish else "runs/bench_precision") / "precision.json"
 
     import torch
 
@@ -92,7 +101,6 @@ def main() -> None:
         for dtype in ("bfloat16", "float32"):
             record["vllm_decode_tok_s"][dtype] = round(vllm_tokens_per_second(model_path, dtype, 32, 64), 1)
             print(f"vllm {dtype}: {record['vllm_decode_tok_s'][dtype]} tok/s", flush=True)
-    out = Path(args.out)
     runs = json.loads(out.read_text(encoding="utf-8"))["runs"] if out.exists() else []
     atomic_write_json(out, {"script": "scripts/bench_precision.py", "runs": runs + [record]})
     print(json.dumps(record, indent=2))

@@ -66,7 +66,7 @@ from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
 PUBLISHED_REPORT = REPO / "benchmarks" / "search.md"  # written with --publish
-# Everything after this line of BENCHMARKS.md (the analysis) is written by hand and kept on rewrite.
+# Everything after this line of the report (benchmarks/search.md: the analysis) is written by hand and kept on rewrite.
 HAND_WRITTEN_MARKER = "<!-- generated above; the analysis below is written by hand and kept when the script rewrites this file -->"
 
 

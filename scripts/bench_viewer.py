@@ -1,7 +1,7 @@
 """Measure how large a tree the offline HTML viewer renders quickly, in headless Chromium.
 
     PYTHONPATH=. .venv/bin/python scripts/bench_viewer.py                    # sizes 200 .. 20000
-    PYTHONPATH=. .venv/bin/python scripts/bench_viewer.py --sizes 200 1000 --repeats 5 --json-out bench.json
+    PYTHONPATH=. .venv/bin/python scripts/bench_viewer.py --sizes 200 1000 --repeats 5 --json-out runs/bench_viewer/results.json
 
 For each size it writes a one-tree page from `synthetic_tree(size, seed)`, opens it in a
 fresh headless Chromium (mcts_po.graphs.headless_chromium) and reads numbers the page
@@ -92,6 +92,7 @@ def main() -> int:
         print(f"| {r['size']} | {r['max_depth']} | {r['html_kb']:.0f} | {r['render_ms']:.0f} | {r['ready_ms']:.0f} | "
               f"{r['painted_ms']:.0f} | {r['click_ms']:.1f} | {r['fold_ms']:.0f} | {r['open_s']:.2f} |")
     if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"load_before": load_before, "results": results}, indent=2) + "\n",
                                        encoding="utf-8")
     return 0

@@ -3,8 +3,12 @@
 Why the task prompt looks the way it does (docs/prompts.md): SmolLM2-135M ignores format
 instructions given only in words, but follows one worked example. This script measures it.
 
-    .venv/bin/python scripts/compare_prompts.py --task demo --limit 48
-    .venv/bin/python scripts/compare_prompts.py --task gsm8k --data ../shared/data/gsm8k --limit 48 --out docs/prompts_gsm8k.json
+    .venv/bin/python scripts/compare_prompts.py --task demo --limit 48     # -> runs/compare_prompts/prompts_demo.json
+
+The committed files (docs/prompts.md's table) and the commands that regenerate them:
+
+    .venv/bin/python scripts/compare_prompts.py --task demo --limit 48 --out benchmarks/prompts_demo.json
+    .venv/bin/python scripts/compare_prompts.py --task gsm8k --data ../shared/data/gsm8k --limit 48 --out benchmarks/prompts_gsm8k.json
 
 Layouts: `instruction` (system format + question with the answer instruction, no example),
 `task` (the task's own messages: system format + one worked example + question).
@@ -17,10 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from mcts_po.backends import GenerationRequest, make_backend
 from mcts_po.io_utils import atomic_write_json
 from mcts_po.tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def instruction_only(task, problem):
@@ -40,7 +47,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--out")
+    parser.add_argument("--out", help="results JSON (default runs/compare_prompts/prompts_TASK.json)")
     args = parser.parse_args()
     task = get_task(args.task)
     problems = task.load(split=args.split, limit=args.limit, path=args.data)
@@ -62,8 +69,9 @@ def main() -> None:
             results[name]["example_output"] = texts[0]
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "example_output"}), flush=True)
     backend.close()
-    if args.out:
-        atomic_write_json(args.out, {"task": args.task, "model": args.model, "limit": args.limit, "layouts": results})
+    out = Path(args.out) if args.out else REPO / "runs" / "compare_prompts" / f"prompts_{args.task}.json"
+    atomic_write_json(out, {"task": args.task, "model": args.model, "limit": args.limit, "layouts": results})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

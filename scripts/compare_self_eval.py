@@ -19,10 +19,20 @@ As a check of the replay, the scores of the layout the trees were searched with 
 compared with the scores the search stored in them: the same prompts, so they should agree.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/compare_self_eval.py \\
-        --trees runs/bench_search_separate/scale_50/trees.jsonl --out docs/self_eval_layouts.json
+        --trees runs/bench_search_separate/scale_50/trees.jsonl      # -> runs/compare_self_eval/self_eval_layouts.json
 
-(`runs/bench_search_separate` from `scripts/bench_search.py --sections scale_50 --problems-in-flight 64
---self-eval-layout separate --work runs/bench_search_separate`, the trees docs/prompts.md reports on.)
+The prompt tokens each layout's call prefilled come from `Backend.stats()` (vLLM's scheduler
+counters; the engine is built with `disable_log_stats=False`).
+
+The committed files and the commands that regenerate them (`--out` names the committed file):
+- benchmarks/self_eval_layouts.json (the `separate` run's trees; `runs/bench_search_separate` from
+  `scripts/bench_search.py --sections scale_50 --problems-in-flight 64 --self-eval-layout separate
+  --work runs/bench_search_separate`, the trees docs/prompts.md reports on):
+  `flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/compare_self_eval.py --trees runs/bench_search_separate/scale_50/trees.jsonl --out benchmarks/self_eval_layouts.json`
+- benchmarks/self_eval_layouts_numbered.json: the same trees,
+  `... --trees runs/bench_search_separate/scale_50/trees.jsonl --layouts numbered --out benchmarks/self_eval_layouts_numbered.json`
+- benchmarks/search_session9/self_eval_layouts_*_trees.json: the commands in
+  benchmarks/search_session9/README.md.
 """
 
 from __future__ import annotations
@@ -31,13 +41,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def outcome_points(trees, scores: dict[tuple[int, int], float], outcome: str) -> list[tuple[float, bool]]:
@@ -78,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layouts", default="numbered,question_first,separate,followup")
     parser.add_argument("--limit-trees", type=int, default=0, help="only the first N trees (0 = all)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "self_eval_layouts.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "compare_self_eval" / "self_eval_layouts.json",
+                        help="results JSON (default runs/compare_self_eval/self_eval_layouts.json; the committed "
+                             "files are under benchmarks/, see the docstring)")
     args = parser.parse_args(argv)
 
-    from bench_search import engine_counters
     from mcts_po.backends import make_backend
     from mcts_po.backends.base import GenerationRequest
     from mcts_po.io_utils import atomic_write_json
@@ -126,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                                               top_logprobs=20))
             requests.append(GenerationRequest(prompt=policy.rollout_prompt(trees[i], i, node_id), max_tokens=1, n=1,
                                               temperature=1.0, top_p=1.0))
-        if hasattr(backend, "llm"):
-            backend.llm.reset_prefix_cache()
-        before = engine_counters(backend)
-        started = time.perf_counter()
+        if hasattr(backend, "reset_prefix_cache"):  # vllm: every layout starts from an empty cache
+            backend.reset_prefix_cache()
+        before = backend.stats()
         outputs = backend.generate(requests)
-        seconds = time.perf_counter() - started
-        after = engine_counters(backend)
+        call = backend.stats().since(before)
         scores = {}
         for key, result in zip(nodes, outputs[0::2]):
             top = result.completions[0].top_logprobs[0] if result.completions[0].top_logprobs else {}
@@ -144,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             "subtree": layout_quality(outcome_points(trees, scores, "subtree")),
             "rollout": layout_quality(outcome_points(trees, scores, "rollout")),
             "mean_question_tokens": round(statistics.fmean(question_tokens), 1) if question_tokens else None,
-            "call_seconds": round(seconds, 1),
+            "call_seconds": round(call.engine_seconds, 1),
         }
-        if before is not None and after is not None:
-            entry["prefilled_prompt_tokens"] = after["computed_prompt_tokens"] - before["computed_prompt_tokens"]
+        if call.computed_prompt_tokens is not None:
+            entry["prefilled_prompt_tokens"] = call.computed_prompt_tokens
         if stored and layout == searched_layout:
             diffs = [abs(scores[k] - v) for k, v in stored.items()]
             entry["stored_score_abs_diff"] = {"mean": round(statistics.fmean(diffs), 4), "max": round(max(diffs), 4)}
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a}/{b}": round(statistics.correlation([scores_by_layout[a][k] for k in nodes],
                                                  [scores_by_layout[b][k] for k in nodes]), 4)
         for j, a in enumerate(names) for b in names[j + 1:]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
     backend.close()

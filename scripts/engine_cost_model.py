@@ -13,12 +13,19 @@ decoding, prefill or the number of engine steps. Measured data only; nothing is 
 
     .venv/bin/python scripts/engine_cost_model.py --work runs/bench_search [--work DIR ...] [--json out.json]
 
+It prints the model; `--json FILE` also writes it. The committed models and their commands:
+benchmarks/cost_model.json (the 61 calls of runs/bench_search, the runs of benchmarks/search.md):
+
+    .venv/bin/python scripts/engine_cost_model.py --work runs/bench_search --json benchmarks/cost_model.json
+
+and benchmarks/search_session9/cost_model.json: the command in benchmarks/search_session9/README.md.
+
 Pricing other runs at one machine speed (the runs of a comparison were measured hours apart, and
 this machine's speed drifts by several per cent): `--price DIR` (repeatable) prices every search
 section of DIR, and its flat section, with the coefficients of `--model FILE` (a JSON written by
 `--json`) or of this fit, and prints modelled seconds and generated tokens per second:
 
-    .venv/bin/python scripts/engine_cost_model.py --model BENCHMARKS_COST_MODEL.json \
+    .venv/bin/python scripts/engine_cost_model.py --model benchmarks/cost_model.json \
         --price runs/bench_search --price runs/bench_search_fused
 """
 
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         model["priced"] = price_runs(args.price, coefficients)
     print(json.dumps(model, indent=1))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(model, indent=1) + "\n")
     return 0
 

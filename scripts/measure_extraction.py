@@ -6,7 +6,9 @@
     # measure an existing run only
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/measure_extraction.py --run runs/gsm8k50
 
-Writes EXTRACTION_STATS.md (and `--json-out`, default runs/<run>/extraction_stats.json):
+Writes RUN/extraction.md (`--publish`: the repository's benchmarks/extraction.md, and the
+screenshot to docs/viewer_real_gsm8k.png, the image docs/graphs.md shows) and the raw figures
+as JSON (`--json-out`, default RUN/extraction_stats.json):
 - the run: problems, nodes per tree, terminals, solved share, tokens, search time;
 - per extraction format (`mcts_po.extract.FORMATS`, default `ExtractConfig` and a strict one
   with `min_q_margin=0.5`, the rStar-Math margin): rows, rows per 100 trees, share of
@@ -18,7 +20,15 @@ Writes EXTRACTION_STATS.md (and `--json-out`, default runs/<run>/extraction_stat
   real tree and synthetic trees of growing size (`mcts_po.graphs.synthetic_trees`), measured
   with scripts/bench_viewer.py's page probes (time to first paint after load, click on the
   deepest node until the detail panel is laid out, collapse-all + expand-all), and a
-  screenshot of the real run saved under docs/.
+  screenshot of the real run (RUN/viewer_real_gsm8k.png; docs/ with --publish).
+
+The committed benchmarks/extraction.md was measured on the 10-problem search of the real-model
+tests (tests/conftest.py keeps its run folder when MCTS_PO_KEEP_REAL_RUN is set); regenerate it with
+
+    MCTS_PO_KEEP_REAL_RUN=runs/realpipe10b flock /tmp/mcts_po_cpu.lock .venv/bin/python -m pytest -q -m slow tests/test_real_pipeline.py
+    .venv/bin/python scripts/measure_extraction.py --run runs/realpipe10b --no-viewer --publish
+
+(its last section, the caveats, is written by hand: the script rewrites the whole file.)
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from mcts_po.extract import FORMATS, ExtractConfig, extract_rows  # noqa: E402
+
+PUBLISHED_REPORT = REPO_ROOT / "benchmarks" / "extraction.md"  # written with --publish
+PUBLISHED_SCREENSHOT = REPO_ROOT / "docs" / "viewer_real_gsm8k.png"  # shown by docs/graphs.md
 from mcts_po.extract.stats import extraction_stats  # noqa: E402
 from mcts_po.search.tree import Tree  # noqa: E402
 
@@ -219,7 +232,8 @@ def _f(value: Any, spec: str = ".2f") -> str:
 
 
 def render_report(run: Path, figures: dict[str, Any], extraction: dict[str, Any], viewer: dict[str, Any] | None,
-                  command: str) -> str:
+                  command: str, report_dir: Path | None = None) -> str:
+    """The Markdown report; the screenshot is linked relative to `report_dir` (the report's folder)."""
     lines = ["# Extraction statistics from real search trees", "",
              f"Produced by `scripts/measure_extraction.py` (`{command}`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              "Every number below is measured from the run's `trees.jsonl`; rerun the script to refresh them.", "",
@@ -293,12 +307,10 @@ def render_report(run: Path, figures: dict[str, Any], extraction: dict[str, Any]
         largest = viewer["largest_responsive_synthetic"]
         lines.append(f"Largest synthetic tree that stayed responsive: {largest if largest else 'none measured'} nodes.")
         if viewer.get("screenshot"):
-            shot = Path(viewer["screenshot"])
-            try:
-                shot = shot.resolve().relative_to(REPO_ROOT)
-            except ValueError:
-                pass
-            lines += ["", f"Screenshot of the real run in the viewer: `{shot}`", "", f"![real run]({shot})"]
+            shot = Path(viewer["screenshot"]).resolve()
+            named = shot.relative_to(REPO_ROOT) if shot.is_relative_to(REPO_ROOT) else shot
+            link = os.path.relpath(shot, report_dir.resolve()) if report_dir is not None else named
+            lines += ["", f"Screenshot of the real run in the viewer: `{named}`", "", f"![real run]({link})"]
         lines.append("")
     lines += ["## Example rows (default rules; long texts shortened)", ""]
     for name, row in extraction["default"].get("examples", {}).items():
@@ -324,14 +336,22 @@ def main() -> int:
     parser.add_argument("--viewer-sizes", type=int, nargs="*", default=[200, 1000, 2000, 5000, 10000, 20000])
     parser.add_argument("--repeats", type=int, default=3, help="page loads per viewer measurement")
     parser.add_argument("--no-viewer", action="store_true", help="skip the Chromium measurements")
-    parser.add_argument("--screenshot", default=str(REPO_ROOT / "docs" / "viewer_real_gsm8k.png"))
-    parser.add_argument("--report", default=str(REPO_ROOT / "EXTRACTION_STATS.md"))
+    parser.add_argument("--screenshot", help="viewer screenshot of the real run (default RUN/viewer_real_gsm8k.png; "
+                                             "docs/viewer_real_gsm8k.png with --publish)")
+    parser.add_argument("--report", help="Markdown report (default RUN/extraction.md)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the repository's benchmarks/extraction.md and docs/viewer_real_gsm8k.png")
     parser.add_argument("--json-out", help="raw figures as JSON (default: RUN/extraction_stats.json)")
     args = parser.parse_args()
 
     from mcts_po.search_runner import SUMMARY_FILE, TREES_FILE, load_trees
 
     run = Path(args.run)
+    if args.publish and args.report:
+        parser.error("--publish writes benchmarks/extraction.md; give it or --report, not both")
+    report = Path(args.report) if args.report else (PUBLISHED_REPORT if args.publish else run / "extraction.md")
+    screenshot = Path(args.screenshot) if args.screenshot else (
+        PUBLISHED_SCREENSHOT if args.publish else run / "viewer_real_gsm8k.png")
     if args.search:
         run_search(run, args.problems, args.simulations, args.seed, Path(args.data), args.problems_in_flight)
     if not (run / TREES_FILE).exists():
@@ -340,14 +360,14 @@ def main() -> int:
     summary = json.loads((run / SUMMARY_FILE).read_text(encoding="utf-8")) if (run / SUMMARY_FILE).exists() else None
     figures = run_figures(trees, summary)
     extraction = extraction_figures(trees)
-    viewer = None if args.no_viewer else viewer_figures(trees, args.viewer_sizes, args.repeats,
-                                                        Path(args.screenshot) if args.screenshot else None)
+    viewer = None if args.no_viewer else viewer_figures(trees, args.viewer_sizes, args.repeats, screenshot)
     command = "python scripts/measure_extraction.py " + " ".join(sys.argv[1:])
-    Path(args.report).write_text(render_report(run, figures, extraction, viewer, command), encoding="utf-8")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(run, figures, extraction, viewer, command, report.parent), encoding="utf-8")
     json_out = Path(args.json_out) if args.json_out else run / "extraction_stats.json"
     json_out.write_text(json.dumps({"run": figures, "extraction": extraction, "viewer": viewer}, indent=1,
                                    ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"written: {args.report}, {json_out}")
+    print(f"written: {report}, {json_out}")
     return 0
 
 

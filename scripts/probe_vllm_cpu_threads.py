@@ -44,10 +44,10 @@ def measure_one(problems: int, max_tokens: int, seed: int) -> dict:
         prompts = [backend.render_chat(task.messages(p)) for p in task.load("test", limit=problems)]
         requests = [GenerationRequest(prompt=p, max_tokens=max_tokens, temperature=0.0) for p in prompts]
         backend.generate(requests[: max(1, problems // 10)])  # warm-up
-        began = time.perf_counter()
-        results = backend.generate(requests)
-        seconds = time.perf_counter() - began
-        tokens = sum(c.num_tokens for r in results for c in r.completions)
+        before = backend.stats()
+        backend.generate(requests)
+        call = backend.stats().since(before)
+        seconds, tokens = call.engine_seconds, call.generated_tokens
     finally:
         backend.close()
     return {"engine_start_seconds": round(start_seconds, 1), "decode_seconds": round(seconds, 2),

@@ -1,0 +1,53 @@
+"""The benchmark scripts start, and write their results under runs/ unless told to publish.
+
+    pytest tests/test_bench_scripts.py -q
+
+Every script in scripts/ answers `--help`; the ones whose results are committed under
+benchmarks/ take `--publish` (or `--out benchmarks/...`) and otherwise write to a run folder.
+bench_search's own bookkeeping is tested in tests/test_bench_search.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
+PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py"}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_under_test_{name[:-3]}", REPO_ROOT / "scripts" / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_starts(name):
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / name), "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
+    assert ("--publish" in done.stdout) == (name in PUBLISHING)
+
+
+def test_bench_loop_report_goes_to_the_work_folder(tmp_path):
+    bench_loop = load_script("bench_loop.py")
+    published = REPO_ROOT / "benchmarks" / "loop.md"
+    before = published.read_bytes()
+    assert bench_loop.main(["--work", str(tmp_path), "--report-only"]) == 0
+    data = json.loads((tmp_path / "loop.json").read_text())
+    assert data["results"] == {} and data["config_file"] == "configs/loop_arithmetic_cpu.yaml"
+    assert "(no evaluation has finished yet)" in (tmp_path / "loop.md").read_text()
+    assert published.read_bytes() == before
+    assert bench_loop.report_path(tmp_path, None, publish=True) == published
+    assert bench_loop.report_path(tmp_path, str(tmp_path / "x.md"), publish=True) == tmp_path / "x.md"
