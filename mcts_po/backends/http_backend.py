@@ -76,8 +76,9 @@ from mcts_po.backends.base import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    plain_chat,
+    validate_request,
 )
-from mcts_po.backends.transformers_backend import plain_chat, validate_request
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
 
