@@ -1,4 +1,5 @@
-"""File helpers shared by every command: atomic writes and JSONL reading with file:line errors.
+"""File helpers shared by every command: atomic writes and JSONL reading with file:line errors
+(and `common_prefix_length`, the one sequence helper that backends and training share).
 
 Long runs must never lose finished work to a crash, and bad input must point at the
 file and line that is wrong. Everything that writes results goes through
@@ -15,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 
 class UserError(Exception):
@@ -127,3 +128,12 @@ def read_jsonl(
                     on_skip(error)
                 continue
             raise error from None
+
+
+def common_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items `a` and `b` share (token ids: the transformers backend's shared
+    prefill, the TRL trainer's prompt/completion split)."""
+    k, limit = 0, min(len(a), len(b))
+    while k < limit and a[k] == b[k]:
+        k += 1
+    return k

@@ -236,10 +236,10 @@ class LoopPhases:
 
     def extract(self, round_index: int, trees_dir: Path, out: Path) -> dict[str, Any]:
         from mcts_po.extract.pipeline import extract_to_disk
-        from mcts_po.search_runner import load_trees
+        from mcts_po.tree_io import read_tree_file
 
         self.engines.release()  # the engine is not needed again for this policy; free memory for training
-        trees = load_trees(trees_dir / "trees.jsonl")
+        trees = read_tree_file(trees_dir / "trees.jsonl")
         stats = extract_to_disk(trees, [self.config.extract_format], out, self.config.extract, sources=[str(trees_dir)])
         rows = sum(1 for _ in read_jsonl(out / f"{self.config.extract_format}.jsonl"))
         return {"rows": rows, "trees": len(trees), "format": self.config.extract_format,

@@ -86,11 +86,6 @@ class SearchJob:
         }
 
 
-def load_trees(path: str | Path, drop_torn_tail: bool = False) -> list[Tree]:
-    """Read a trees.jsonl; errors name the file and line."""
-    return read_tree_file(path, drop_torn_tail=drop_torn_tail)
-
-
 def _repair_torn_tail(path: Path) -> None:
     """A last line without its newline is the remains of an interrupted append (possibly cut
     inside a multi-byte character): rewrite the file atomically without it."""
@@ -112,7 +107,7 @@ def _finished_tree_ids(path: Path) -> set[str]:
     _repair_torn_tail(path)
     if not path.exists():
         return set()
-    return {tree.problem_id for tree in load_trees(path)}
+    return {tree.problem_id for tree in read_tree_file(path)}
 
 
 def _finished_greedy_ids(path: Path) -> set[str]:
@@ -276,7 +271,7 @@ def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats:
 
 
 def summarize_run(out: Path, job: SearchJob, stats: dict[str, Any]) -> dict[str, Any]:
-    trees = load_trees(out / TREES_FILE) if (out / TREES_FILE).exists() else []
+    trees = read_tree_file(out / TREES_FILE) if (out / TREES_FILE).exists() else []
     greedy = [r for _, r in read_jsonl(out / GREEDY_FILE)] if (out / GREEDY_FILE).exists() else []
     searched_ids = {t.problem_id for t in trees}
     greedy_in_run = [r for r in greedy if r["problem_id"] in searched_ids]

@@ -200,7 +200,8 @@ def bench_config(args) -> tuple[Any, Any]:
 
 def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
     """Our search on the first `num_problems` problems (resumable per chunk)."""
-    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_tree_file
 
     search, sampling = bench_config(args)
     out = work / f"scale_{num_problems}"
@@ -232,7 +233,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
     final = json.loads(partial_path.read_text())
     calls = [CallRecord(**c) for c in final["calls"]]
     wall_total = final["wall_seconds"]
-    trees = load_trees(out / "trees.jsonl")
+    trees = read_tree_file(out / "trees.jsonl")
     by_role = summarize_calls(calls)
     engine_seconds = sum(c.seconds for c in calls)
     generated = sum(t.token_counts.get("generated", 0) for t in trees)

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from mcts_po import verifiers
+from mcts_po.verifiers import math_verify_pool
 from mcts_po.verifiers import (extract_boxed, extract_last_number, normalize_number,
                                verify_math, verify_numeric)
 
@@ -104,7 +104,7 @@ def check_gsm8k(data: Path) -> None:
 
 def check_math500(data: Path) -> list[tuple[str, str]]:
     rows = read_rows(data / "math" / "math500.jsonl")
-    verifiers.warm_up_math_workers(1)
+    math_verify_pool.warm_up_math_workers(1)
     start = time.perf_counter()
     misses = []
     pairs = []
@@ -140,21 +140,21 @@ def check_math500(data: Path) -> list[tuple[str, str]]:
 
 
 def check_speed(pairs: list[tuple[str, str]]) -> None:
-    pool = verifiers._math_pool()
+    pool = math_verify_pool._math_pool()
     start = time.perf_counter()
     hits = sum(pool.verify(gold, pred, 5.0) for pred, gold in pairs)
     elapsed = time.perf_counter() - start
     print(f"math-verify worker path only (1 thread): {len(pairs)} pairs, {hits} equal, "
           f"{elapsed:.2f} s, {len(pairs) / elapsed:.0f} calls/s")
-    verifiers.warm_up_math_workers(2)
+    math_verify_pool.warm_up_math_workers(2)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(2) as executor:
         hits = sum(executor.map(lambda pair: pool.verify(pair[1], pair[0], 5.0), pairs))
     elapsed = time.perf_counter() - start
     print(f"math-verify worker path only (2 threads, pool): {hits} equal, {elapsed:.2f} s, "
           f"{len(pairs) / elapsed:.0f} calls/s")
-    verifiers.configure_math_workers(1)  # the alternative design: one worker behind a lock
-    single = verifiers._math_pool()
+    math_verify_pool.configure_math_workers(1)  # the alternative design: one worker behind a lock
+    single = math_verify_pool._math_pool()
     single.warm_up(1)
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(2) as executor:
@@ -162,7 +162,7 @@ def check_speed(pairs: list[tuple[str, str]]) -> None:
     elapsed = time.perf_counter() - start
     print(f"math-verify worker path only (2 threads, 1 worker): {hits} equal, {elapsed:.2f} s, "
           f"{len(pairs) / elapsed:.0f} calls/s")
-    verifiers.configure_math_workers(max(4, os.cpu_count() or 1))
+    math_verify_pool.configure_math_workers(max(4, os.cpu_count() or 1))
 
 
 def check_pathological() -> None:
@@ -176,12 +176,12 @@ def check_pathological() -> None:
         for timeout in (0.5, 5.0):
             # A timed-out worker is killed and restarted lazily; start it now so the figure
             # is the timeout path alone, not the ~0.4-1.5 s of a fresh worker's imports.
-            verifiers.warm_up_math_workers(1)
+            math_verify_pool.warm_up_math_workers(1)
             start = time.perf_counter()
             result = verify_math(pred, gold, timeout=timeout)
             print(f"pathological {name}, timeout {timeout}: {result} in "
                   f"{time.perf_counter() - start:.2f} s")
-    verifiers.shutdown_math_workers()
+    math_verify_pool.shutdown_math_workers()
     start = time.perf_counter()
     result = verify_math("x^2+2x+1", "(x+1)^2")
     print(f"first math-verify call with no live worker (includes its start): {result} in "
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     worker_start = time.perf_counter()
-    verifiers.warm_up_math_workers(1)
+    math_verify_pool.warm_up_math_workers(1)
     print(f"first math-verify worker ready in {time.perf_counter() - worker_start:.2f} s")
     check_gsm8k(args.data)
     pairs = check_math500(args.data)

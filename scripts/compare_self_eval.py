@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
     from mcts_po.llm.prompts import verdict_probability
     from mcts_po.search.config import SearchConfig
-    from mcts_po.search_runner import load_trees
+    from mcts_po.tree_io import read_tree_file
     from mcts_po.tasks import get_task
     from mcts_po.tasks.base import Problem
 
-    trees = load_trees(args.trees)
+    trees = read_tree_file(args.trees)
     if args.limit_trees:
         trees = trees[:args.limit_trees]
     if not trees:

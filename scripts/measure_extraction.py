@@ -344,7 +344,8 @@ def main() -> int:
     parser.add_argument("--json-out", help="raw figures as JSON (default: RUN/extraction_stats.json)")
     args = parser.parse_args()
 
-    from mcts_po.search_runner import SUMMARY_FILE, TREES_FILE, load_trees
+    from mcts_po.search_runner import SUMMARY_FILE, TREES_FILE
+    from mcts_po.tree_io import read_tree_file
 
     run = Path(args.run)
     if args.publish and args.report:
@@ -356,7 +357,7 @@ def main() -> int:
         run_search(run, args.problems, args.simulations, args.seed, Path(args.data), args.problems_in_flight)
     if not (run / TREES_FILE).exists():
         raise SystemExit(f"{run / TREES_FILE} does not exist: pass --search to create it")
-    trees = load_trees(run / TREES_FILE)
+    trees = read_tree_file(run / TREES_FILE)
     summary = json.loads((run / SUMMARY_FILE).read_text(encoding="utf-8")) if (run / SUMMARY_FILE).exists() else None
     figures = run_figures(trees, summary)
     extraction = extraction_figures(trees)

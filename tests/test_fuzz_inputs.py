@@ -299,11 +299,14 @@ def assert_clean_cli_failure(command: str, code: int, err: str, path: Path) -> N
 
 
 def test_fuzzed_tree_files_through_every_reader(tmp_path_factory):
-    """The three entry points to the tree reader (extract's, show/export's, the search runner's)
-    agree: a file is read whole, or rejected with an InputError naming the file and line."""
+    """The three ways into the tree reader (extract's `read_trees`, show/export's
+    `read_trees(..., require_trees=True)`, the search runner's `read_tree_file`) agree: a file is read whole, or rejected with an InputError naming the file and line."""
+    import functools
+
+    from mcts_po.tree_io import read_tree_file as load_for_runner
     from mcts_po.tree_io import read_trees
-    from mcts_po.graphs.tree_files import load_trees as load_for_graphs
-    from mcts_po.search_runner import load_trees as load_for_runner
+
+    load_for_graphs = functools.partial(read_trees, require_trees=True)
 
     folder = tmp_path_factory.mktemp("trees")
 

@@ -44,10 +44,11 @@ from mcts_po.graphs.run_stats import (
     subtree_outcomes,
 )
 from mcts_po.graphs.text_view import render_tree_text
-from mcts_po.graphs.tree_files import load_trees, select_trees
+from mcts_po.graphs.tree_files import select_trees
 from mcts_po.graphs.view_pairs import SiblingPair, resolve_pair_source, sibling_pairs, view_pairs
 from mcts_po.io_utils import InputError, UserError
 from mcts_po.search.tree import Tree
+from mcts_po.tree_io import read_trees
 
 STEP_ONE_TEXT = "First, 2 + 3 = 5.\n\nSo far so good </script><!-- ünïcødé ✓ 中文 \u2028 -->"
 
@@ -180,23 +181,23 @@ def test_tree_json_rejects_other_documents():
 
 
 # ------------------------------------------------------------------------------ loading
-def test_load_trees_names_the_bad_line(tmp_path):
+def test_read_trees_names_the_bad_line(tmp_path):
     path = tmp_path / "trees.jsonl"
     path.write_text(build_hand_tree().to_json() + "\n" + '{"tree_id": "x"}\n', encoding="utf-8")
     with pytest.raises(InputError) as info:
-        load_trees(tmp_path)
+        read_trees(tmp_path, require_trees=True)
     assert info.value.line == 2 and "not a valid tree" in info.value.message
     with pytest.raises(InputError, match="no such run directory or trees file"):
-        load_trees(tmp_path / "missing")
+        read_trees(tmp_path / "missing", require_trees=True)
 
 
-def test_load_trees_rejects_a_directory_without_trees(tmp_path):
+def test_read_trees_rejects_a_directory_without_trees(tmp_path):
     with pytest.raises(InputError, match="not a run directory: it has no trees.jsonl"):
-        load_trees(tmp_path)
+        read_trees(tmp_path, require_trees=True)
 
 
 def test_select_trees_by_problem(run_dir):
-    trees = load_trees(run_dir)
+    trees = read_trees(run_dir, require_trees=True)
     assert [t.problem_id for t in select_trees(trees, "p-unsolved")] == ["p-unsolved"]
     with pytest.raises(InputError, match="no tree for problem 'nope'; problems here: p-hand, p-unsolved"):
         select_trees(trees, "nope", run_dir)

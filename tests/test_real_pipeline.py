@@ -23,14 +23,15 @@ import shutil
 import pytest
 
 from conftest import REAL_RUN_PROBLEMS
-from mcts_po.search_runner import GREEDY_FILE, SUMMARY_FILE, TREES_FILE, load_trees, run_search_job
+from mcts_po.search_runner import GREEDY_FILE, SUMMARY_FILE, TREES_FILE, run_search_job
+from mcts_po.tree_io import read_tree_file
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def real_trees(real_gsm8k_run):
-    return load_trees(real_gsm8k_run.out / TREES_FILE)
+    return read_tree_file(real_gsm8k_run.out / TREES_FILE)
 
 
 # ---------------------------------------------------------------------------- issue 3: search

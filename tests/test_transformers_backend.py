@@ -392,7 +392,8 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     tokens, 60 nodes; alone it takes about half that."""
     from mcts_po.llm.policy import SamplingConfig
     from mcts_po.search.config import SearchConfig
-    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_tree_file
 
     # Sized for a 2-core CPU: without a prefix cache every wave prefills all its prompts in full.
     job = SearchJob(out=str(tmp_path / "run"), task="gsm8k", split="test", offset=44, limit=3,
@@ -403,7 +404,7 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     started = time.perf_counter()
     summary = run_search_job(job)
     seconds = time.perf_counter() - started
-    trees = load_trees(tmp_path / "run" / "trees.jsonl")
+    trees = read_tree_file(tmp_path / "run" / "trees.jsonl")
     assert [t.backend for t in trees] == ["transformers"] * 3
     assert len({t.problem_id for t in trees}) == 3 and summary["problems"] == 3
     for tree in trees:

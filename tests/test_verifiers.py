@@ -1,6 +1,7 @@
-"""Tests for `mcts_po.verifiers`: extraction, number normalisation, both verifiers, the
-math-verify worker pool (timeouts, threads, processes, cleanup) and the real-data
-acceptance checks on GSM8K test and MATH-500 (skipped when ../shared/data is absent).
+"""Tests for `mcts_po.verifiers` (its `answers` and `math_verify_pool` modules): extraction,
+number normalisation, both verifiers, the math-verify worker pool (timeouts, threads,
+processes, cleanup) and the real-data acceptance checks on GSM8K test and MATH-500
+(skipped when ../shared/data is absent).
 
     cd /work/main && PYTHONPATH=. .venv/bin/pytest tests/test_verifiers.py -q
 """
@@ -22,6 +23,7 @@ import hypothesis.strategies
 import pytest
 
 from mcts_po import verifiers
+from mcts_po.verifiers import math_verify_pool
 from mcts_po.io_utils import UserError
 from mcts_po.verifiers import (MAX_ANSWER_CHARS, extract_boxed, extract_last_number,
                                get_verifier, normalize_number, verify_math, verify_numeric)
@@ -209,11 +211,11 @@ def test_bad_inputs_return_false_without_raising(pred, gold):
 
 
 def test_timeout_none_means_the_default_not_unlimited(monkeypatch):
-    monkeypatch.setattr(verifiers, "DEFAULT_MATH_TIMEOUT_S", 0.5)  # read at call time
+    monkeypatch.setattr(math_verify_pool, "DEFAULT_MATH_TIMEOUT_S", 0.5)  # read at call time
     assert verify_math("x^2+2x+1", "(x+1)^2", timeout=None) is True
     start = time.monotonic()
     assert verify_math("\\frac{1}{" * 900 + "1" + "}" * 900, "2", timeout=None) is False
-    assert time.monotonic() - start < verifiers.DEFAULT_MATH_TIMEOUT_S + 2.0
+    assert time.monotonic() - start < math_verify_pool.DEFAULT_MATH_TIMEOUT_S + 2.0
 
 
 def test_non_string_numbers_are_compared_by_their_text():
@@ -308,7 +310,7 @@ def test_pathological_inputs_over_size_guard_return_false_fast(pred):
 
 
 def test_slow_sympy_input_is_cut_by_the_timeout_and_the_worker_restarts():
-    pool = verifiers._math_pool()
+    pool = math_verify_pool._math_pool()
     timeouts_before = pool.timeouts
     start = time.monotonic()
     assert verify_math(*SLOW_FOR_SYMPY, timeout=0.5) is False
@@ -371,7 +373,7 @@ def test_works_in_daemonic_pool_workers(method):
 
 def test_forked_child_does_not_share_the_parents_workers():
     verifiers.warm_up_math_workers(1)
-    parent_pids = {worker.process.pid for worker in verifiers._math_pool()._all}
+    parent_pids = {worker.process.pid for worker in math_verify_pool._math_pool()._all}
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_verify_in_child, args=(queue,))
@@ -380,13 +382,13 @@ def test_forked_child_does_not_share_the_parents_workers():
     child.join(30)
     assert child.exitcode == 0
     # The parent's workers are untouched and still answer.
-    assert {worker.process.pid for worker in verifiers._math_pool()._all} >= parent_pids
+    assert {worker.process.pid for worker in math_verify_pool._math_pool()._all} >= parent_pids
     assert verify_math("x^2+2x+1", "(x+1)^2") is True
 
 
 def test_shutdown_stops_workers_and_a_later_call_starts_new_ones():
     verifiers.warm_up_math_workers(2)
-    processes = [worker.process for worker in verifiers._math_pool()._all]
+    processes = [worker.process for worker in math_verify_pool._math_pool()._all]
     assert processes
     verifiers.shutdown_math_workers()
     assert all(process.poll() is not None for process in processes)
@@ -394,10 +396,10 @@ def test_shutdown_stops_workers_and_a_later_call_starts_new_ones():
 
 
 def test_workers_end_with_the_parent_process():
-    code = ("from mcts_po import verifiers; "
+    code = ("from mcts_po import verifiers; from mcts_po.verifiers import math_verify_pool; "
             "print(verifiers.verify_math('x^2+2x+1', '(x+1)^2')); "
-            "print(*[w.process.pid for w in verifiers._math_pool()._all])")
-    env = dict(os.environ, PYTHONPATH=str(Path(verifiers.__file__).resolve().parents[1]))
+            "print(*[w.process.pid for w in math_verify_pool._math_pool()._all])")
+    env = dict(os.environ, PYTHONPATH=str(Path(math_verify_pool.__file__).resolve().parents[2]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, env=env)
     lines = result.stdout.split("\n")
@@ -463,7 +465,7 @@ def test_math500_boxed_solution_matches_answer():
 def test_math500_math_verify_path_alone_matches_answer():
     """The same check with the fast paths bypassed: math-verify in the worker decides."""
     rows = read_rows(MATH500)
-    pool = verifiers._math_pool()
+    pool = math_verify_pool._math_pool()
     misses = [(index, row["answer"]) for index, row in enumerate(rows)
               if not pool.verify(row["answer"], extract_boxed(row["solution"]) or "", 5.0)]
     assert len(rows) - len(misses) >= 495, misses

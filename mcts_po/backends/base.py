@@ -14,6 +14,9 @@ internals.
 The search core never sees this module: the LLM layer (`mcts_po.llm`) turns search
 requests into these calls.
 
+Helpers every backend shares: `validate_request` (a ValueError naming the bad field) and
+`plain_chat` (the chat rendering for models without a template).
+
     from mcts_po.backends import make_backend
     backend = make_backend("vllm", model="smollm2-135m", seed=0)
     [result] = backend.generate([GenerationRequest(prompt="2+2=", max_tokens=4)])
@@ -84,3 +87,25 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def validate_request(request: GenerationRequest) -> None:
+    """Raise ValueError naming the bad field of a request (the engine would fail obscurely)."""
+    if request.max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
+    if request.n < 1:
+        raise ValueError(f"n must be >= 1, got {request.n}")
+    if request.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {request.temperature}")
+    if not 0 < request.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {request.top_p}")
+    if request.top_logprobs < 0:
+        raise ValueError(f"top_logprobs must be >= 0, got {request.top_logprobs}")
+    if any(not s for s in request.stop):
+        raise ValueError("stop strings must be non-empty")
+
+
+def plain_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """The fallback chat rendering for tokenizers without a template: `role: content` lines."""
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + ("assistant: " if add_generation_prompt else "")

@@ -79,9 +79,10 @@ from mcts_po.backends.base import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    plain_chat,
+    validate_request,
 )
 from mcts_po.backends.stats import BackendStats, StatsCounter
-from mcts_po.backends.transformers_backend import plain_chat, validate_request
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
 

@@ -71,38 +71,17 @@ from mcts_po.backends.base import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    plain_chat,
+    validate_request,
 )
 from mcts_po.backends.stats import BackendStats, StatsCounter
 from mcts_po.precision import cpu_has_native_bf16
-from mcts_po.io_utils import UserError
+from mcts_po.io_utils import UserError, common_prefix_length
 from mcts_po.models import resolve_model
 
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "bfloat16", "float32", "float16")
-
-
-def validate_request(request: GenerationRequest) -> None:
-    """Raise ValueError naming the bad field of a request (the engine would fail obscurely)."""
-    if request.max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
-    if request.n < 1:
-        raise ValueError(f"n must be >= 1, got {request.n}")
-    if request.temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {request.temperature}")
-    if not 0 < request.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {request.top_p}")
-    if request.top_logprobs < 0:
-        raise ValueError(f"top_logprobs must be >= 0, got {request.top_logprobs}")
-    if any(not s for s in request.stop):
-        raise ValueError("stop strings must be non-empty")
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    k, limit = 0, min(len(a), len(b))
-    while k < limit and a[k] == b[k]:
-        k += 1
-    return k
 
 
 def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list[tuple[list[int], int]]:
@@ -448,12 +427,6 @@ def sample_tokens(logits, temperatures, top_ps, generator):
         probs = torch.zeros_like(probs).scatter(1, sorted_ids, sorted_probs)
     sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
-
-
-def plain_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """The fallback chat rendering for tokenizers without a template: `role: content` lines."""
-    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-    return text + ("assistant: " if add_generation_prompt else "")
 
 
 def _copy(completion: Completion) -> Completion:

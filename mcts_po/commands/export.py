@@ -58,10 +58,11 @@ def run_name(source: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from mcts_po.graphs.html_viewer import write_viewer
     from mcts_po.graphs.networkx_export import to_node_link_json, to_tree_json, write_graphml
-    from mcts_po.graphs.tree_files import load_trees, select_trees
+    from mcts_po.graphs.tree_files import select_trees
+    from mcts_po.tree_io import read_trees
     from mcts_po.io_utils import atomic_write_json
 
-    trees = select_trees(load_trees(args.source), args.problem, args.source)
+    trees = select_trees(read_trees(args.source, require_trees=True), args.problem, args.source)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(args.source)

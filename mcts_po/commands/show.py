@@ -55,14 +55,15 @@ def problem_table(trees: list, width: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from mcts_po.graphs.run_stats import compute_run_stats, format_run_stats, plot_calibration
     from mcts_po.graphs.text_view import render_tree_text
-    from mcts_po.graphs.tree_files import load_trees, select_trees
+    from mcts_po.graphs.tree_files import select_trees
+    from mcts_po.tree_io import read_trees
 
     if args.bins < 1:
         raise UserError(f"--bins must be at least 1, got {args.bins}")
     if args.max_depth is not None and args.max_depth < 0:
         raise UserError(f"--max-depth must be >= 0, got {args.max_depth}")
     width = args.width or shutil.get_terminal_size((100, 24)).columns
-    trees = select_trees(load_trees(args.source), args.problem, args.source)
+    trees = select_trees(read_trees(args.source, require_trees=True), args.problem, args.source)
     stats = compute_run_stats(trees, calibration_bins=args.bins, calibration_outcome=args.calibration_outcome,
                               pair_source=args.pairs)
     if args.plot:

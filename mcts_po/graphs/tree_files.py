@@ -1,12 +1,13 @@
-"""Load saved search trees from a run directory or a `.jsonl` file, with file:line errors.
+"""Choosing among loaded search trees (one problem's trees), and a run's summary.
 
 `mcts-po show` and `mcts-po export` accept either a run directory written by
 `mcts-po search --out RUN` (its trees live in `RUN/trees.jsonl`) or a `.jsonl` file
-with one tree per line. A line that is not a valid tree raises `InputError` naming the
-file and the line.
+with one tree per line; `mcts_po.tree_io.read_trees` reads them (a line that is not a valid
+tree raises `InputError` naming the file and the line) and `select_trees` picks a problem's.
 
-    from mcts_po.graphs.tree_files import load_trees, select_trees
-    trees = load_trees("runs/gsm8k-smoke")          # or "runs/gsm8k-smoke/trees.jsonl"
+    from mcts_po.tree_io import read_trees
+    from mcts_po.graphs.tree_files import select_trees
+    trees = read_trees("runs/gsm8k-smoke", require_trees=True)   # or "runs/gsm8k-smoke/trees.jsonl"
     trees = select_trees(trees, problem_id="gsm8k-test-3", source="runs/gsm8k-smoke")
 """
 
@@ -19,15 +20,8 @@ from typing import Any
 
 from mcts_po.io_utils import InputError
 from mcts_po.search.tree import Tree
-from mcts_po.tree_io import read_trees
 
 SUMMARY_FILE_NAME = "summary.json"
-
-
-def load_trees(source: str | os.PathLike) -> list[Tree]:
-    """Every tree in `source` (a run directory or a `.jsonl` file), in file order. Bad lines raise
-    `InputError(path, line, why)`; a source without any tree is an error too."""
-    return read_trees([source], require_trees=True)
 
 
 def load_run_summary(source: str | os.PathLike) -> dict[str, Any] | None:

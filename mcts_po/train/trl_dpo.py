@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from mcts_po.backends.transformers_backend import common_prefix_length
-from mcts_po.io_utils import UserError
+from mcts_po.io_utils import UserError, common_prefix_length
 from mcts_po.train.logprobs import tokenize_completion
 
 TRL_METHODS = ("dpo", "step-dpo")
