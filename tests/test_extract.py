@@ -627,7 +627,7 @@ def test_cli_yaml_config_and_flag_override(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     trees = write_trees(tmp_path / "t.jsonl", [tree_arithmetic()])
     assert main(["extract", "--trees", str(trees), "--format", "tpo-list", "--out", str(tmp_path / "o")]) == 2
-    assert "mcts-po extract: error: unknown extraction format 'tpo-list'; valid: step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft, all" \
+    assert "mcts-po extract: error: unknown extraction format 'tpo-list'; valid: step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft, value, ppm, all" \
         in capsys.readouterr().err
     assert main(["extract", "--trees", str(trees), "--format", "dpo", "--out", str(tmp_path / "o"), "--level", "plans"]) == 2
     assert "ExtractConfig.level = 'plans' is not one of: all, step, plan" in capsys.readouterr().err

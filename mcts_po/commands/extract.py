@@ -1,10 +1,11 @@
-"""`mcts-po extract`: turn saved trees into preference datasets (step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft).
+"""`mcts-po extract`: turn saved trees into datasets (step-dpo, step-dpo-repo, step-apo, tpo, dpo, sft; value, ppm).
 
     mcts-po extract --trees runs/x --format step-dpo --out data/x
     mcts-po extract --trees runs/x --format step-dpo-repo --out data/x   # for the Step-DPO repo's train.py
     mcts-po extract --trees runs/x runs/y.jsonl --format step-dpo --format tpo --out data/x \\
         --min-q-margin 0.5 --scope correct_paths --max-pairs-per-tree 8
     mcts-po extract --trees runs/x --format all --out data/x --push-to-hub me/my-steps
+    mcts-po extract --trees runs/x --format value --format ppm --out data/x --ppm-min-q-margin 0.5
 
 Writes OUT/<format>/ (datasets.load_from_disk), OUT/<format>.jsonl, OUT/<format>.parquet and
 OUT/stats.json, and prints the stats. Selection flags come from `ExtractConfig`
@@ -18,7 +19,7 @@ import argparse
 import sys
 
 from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
-from mcts_po.extract import FORMATS, ExtractConfig
+from mcts_po.extract import FORMATS, POLICY_FORMATS, ExtractConfig
 from mcts_po.io_utils import UserError
 
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--trees", nargs="+", required=True, metavar="RUN",
                      help="run directories (their trees.jsonl) or .jsonl files of trees")
     job.add_argument("--format", action="append", required=True, metavar="NAME", dest="formats",
-                     help=f"output format, repeatable: {', '.join(FORMATS)} or all")
+                     help=f"output format, repeatable: {', '.join(FORMATS)} or all (= {', '.join(POLICY_FORMATS)})")
     job.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     job.add_argument("--config", metavar="FILE", help="YAML file of selection options; flags override it")
     job.add_argument("--push-to-hub", metavar="REPO", help="also upload each format as a config of this hub dataset")
@@ -41,7 +42,7 @@ def format_names(requested: list[str]) -> list[str]:
         for name in item.split(","):
             name = name.strip()
             if name == "all":
-                names.extend(FORMATS)
+                names.extend(POLICY_FORMATS)
             elif name in FORMATS:
                 names.append(name)
             else:

@@ -1,9 +1,12 @@
-"""`mcts-po train`: train a policy on extracted preference data (step-dpo, step-apo, tpo, dpo).
+"""`mcts-po train`: train a policy on extracted preference data (step-dpo, step-apo, tpo, dpo), or a
+value model on value data (value, ppm; mcts_po/train/value_model.py).
 
     mcts-po train --data data/x --method step-dpo --model smollm2-135m --out runs/policy-1 --max-steps 40
     mcts-po train --data data/x/tpo.jsonl --method tpo --model runs/policy-1 --out runs/policy-2 \\
         --ref-model smollm2-135m --lora --learning-rate 1e-4
     mcts-po train --config configs/loop_arithmetic_cpu.yaml --data data/x --method step-apo --model M --out O
+    mcts-po train --data data/x --method value --model smollm2-135m --out runs/value-1 --learning-rate 1e-5
+    mcts-po train --data data/x --method ppm --model runs/policy-1 --value-init runs/value-1 --out runs/value-2
 
 --data is a JSONL file of rows, or the folder `mcts-po extract --out` wrote (its
 <method>.jsonl is read; for dpo the dpo.jsonl). Training flags come from TrainConfig
@@ -23,7 +26,8 @@ from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_
 from mcts_po.train.config import TrainConfig
 from mcts_po.io_utils import UserError, read_jsonl
 
-METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
+METHODS = ("dpo", "step-dpo", "step-apo", "tpo", "value", "ppm")
+VALUE_METHODS = ("value", "ppm")  # = mcts_po.train.value_model.VALUE_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--out", required=True, metavar="DIR", help="output model folder")
     job.add_argument("--config", metavar="FILE", help="YAML file of training options; flags override it")
     add_dataclass_arguments(parser, TrainConfig, "training")
+    from mcts_po.train.value_model import ValueConfig
+
+    add_dataclass_arguments(parser, ValueConfig, "value model (--method value / ppm; in YAML a `value:` section beside `train:`)")
 
 
 def rows_file(data: str, method: str) -> Path:
@@ -70,7 +77,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     path, rows = load_rows(args.data, args.method)
-    out = train_preferences(args.model, rows, args.method, config, args.out)
+    if args.method in VALUE_METHODS:
+        from mcts_po.train.value_model import ValueConfig, train_value_model
+
+        value_section = (load_yaml(args.config).get("value") or {}) if args.config else {}
+        value_config = build_dataclass(ValueConfig, value_section, args, args.config or "command line")
+        out = train_value_model(args.model, rows, args.method, config, args.out, value_config)
+    else:
+        out = train_preferences(args.model, rows, args.method, config, args.out)
     log = json.loads((Path(out) / "training_log.json").read_text(encoding="utf-8"))
     last = log["history"][-1] if log["history"] else {}
     print(json.dumps({"model": str(out), "rows": len(rows), "data": str(path), "examples": log["examples"],

@@ -16,10 +16,17 @@ from typing import Any, Sequence
 from mcts_po.extract import ExtractConfig, get_format
 from mcts_po.extract.saving import make_readable, push_dataset, save_dataset
 from mcts_po.extract.stats import extraction_stats
-from mcts_po.io_utils import atomic_write_json
+from mcts_po.io_utils import UserError, atomic_write_json
 from mcts_po.search.tree import Tree
 
 STATS_FILE = "stats.json"
+
+
+def empty_value_data_message(name: str, num_trees: int, counters: dict[str, int]) -> str:
+    dropped = ", ".join(f"{k}: {v}" for k, v in sorted(counters.items())) or "nothing dropped: no step met the rules"
+    return (f"no {name} rows from {num_trees} trees ({dropped}); a value model needs searched trees with "
+            "verified terminals (ppm: siblings leading to a correct and to a wrong answer, Q margin >= "
+            "--ppm-min-q-margin)")
 
 
 def extract_to_disk(trees: Sequence[Tree], formats: Sequence[str], out_dir: str | os.PathLike,
@@ -35,6 +42,8 @@ def extract_to_disk(trees: Sequence[Tree], formats: Sequence[str], out_dir: str 
     for fmt in chosen:
         counters: dict[str, int] = {}
         rows = fmt.rows(trees, config, counters)
+        if fmt.value_format and not rows:
+            raise UserError(empty_value_data_message(fmt.name, len(trees), counters))
         rows_by_format[fmt.name], counters_by_format[fmt.name] = rows, counters
         files[fmt.name] = save_dataset(rows, out_dir, fmt.name, fmt.columns)
     if push_to_hub:

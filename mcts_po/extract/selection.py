@@ -6,17 +6,19 @@ value fails at once with a message naming the field and the valid choices.
 
 Which rule applies to which format:
 
-| rule                | step-dpo | step-apo | tpo | dpo | sft |
-|---------------------|----------|----------|-----|-----|-----|
-| min_q_margin        |    x     |    x     |     |     |     |
-| min_visits          |    x     |    x     |     |     |     |
-| scope               |    x     |    x     |     |     |     |
-| level               |    x     |    x     |     |     |     |
-| max_pairs_per_tree  |    x     |    x     |     |  x  |     |
-| dedup_threshold     |    x     |    x     |     |  x  |     |
-| same_ending         |    x     |    x     |     |     |     |
-| apo_rule/baseline   |          |    x     |     |     |     |
-| max_list_size       |          |          |  x  |     |     |
+| rule                | step-dpo | step-apo | tpo | dpo | sft | value | ppm |
+|---------------------|----------|----------|-----|-----|-----|-------|-----|
+| min_q_margin        |    x     |    x     |     |     |     |       |     |
+| min_visits          |    x     |    x     |     |     |     |   x   |  x  |
+| scope               |    x     |    x     |     |     |     |       |  x  |
+| level               |    x     |    x     |     |     |     |       |  x  |
+| max_pairs_per_tree  |    x     |    x     |     |  x  |     |       |     |
+| dedup_threshold     |    x     |    x     |     |  x  |     |       |  x  |
+| same_ending         |    x     |    x     |     |     |     |       |     |
+| apo_rule/baseline   |          |    x     |     |     |     |       |     |
+| max_list_size       |          |          |  x  |     |     |       |     |
+| ppm_min_q_margin    |          |          |     |     |     |       |  x  |
+| ppm_pairs_per_side  |          |          |     |     |     |       |  x  |
 
 (`tpo` and `sft` always drop exact duplicates after text normalisation.)
 
@@ -47,7 +49,7 @@ class ExtractConfig:
     min_q_margin: float = field(default=0.0, metadata={
         "help": "pairs need q_chosen - q_rejected >= this; 0 means strictly greater (equal Q never makes a pair)"})
     min_visits: int = field(default=1, metadata={
-        "help": "both steps of a pair need at least this many visits"})
+        "help": "both steps of a pair need at least this many visits; value: paths stop above a node with fewer"})
     scope: str = field(default="anywhere", metadata={
         "help": f"where pairs may come from: {', '.join(SCOPES)} (correct_paths = only parents on a path "
                 "to a verified-correct terminal)"})
@@ -70,6 +72,10 @@ class ExtractConfig:
         "help": f"step-apo value baseline of the cpl rule: {', '.join(APO_BASELINES)} (parent = the parent's Q)"})
     max_list_size: int = field(default=5, metadata={
         "help": "tpo: trajectories per ranked list (distinct values first)"})
+    ppm_min_q_margin: float = field(default=0.5, metadata={
+        "help": "ppm: pairs need q_chosen - q_rejected >= this (rStar-Math drops pairs below 0.5)"})
+    ppm_pairs_per_side: int = field(default=2, metadata={
+        "help": "ppm: per parent, this many highest-Q correct-leading steps x this many lowest-Q wrong-leading ones"})
 
     def __post_init__(self) -> None:
         _choice("scope", self.scope, SCOPES)
@@ -81,10 +87,13 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.min_q_margin must be in [0, 2] (Q lies in [-1, 1]), got {self.min_q_margin!r}")
         if not isinstance(self.same_ending, bool):
             raise ValueError(f"ExtractConfig.same_ending must be true or false, got {self.same_ending!r}")
+        _number("ppm_min_q_margin", self.ppm_min_q_margin, float)
+        if not 0.0 <= self.ppm_min_q_margin <= 2.0:
+            raise ValueError(f"ExtractConfig.ppm_min_q_margin must be in [0, 2] (Q lies in [-1, 1]), got {self.ppm_min_q_margin!r}")
         _number("dedup_threshold", self.dedup_threshold, float)
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise ValueError(f"ExtractConfig.dedup_threshold must be in (0, 1], got {self.dedup_threshold!r}")
-        for name, lowest in (("min_visits", 0), ("max_pairs_per_tree", 0), ("max_list_size", 2)):
+        for name, lowest in (("min_visits", 0), ("max_pairs_per_tree", 0), ("max_list_size", 2), ("ppm_pairs_per_side", 1)):
             value = getattr(self, name)
             _number(name, value, int)
             if value < lowest:

@@ -1,0 +1,515 @@
+"""A value model learned from search trees: a scalar head on a causal-LM backbone, trained and scored.
+
+AlphaZero's second network. `mcts-po extract --format value|ppm` writes the rows; this module
+trains on them and scores reasoning paths with the result:
+
+- `--method value` (AlphaMath-style regression, our own loop): every step of a `value` row
+  gets the head's score r at the step's last token; loss = weighted mean of
+  (tanh(r) - label)^2 over the steps, the label being the node's MCTS Q in [-1, 1]. Each
+  (tree_id, node_id) counts once in total: a step on k rows weighs 1/k on each (rows are
+  maximal paths, so steps near the root sit on many).
+- `--method ppm` (rStar-Math's process preference model, Bradley-Terry): TRL's
+  `RewardTrainer` on `ppm` rows, loss -log sigma(r_chosen - r_rejected) (with
+  `ppm_use_margin`, RewardTrainer's -log sigma(r_w - r_l - margin) on the rows' Q margin).
+  The rows are tokenised here (prompt + step, no EOS) so that the score sits at the step's
+  last token, where `score_paths` reads it.
+
+The model is `AutoModelForSequenceClassification(num_labels=1)` initialised from the policy
+(`ValueConfig.value_init` overrides; its tokenizer must equal the policy's): a Llama-family
+`*ForSequenceClassification` (SmolLM2 included) is the backbone plus a linear `score` head, and
+its own forward pools the score at the last non-pad token, which is the step's last token for
+every row tokenised here. LoRA (`TrainConfig.lora`) trains adapters plus the whole head and is
+merged before saving. The saved folder is a normal HF folder (`from_pretrained` loads it; the
+tokenizer and `training_log.json` beside it); `config.mcts_po_value` records the method, the
+step delimiter and that scores are read through tanh.
+
+Scoring (what the search calls): `score_paths(model_dir, prompts, step_lists)` ->
+per path, one value in [-1, 1] per step: tanh of the head at the last token of that step, the
+text being `prompt + step_1 + delimiter + ... + step_k` (the node's state as the search writes
+it, without the delimiter after the last step). One forward pass per batch of paths.
+
+    from mcts_po.train.value_model import ValueConfig, train_value_model, score_paths
+    out = train_value_model("smollm2-135m", rows, "value", TrainConfig(max_steps=20), "runs/value-1")
+    score_paths(out, [prompt], [["3 * 4 = 12.", "2 + 12 = 14."]])   # [[v1, v2]]
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mcts_po.io_utils import UserError
+from mcts_po.train.logprobs import position_ids_from_attention_mask, tokenize_segments
+
+VALUE_METHODS = ("value", "ppm")
+CONFIG_KEY = "mcts_po_value"  # model.config attribute saved in config.json
+DEFAULT_DELIMITER = "\n"
+
+
+@dataclass
+class ValueConfig:
+    value_init: str = field(default="", metadata={"help": "value model to start from: empty = the policy given as --model (a new head on it); else a folder, hub id or alias whose tokenizer equals the policy's (an earlier value model keeps its head)"})
+    ppm_use_margin: bool = field(default=False, metadata={"help": "ppm: pass the rows' Q margin to RewardTrainer's loss -log sigma(r_w - r_l - margin); rStar-Math uses plain Bradley-Terry (off)"})
+    count_steps_once: bool = field(default=True, metadata={"help": "value: a step on k rows (a shared prefix) weighs 1/k on each, so every (tree_id, node_id) counts once"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- tokenisation
+
+
+def tokenize_path(tokenizer: Any, prompt: str, steps: Sequence[str], delimiter: str) -> tuple[list[int], list[int]]:
+    """prompt + step_1 + delimiter + ... + step_k tokenised once; per step, the index of its last token.
+
+    A step's last token is the last token lying wholly inside the text up to the step's end
+    (a token straddling into the delimiter belongs to the delimiter), so the step's score never
+    sees the text after it."""
+    segments = [prompt]
+    for index, step in enumerate(steps):
+        if index:
+            segments.append(delimiter)
+        segments.append(step)
+    token_ids, segment_of_token = tokenize_segments(tokenizer, segments)
+    if not token_ids:
+        raise ValueError("the path tokenised to nothing")
+    ends = []
+    position = 0
+    for step_index in range(len(steps)):
+        last_segment = 1 + 2 * step_index
+        while position + 1 < len(token_ids) and segment_of_token[position + 1] <= last_segment:
+            position += 1
+        ends.append(position)
+    return token_ids, ends
+
+
+@dataclass(frozen=True)
+class PathBatch:
+    """Right-padded paths: input_ids / attention_mask LongTensor[B, T]; step_ends LongTensor[B, S]
+    (token index of each step's last token, -1 where a path has no such step or it was cut off)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    step_ends: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "PathBatch":
+        return PathBatch(self.input_ids.to(device), self.attention_mask.to(device), self.step_ends.to(device))
+
+
+def build_path_batch(tokenizer: Any, prompts: Sequence[str], step_lists: Sequence[Sequence[str]], delimiter: str,
+                     max_length: int | None = None) -> PathBatch:
+    """Tokenise and pad paths. With `max_length`, tokens are cut from the left (the prompt first);
+    a step whose last token is cut off gets -1 (no score)."""
+    if len(prompts) != len(step_lists):
+        raise ValueError(f"{len(prompts)} prompts but {len(step_lists)} step lists")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
+    rows = []
+    for index, (prompt, steps) in enumerate(zip(prompts, step_lists)):
+        if not steps:
+            raise ValueError(f"path {index} has no steps")
+        token_ids, ends = tokenize_path(tokenizer, prompt, steps, delimiter)
+        cut = max(0, len(token_ids) - max_length) if max_length else 0
+        rows.append((token_ids[cut:], [end - cut if end >= cut else -1 for end in ends]))
+    width = max(len(ids) for ids, _ in rows)
+    num_steps = max(len(ends) for _, ends in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    step_ends = torch.full((len(rows), num_steps), -1, dtype=torch.long)
+    for row, (ids, ends) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        step_ends[row, : len(ends)] = torch.tensor(ends, dtype=torch.long)
+    return PathBatch(input_ids, attention_mask, step_ends)
+
+
+# ---------------------------------------------------------------- the head
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under a peft wrapper (LoRA layers stay in place inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def token_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The head's raw score at every position: Tensor[B, T] float32 (backbone, then `score`)."""
+    inner = unwrap(model)
+    head = getattr(inner, "score", None)
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
+    if head is None or backbone is None:
+        raise UserError(f"{type(inner).__name__} is not a *ForSequenceClassification with a `score` head; "
+                        "value models need one (Llama, Qwen2, Mistral, SmolLM2, ...)")
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids_from_attention_mask(attention_mask), use_cache=False).last_hidden_state
+    return head(hidden).squeeze(-1).float()
+
+
+def step_scores(model: Any, batch: PathBatch) -> torch.Tensor:
+    """Raw head scores at each step's last token: Tensor[B, S] (0 where step_ends is -1)."""
+    scores = token_scores(model, batch.input_ids, batch.attention_mask)
+    picked = scores.gather(1, batch.step_ends.clamp(min=0))
+    return picked * (batch.step_ends >= 0).to(picked.dtype)
+
+
+def load_value_model(path: str, device: torch.device | str = "cpu", pad_token_id: int | None = None) -> Any:
+    """`AutoModelForSequenceClassification(num_labels=1)` in float32: a causal LM gets a new head."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from mcts_po.models import resolve_model
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1,
+                                                                   dtype=torch.float32)
+    except ValueError as error:
+        raise UserError(f"{path}: cannot load as a value model with a scalar head ({error})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model.to(device)
+
+
+def check_same_tokenizer(policy_path: str, value_path: str) -> None:
+    """Refuse a value model whose tokenizer differs from the policy's (vocabulary or EOS)."""
+    from mcts_po.train.trainer import load_tokenizer
+
+    policy, value = load_tokenizer(policy_path), load_tokenizer(value_path)
+    policy_vocab, value_vocab = policy.get_vocab(), value.get_vocab()
+    if policy_vocab != value_vocab or policy.eos_token != value.eos_token:
+        differing = len(set(policy_vocab.items()) ^ set(value_vocab.items()))
+        raise UserError(f"the value model {value_path!r} has another tokenizer than the policy {policy_path!r} "
+                        f"(vocabularies of {len(value_vocab)} and {len(policy_vocab)} tokens, {differing} entries "
+                        f"differ; EOS {value.eos_token!r} vs {policy.eos_token!r}); start the value model from the "
+                        "policy (leave --value-init empty) or from a model with the same tokenizer")
+
+
+def add_value_lora(model: Any, config: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets: str | list[str] = config.lora_target_modules
+    if targets != "all-linear":
+        targets = [name.strip() for name in targets.split(",") if name.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="SEQ_CLS", modules_to_save=["score"])
+    return get_peft_model(model, lora)
+
+
+# ---------------------------------------------------------------- rows -> examples
+
+
+@dataclass(frozen=True)
+class ValueExample:
+    prompt: str
+    steps: tuple[str, ...]
+    labels: tuple[float, ...]
+    weights: tuple[float, ...]
+
+
+def _column(row: dict[str, Any], name: str, index: int) -> Any:
+    if name not in row or row[name] is None:
+        raise UserError(f"row {index}: missing column {name!r} (have: {', '.join(sorted(row))})")
+    return row[name]
+
+
+def value_examples_from_rows(rows: Sequence[dict[str, Any]], count_steps_once: bool = True) -> list[ValueExample]:
+    """`value` rows (prompt, completions, labels[, tree_id, node_ids]) -> ValueExample with step weights."""
+    parsed = []
+    occurrences: dict[tuple[str, int], int] = {}
+    for index, row in enumerate(rows):
+        prompt = str(_column(row, "prompt", index))
+        steps = [str(s) for s in _column(row, "completions", index)]
+        labels = _column(row, "labels", index)
+        if len(steps) != len(labels):
+            raise UserError(f"row {index}: {len(steps)} completions but {len(labels)} labels")
+        if not steps:
+            raise UserError(f"row {index}: no steps")
+        try:
+            labels = [float(v) for v in labels]
+        except (TypeError, ValueError):
+            raise UserError(f"row {index}: labels must be numbers, got {labels!r}") from None
+        if not all(math.isfinite(v) for v in labels):
+            raise UserError(f"row {index}: labels must be finite, got {labels!r}")
+        keys = None
+        if count_steps_once and row.get("node_ids") is not None and "tree_id" in row:
+            keys = [(str(row["tree_id"]), int(n)) for n in row["node_ids"]]
+            if len(keys) != len(steps):
+                raise UserError(f"row {index}: {len(steps)} completions but {len(keys)} node_ids")
+            for key in keys:
+                occurrences[key] = occurrences.get(key, 0) + 1
+        parsed.append((prompt, steps, labels, keys))
+    examples = []
+    for prompt, steps, labels, keys in parsed:
+        weights = [1.0 / occurrences[key] for key in keys] if keys else [1.0] * len(steps)
+        examples.append(ValueExample(prompt, tuple(steps), tuple(labels), tuple(weights)))
+    return examples
+
+
+def value_regression_loss(raw_scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """AlphaMath's value loss: weighted mean of (tanh(r) - Q)^2 over the steps (weights 0 = no step)."""
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError("no step with a positive weight in the batch")
+    return (weights * (torch.tanh(raw_scores) - labels) ** 2).sum() / total
+
+
+# ---------------------------------------------------------------- training
+
+
+def _prepare(model_path: str, method: str, config: Any, value_config: ValueConfig, rows: Sequence[dict[str, Any]]):
+    from mcts_po.train import trainer as ours
+
+    if not rows:
+        raise UserError(f"no {method} rows to train a value model on (an empty value dataset); "
+                        f"run `mcts-po extract --format {method}` on searched trees")
+    init = value_config.value_init or model_path
+    if value_config.value_init and value_config.value_init != model_path:
+        check_same_tokenizer(model_path, init)
+    device = ours.resolve_device(config.device)
+    config, precision = ours.resolve_precision(config, device)
+    torch.manual_seed(config.seed)  # the new head and LoRA draw from the global generator
+    tokenizer = ours.load_tokenizer(model_path)
+    model = load_value_model(init, device, tokenizer.pad_token_id)
+    return ours, device, config, precision, tokenizer, model, init
+
+
+def _save(ours: Any, model: Any, tokenizer: Any, output_dir: Path, config: Any, method: str, log: dict[str, Any]) -> Path:
+    unwrap(model).config.__setattr__(CONFIG_KEY, {"method": method, "step_delimiter": config.step_delimiter,
+                                                  "score": "tanh of the head at each step's last token"})
+    return ours.save_checkpoint(model, tokenizer, output_dir, config, log)
+
+
+def train_value_model(model_path: str, rows: Sequence[dict[str, Any]], method: str, config: Any,
+                      output_dir: str | Path, value_config: ValueConfig | None = None) -> Path:
+    """Train a value model on `value` or `ppm` rows; save an HF folder to `output_dir`; return it.
+
+    `config` is the policy's `TrainConfig` (learning rate, batch size, steps, max_length, step
+    delimiter, LoRA, precision, device, seed, save dtype); `value_config` the value-only options."""
+    value_config = value_config or ValueConfig()
+    if method not in VALUE_METHODS:
+        raise UserError(f"unknown value-model method {method!r}; valid: {', '.join(VALUE_METHODS)}")
+    if method == "ppm":
+        return _train_ppm(model_path, rows, config, Path(output_dir), value_config)
+    examples = value_examples_from_rows(rows, value_config.count_steps_once)  # row errors before loading
+    return _train_regression(model_path, rows, examples, config, Path(output_dir), value_config)
+
+
+def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples: list[ValueExample],
+                      config: Any, output_dir: Path, value_config: ValueConfig) -> Path:
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    method = "value"
+    ours, device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
+    if not examples:
+        raise UserError(f"no value training examples in {len(rows)} rows")
+    if config.lora:
+        model = add_value_lora(model, config)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    batches = ours.micro_batches(examples, config, random.Random(config.seed))
+    accumulation = config.gradient_accumulation_steps
+    total_steps = math.ceil(len(batches) / accumulation)
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=total_steps, desc="train value", unit="step", disable=not config.progress)
+    for step in range(total_steps):
+        group = batches[step * accumulation : (step + 1) * accumulation]
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, abs_errors = 0.0, []
+        for batch_examples in group:
+            batch = build_path_batch(tokenizer, [e.prompt for e in batch_examples], [e.steps for e in batch_examples],
+                                     config.step_delimiter, config.max_length).to(device)
+            labels = torch.zeros(batch.step_ends.shape, device=device)
+            weights = torch.zeros(batch.step_ends.shape, device=device)
+            for row, example in enumerate(batch_examples):
+                labels[row, : len(example.labels)] = torch.tensor(example.labels)
+                weights[row, : len(example.weights)] = torch.tensor(example.weights)
+            weights = weights * (batch.step_ends >= 0)
+            with ours.autocast_context(device, config.bf16):
+                raw = step_scores(model, batch)
+            loss = value_regression_loss(raw.float(), labels, weights)
+            (loss / len(group)).backward()
+            step_loss += loss.item() / len(group)
+            trained = weights > 0
+            abs_errors.extend((torch.tanh(raw.detach()) - labels)[trained].abs().tolist())
+        grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm).item()
+                     if config.max_grad_norm > 0 else float("nan"))
+        optimizer.step()
+        scheduler.step()
+        record = {"step": step + 1, "loss": step_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                  "mean_abs_error": sum(abs_errors) / len(abs_errors) if abs_errors else float("nan")}
+        history.append(record)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
+        bar.update(1)
+    bar.close()
+    model.eval()
+    log = ours.training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device,
+                            history, trainer="mcts_po", precision=precision, value_init=init,
+                            value_config=value_config.to_dict(),
+                            steps_trained=sum(len(e.steps) for e in examples))
+    return _save(ours, model, tokenizer, output_dir, config, method, log)
+
+
+# ---------------------------------------------------------------- ppm through TRL
+
+
+def ppm_pair_ids(tokenizer: Any, prompt: str, step: str, delimiter: str, max_length: int) -> list[int]:
+    """prompt + step tokenised as `score_paths` does, ending at the step's last token (no EOS); cut from
+    the left to `max_length`."""
+    token_ids, ends = tokenize_path(tokenizer, prompt, [step], delimiter)
+    token_ids = token_ids[: ends[-1] + 1]
+    return token_ids[-max_length:]
+
+
+def ppm_dataset(tokenizer: Any, rows: Sequence[dict[str, Any]], config: Any, use_margin: bool) -> Any:
+    """TRL's tokenised preference columns (`chosen_ids`, `rejected_ids`[, `margin`]) from ppm rows."""
+    from datasets import Dataset
+
+    records = []
+    for index, row in enumerate(rows):
+        prompt = str(_column(row, "prompt", index))
+        record = {side: ppm_pair_ids(tokenizer, prompt, str(_column(row, name, index)), config.step_delimiter,
+                                     config.max_length)
+                  for side, name in (("chosen_ids", "chosen"), ("rejected_ids", "rejected"))}
+        if use_margin:
+            record["margin"] = float(_column(row, "margin", index))
+        records.append(record)
+    return Dataset.from_list(records)
+
+
+def history_from_reward_trainer(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    history = []
+    for entry in log_history:
+        if "loss" not in entry or "step" not in entry:
+            continue
+        record = {"step": int(entry["step"]), "loss": float(entry["loss"]),
+                  "grad_norm": float(entry.get("grad_norm", float("nan"))), "lr": float(entry.get("learning_rate", 0.0))}
+        if "margin" in entry:
+            record["reward_margin"] = float(entry["margin"])
+        if "accuracy" in entry:
+            record["reward_accuracy"] = float(entry["accuracy"])
+        history.append(record)
+    return history
+
+
+def _train_ppm(model_path: str, rows: Sequence[dict[str, Any]], config: Any, output_dir: Path,
+               value_config: ValueConfig) -> Path:
+    from trl import RewardConfig, RewardTrainer
+
+    from mcts_po.train.trl_dpo import total_optimizer_steps
+
+    started = time.monotonic()
+    ours, device, config, precision, tokenizer, model, init = _prepare(model_path, "ppm", config, value_config, rows)
+    dataset = ppm_dataset(tokenizer, rows, config, value_config.ppm_use_margin)
+    if config.lora:
+        model = add_value_lora(model, config)
+    with tempfile.TemporaryDirectory(prefix="mcts_po_ppm_") as scratch:
+        args = RewardConfig(
+            output_dir=scratch, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_steps, max_grad_norm=config.max_grad_norm,
+            max_steps=total_optimizer_steps(len(dataset), config),
+            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
+            lr_scheduler_type="constant_with_warmup", optim="adamw_torch", max_length=None,
+            bf16=config.bf16 == "true", use_cpu=device.type == "cpu", gradient_checkpointing=False,
+            seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
+            disable_tqdm=not config.progress,
+        )
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        if not config.progress:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        history = history_from_reward_trainer(trainer.state.log_history)
+        steps = trainer.state.global_step
+        model = trainer.accelerator.unwrap_model(trainer.model)
+    model.eval()
+    log = ours.training_log("ppm", model_path, config, len(dataset), len(rows), steps, started, device, history,
+                            trainer="trl RewardTrainer", precision=precision, value_init=init,
+                            value_config=value_config.to_dict())
+    return _save(ours, model, tokenizer, output_dir, config, "ppm", log)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+class ValueScorer:
+    """A loaded value model that scores paths: `ValueScorer(dir).score_paths(prompts, step_lists)`."""
+
+    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 16,
+                 delimiter: str | None = None):
+        from mcts_po.train.trainer import load_tokenizer, resolve_device
+
+        self.model_dir = str(model_dir)
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.model = load_value_model(self.model_dir, self.device, self.tokenizer.pad_token_id).eval()
+        saved = getattr(self.model.config, CONFIG_KEY, None) or {}
+        self.delimiter = delimiter if delimiter is not None else saved.get("step_delimiter", DEFAULT_DELIMITER)
+        self.forward_calls = 0
+
+    @torch.no_grad()
+    def score_paths(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]], raw: bool = False) -> list[list[float]]:
+        """Per path, one score per step: tanh(head) in [-1, 1] (raw=True: the head itself)."""
+        if len(prompts) != len(step_lists):
+            raise ValueError(f"{len(prompts)} prompts but {len(step_lists)} step lists")
+        out: list[list[float]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk_steps = [list(steps) for steps in step_lists[start : start + self.batch_size]]
+            batch = build_path_batch(self.tokenizer, prompts[start : start + self.batch_size], chunk_steps,
+                                     self.delimiter).to(self.device)
+            scores = step_scores(self.model, batch)
+            self.forward_calls += 1
+            if not raw:
+                scores = torch.tanh(scores)
+            for row, steps in enumerate(chunk_steps):
+                out.append(scores[row, : len(steps)].tolist())
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_scorer(model_dir: str, device: str, batch_size: int) -> ValueScorer:
+    return ValueScorer(model_dir, device, batch_size)
+
+
+def score_paths(model_dir: str | Path, prompts: Sequence[str], step_lists: Sequence[Sequence[str]],
+                batch_size: int = 16, device: str = "auto") -> list[list[float]]:
+    """Scores in [-1, 1] of every step of every path (one forward per `batch_size` paths); the model
+    is loaded once per (folder, device, batch size) and kept for later calls."""
+    return _cached_scorer(str(Path(model_dir).resolve()) if Path(model_dir).exists() else str(model_dir),
+                          device, batch_size).score_paths(prompts, step_lists)
+
+
+def value_model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over config.json and the weight files of a saved value model (for tree metadata)."""
+    folder = Path(model_dir)
+    files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    if not files:
+        raise UserError(f"{folder}: no config.json or weights to fingerprint")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
