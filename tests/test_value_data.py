@@ -183,7 +183,7 @@ def test_cli_writes_value_and_ppm_and_all_means_the_policy_formats(tmp_path, cap
     assert len(datasets.load_from_disk(str(out / "ppm"))) == 3
     stats = json.loads((out / "stats.json").read_text())
     assert stats["formats"]["ppm"]["rows"] == 3 and stats["formats"]["ppm"]["mean_q_margin"] == round(4.8 / 3, 4)
-    assert POLICY_FORMATS == ("step-dpo", "step-apo", "tpo", "dpo", "sft")
+    assert POLICY_FORMATS == ("step-dpo", "step-dpo-repo", "step-apo", "tpo", "dpo", "sft")
     assert main(["extract", "--trees", str(trees), "--format", "all", "--out", str(tmp_path / "all"),
                  "--no-progress"]) == 0
     assert not (tmp_path / "all" / "value.jsonl").exists() and (tmp_path / "all" / "sft.jsonl").exists()

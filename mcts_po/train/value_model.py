@@ -218,6 +218,16 @@ class ValueExample:
     weights: tuple[float, ...]
 
 
+def rows_step_delimiter(rows: Sequence[dict[str, Any]]) -> str:
+    """The step delimiter of value/ppm rows (their `step_delimiter` column, copied from the trees by
+    `mcts-po extract`); rows without the column (hand-written) use DEFAULT_DELIMITER; mixed ones are refused."""
+    delimiters = {row.get("step_delimiter") or DEFAULT_DELIMITER for row in rows}
+    if len(delimiters) > 1:
+        raise UserError(f"value rows with different step delimiters {sorted(map(repr, delimiters))}: train one "
+                        "search's data (one delimiter) at a time")
+    return delimiters.pop() if delimiters else DEFAULT_DELIMITER
+
+
 def _column(row: dict[str, Any], name: str, index: int) -> Any:
     if name not in row or row[name] is None:
         raise UserError(f"row {index}: missing column {name!r} (have: {', '.join(sorted(row))})")
@@ -285,8 +295,9 @@ def _prepare(model_path: str, method: str, config: Any, value_config: ValueConfi
     return ours, device, config, precision, tokenizer, model, init
 
 
-def _save(ours: Any, model: Any, tokenizer: Any, output_dir: Path, config: Any, method: str, log: dict[str, Any]) -> Path:
-    unwrap(model).config.__setattr__(CONFIG_KEY, {"method": method, "step_delimiter": config.step_delimiter,
+def _save(ours: Any, model: Any, tokenizer: Any, output_dir: Path, config: Any, method: str, log: dict[str, Any],
+          delimiter: str) -> Path:
+    unwrap(model).config.__setattr__(CONFIG_KEY, {"method": method, "step_delimiter": delimiter,
                                                   "score": "tanh of the head at each step's last token"})
     return ours.save_checkpoint(model, tokenizer, output_dir, config, log)
 
@@ -335,7 +346,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
         step_loss, abs_errors = 0.0, []
         for batch_examples in group:
             batch = build_path_batch(tokenizer, [e.prompt for e in batch_examples], [e.steps for e in batch_examples],
-                                     config.step_delimiter, config.max_length).to(device)
+                                     rows_step_delimiter(rows), config.max_length).to(device)
             labels = torch.zeros(batch.step_ends.shape, device=device)
             weights = torch.zeros(batch.step_ends.shape, device=device)
             for row, example in enumerate(batch_examples):
@@ -364,7 +375,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
                             history, trainer="mcts_po", precision=precision, value_init=init,
                             value_config=value_config.to_dict(),
                             steps_trained=sum(len(e.steps) for e in examples))
-    return _save(ours, model, tokenizer, output_dir, config, method, log)
+    return _save(ours, model, tokenizer, output_dir, config, method, log, rows_step_delimiter(rows))
 
 
 # ---------------------------------------------------------------- ppm through TRL
@@ -385,7 +396,7 @@ def ppm_dataset(tokenizer: Any, rows: Sequence[dict[str, Any]], config: Any, use
     records = []
     for index, row in enumerate(rows):
         prompt = str(_column(row, "prompt", index))
-        record = {side: ppm_pair_ids(tokenizer, prompt, str(_column(row, name, index)), config.step_delimiter,
+        record = {side: ppm_pair_ids(tokenizer, prompt, str(_column(row, name, index)), rows_step_delimiter(rows),
                                      config.max_length)
                   for side, name in (("chosen_ids", "chosen"), ("rejected_ids", "rejected"))}
         if use_margin:
@@ -444,7 +455,7 @@ def _train_ppm(model_path: str, rows: Sequence[dict[str, Any]], config: Any, out
     log = ours.training_log("ppm", model_path, config, len(dataset), len(rows), steps, started, device, history,
                             trainer="trl RewardTrainer", precision=precision, value_init=init,
                             value_config=value_config.to_dict())
-    return _save(ours, model, tokenizer, output_dir, config, "ppm", log)
+    return _save(ours, model, tokenizer, output_dir, config, "ppm", log, rows_step_delimiter(rows))
 
 
 # ---------------------------------------------------------------- scoring
