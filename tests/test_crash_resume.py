@@ -168,8 +168,13 @@ def tiny_reference(tiny_model, tiny_backend, tmp_path_factory) -> Path:
     return out
 
 
-def test_sigkill_midway_then_rerun_gives_the_uninterrupted_trees(tiny_model, tiny_reference, tmp_path):
-    expected = comparable_lines(tiny_reference / "trees.jsonl")
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_trees(tiny_model, tmp_path):
+    # The reference is an uninterrupted run in a fresh process too: an in-process vLLM engine
+    # earlier in the suite pins this process's threads (torch.set_num_threads becomes a no-op),
+    # which changes float sums, so the in-process `tiny_reference` is no reference for subprocesses.
+    run_to_end(search_command(tiny_model, tmp_path / "reference", limit=TINY_LIMIT, in_flight=2, extra=TINY_OPTIONS),
+               timeout=180)
+    expected = comparable_lines(tmp_path / "reference" / "trees.jsonl")
     assert len(expected) == TINY_LIMIT
     command = search_command(tiny_model, tmp_path / "run", limit=TINY_LIMIT, in_flight=2, extra=TINY_OPTIONS)
     assert_resumed_run_matches(command, tmp_path / "run", expected, timeout=180)

@@ -181,9 +181,9 @@ def test_smollm2_value_model_trains_and_scores_a_real_tree(real_gsm8k_run, tmp_p
     short sequences, then every path of that tree scored (one forward per batch)."""
     from mcts_po.extract import ExtractConfig, extract_rows
     from mcts_po.models import resolve_model
-    from mcts_po.search_runner import TREES_FILE, load_trees
+    from mcts_po.tree_io import read_trees
 
-    trees = load_trees(real_gsm8k_run.out / TREES_FILE)
+    trees = read_trees(real_gsm8k_run.out)
     tree = max(trees, key=lambda t: (t.has_correct_terminal(), len(t.nodes)))
     rows = extract_rows([tree], "value", ExtractConfig())
     assert rows and all(len(r["labels"]) == len(r["completions"]) for r in rows)
