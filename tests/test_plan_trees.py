@@ -313,13 +313,13 @@ class ScriptedPlanBackend:
         pass
 
 
-def run_llm_plan_search(num_simulations=6, self_eval_layout="separate"):
+def run_llm_plan_search(num_simulations=6):
     task = get_task("demo")
     problem = Problem(id="p1", question="What is 2 + 3?", answer="5")
     backend = ScriptedPlanBackend()
     search = SearchConfig(tree="plan", num_children=4, leaves_per_wave=1, num_simulations=num_simulations,
                           max_plan_depth=2)
-    sampling = SamplingConfig(self_eval_layout=self_eval_layout)
+    sampling = SamplingConfig()
     policy = LLMSearchPolicy(backend, task, [problem], sampling, search)
     tree = Tree.new(problem_id="p1", question=problem.question, gold_answer="5", task="demo", tree_kind="plan",
                     prompt=policy.root_prompts[0], sampling=sampling.to_dict(), search_config=search.to_dict())
@@ -349,15 +349,17 @@ def test_llm_policy_prompts_are_what_extraction_rebuilds():
     assert any(plan.is_plan_end(n) and n.children for n in tree.nodes), "a solution was expanded below a plan"
 
 
-def test_followup_self_evaluation_of_a_solution_step_extends_its_solution_prompt():
-    from mcts_po.llm.prompts import followup_suffix
+def test_self_evaluation_of_a_solution_step_numbers_the_solution_steps_only():
+    from mcts_po.llm.prompts import self_eval_numbered_messages
 
-    tree, backend, policy = run_llm_plan_search(self_eval_layout="followup")
+    tree, backend, policy = run_llm_plan_search()
     plan_end = next(n for n in tree.nodes if plan.is_plan_end(n))
     step = tree.add_child(plan_end.node_id, text="2 + 3 = 5.", num_tokens=5, kind="step")
     rollout = policy.rollout_prompt(tree, 0, step.node_id)
     assert "2 + 3 = 5.\n" in rollout and "What is 2 + 3?" in rollout
-    assert policy.self_eval_prompt(tree, 0, step.node_id) == rollout + followup_suffix(backend.render_chat)
+    verdict = policy.self_eval_prompt(tree, 0, step.node_id)
+    assert verdict == backend.render_chat(self_eval_numbered_messages(policy.problems[0], ["2 + 3 = 5."]))
+    assert "Solution steps:\n1. 2 + 3 = 5.\n\nIs step 1 correct?" in verdict
     # plan steps keep their own plan question
     plan_step = next(n for n in tree.children(0) if not plan.is_plan_end(n))
     assert policy.self_eval_prompt(tree, 0, plan_step.node_id) == backend.render_chat(
