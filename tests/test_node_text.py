@@ -32,8 +32,8 @@ from mcts_po.tasks.base import Problem
 from test_plan_trees import SOLUTION_TEMPLATE, plan_tree_for_test, run_llm_plan_search
 
 # sha256 of the canonical JSON of `all_texts()`, recorded from the code before the refactor.
-GOLDEN_SHA256 = "ef590884f14979f0bc884f8edb6d8b3248c4554c0412788b71769cad4c7a7f39"
-GOLDEN_RECORDS = 202
+GOLDEN_SHA256 = "e883340e7eb6093445d35061c7f18a28420d583eeaf4581f4787b3592cad6bb9"
+GOLDEN_RECORDS = 270
 
 
 class ScriptedStepBackend:
@@ -105,9 +105,10 @@ def stored_texts(name: str, tree: Tree) -> list[dict]:
     return records
 
 
-def hand_built_plan_tree(with_template: bool) -> Tree:
+def hand_built_plan_tree(with_template: bool, delimiter: str = "\n") -> Tree:
     """The plan tree of tests/test_plan_trees.py (plan depth 1), two plans, a marker and solutions."""
     tree = plan_tree_for_test()
+    tree.sampling = {"step_delimiter": delimiter}
     if not with_template:
         tree.extra.clear()
         tree.prompt = ""
@@ -132,10 +133,13 @@ def all_texts() -> list[dict]:
         records += policy_texts(f"plan sims={simulations}", tree, policy)
     records += stored_texts("hand-built plan", hand_built_plan_tree(True))
     records += stored_texts("hand-built plan, no template", hand_built_plan_tree(False))
+    records += stored_texts("hand-built plan, no template, ' / '", hand_built_plan_tree(False, " / "))
     for seed in (0, 1):
         tree = synthetic_tree(30, seed=seed, plan_share=0.5)
         records += stored_texts(f"synthetic {seed}", tree)  # no prompt, no sampling: the fallbacks
-        tree.prompt, tree.sampling = "<prompt>\n", {"step_delimiter": " | "}
+        tree.sampling = {"step_delimiter": " | "}
+        records += stored_texts(f"synthetic {seed}, ' | ', no prompt", tree)
+        tree.prompt = "<prompt>\n"
         records += stored_texts(f"synthetic {seed} with prompt", tree)
     return records
 
@@ -173,3 +177,8 @@ def test_the_fixtures_reach_every_branch_of_the_text():
     with_template = by_tree["hand-built plan"]
     assert with_template[6]["extract_prompt"] == "SOLVE q WITH PLAN:\nAdd both numbers.\nSOLUTION:\n3 + 2 = 5.\n"
     assert SOLUTION_TEMPLATE.startswith("SOLVE q WITH PLAN:")
+    # without a prompt a step tree's stands-in root ends with a newline, a plan tree's with its delimiter
+    first_step = by_tree["synthetic 0, ' | ', no prompt"][1]
+    assert first_step["extract_prompt"] == "Synthetic problem with 30 nodes (seed 0). What is the total?\n" + first_step["extract_prefix"]
+    assert first_step["extract_prefix"].endswith(" = 131. | ")
+    assert by_tree["hand-built plan, no template, ' / '"][1]["extract_prompt"] == "q / Find the total. / "
