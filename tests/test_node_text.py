@@ -22,6 +22,7 @@ from typing import Sequence
 from mcts_po.backends.base import FINISH_EOS, FINISH_STOP, Completion, GenerationResult
 from mcts_po.extract.tree_text import continuation_prompt
 from mcts_po.graphs.synthetic_trees import synthetic_tree
+from mcts_po.llm import node_text
 from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
@@ -182,3 +183,21 @@ def test_the_fixtures_reach_every_branch_of_the_text():
     assert first_step["extract_prompt"] == "Synthetic problem with 30 nodes (seed 0). What is the total?\n" + first_step["extract_prefix"]
     assert first_step["extract_prefix"].endswith(" = 131. | ")
     assert by_tree["hand-built plan, no template, ' / '"][1]["extract_prompt"] == "q / Find the total. / "
+
+
+def test_extraction_and_the_policy_read_the_one_module():
+    """Every record's extraction text is `node_text.stored_node_text` of the stored tree."""
+    tree, policy = searched_step_tree("\n", hint=False)
+    for node in tree.nodes:
+        steps = tree.steps(node.node_id)
+        assert policy._state_text(tree, 0, node.node_id) == node_text.state_text(policy.root_prompts[0], steps, "\n")
+        assert continuation_prompt(tree, node.node_id) == node_text.stored_node_text(tree, node.node_id)
+    assert node_text.steps_text(["a", "b"], " | ") == "a | b | " and node_text.steps_text([], "\n") == ""
+
+
+def test_node_text_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, mcts_po.llm.node_text, mcts_po.extract.tree_text; assert 'torch' not in sys.modules; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"

@@ -15,7 +15,7 @@ Plan trees (`SearchConfig.tree == "plan"`, CPL): the root prompt is the plan pro
 line each; an empty line, the model stopping, or a marker line becomes the plan-end node
 "Now solve."); below a complete plan the solution prompt (the task prompt with the plan
 in it) continues with solution steps. Rollouts of plan nodes solve from the plan so far.
-Which prompt continues which node: `mcts_po.search.plan`.
+Which text continues which node: `mcts_po.llm.node_text` (which extraction uses too).
 
     policy = LLMSearchPolicy(backend, task, problems, SamplingConfig(), SearchConfig())
     run_search(trees, policy, search_config)
@@ -28,13 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
-from mcts_po.llm import plan_prompts
+from mcts_po.llm import node_text, plan_prompts
 from mcts_po.io_utils import UserError
 from mcts_po.llm.prompts import (
     REMOVED_SELF_EVAL_LAYOUTS,
     SELF_EVAL_LAYOUT,
     self_eval_numbered_messages,
-    state_text,
     verdict_probability,
 )
 from mcts_po.search import plan as plan_tree
@@ -117,27 +116,29 @@ class LLMSearchPolicy:
 
     # ------------------------------------------------------------ prompts
     def _solution_template(self, problem: Problem) -> str:
-        template = self.backend.render_chat(plan_prompts.solution_messages(self.task, problem, plan_tree.PLAN_PLACEHOLDER))
-        if template.count(plan_tree.PLAN_PLACEHOLDER) != 1:
+        template = self.backend.render_chat(plan_prompts.solution_messages(self.task, problem, node_text.PLAN_PLACEHOLDER))
+        if template.count(node_text.PLAN_PLACEHOLDER) != 1:
             raise ValueError("the chat template changed the plan placeholder; plan trees need it verbatim")
         return template
 
     def _state_text(self, tree: Tree, tree_index: int, node_id: int) -> str:
         """The prompt that continues `node_id` (children are sampled from it)."""
         if not self.plan_tree:
-            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+            return node_text.state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
         if plan_tree.EXTRA_KEY not in tree.extra:  # what extraction needs to rebuild these prompts
-            tree.extra[plan_tree.EXTRA_KEY] = plan_tree.plan_metadata(
+            tree.extra[plan_tree.EXTRA_KEY] = node_text.plan_metadata(
                 self.solution_templates[tree_index], self.search.max_plan_depth)
-        return plan_tree.state_text(tree, node_id, self.root_prompts[tree_index], self.solution_templates[tree_index],
-                                    self.sampling.step_delimiter, self.search.max_plan_depth)
+        return node_text.plan_state_text(tree, node_id, self.root_prompts[tree_index],
+                                         self.solution_templates[tree_index], self.sampling.step_delimiter,
+                                         self.search.max_plan_depth)
 
     def rollout_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str:
         """The prompt a rollout from `node_id` continues: its state (plan trees: the solution
         prompt with the plan so far and the solution steps)."""
         if not self.plan_tree:
-            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
-        return plan_tree.rollout_prompt(tree, node_id, self.solution_templates[tree_index], self.sampling.step_delimiter)
+            return node_text.state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+        return node_text.plan_rollout_prompt(tree, node_id, self.solution_templates[tree_index],
+                                             self.sampling.step_delimiter)
 
     def self_eval_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str | None:
         """The verdict question for a non-terminal node, or None when it gets none."""

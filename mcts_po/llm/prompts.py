@@ -1,9 +1,6 @@
-"""Prompt building for search: node states, self-evaluation questions, verdict scoring.
+"""Self-evaluation prompts for search: the verdict question and its scoring.
 
-The state of a node is the task's chat prompt rendered by the model's template, followed
-by the steps on its path, each ended by the step delimiter. Children therefore extend
-their parent's prompt token for token, and siblings share it whole: the engine's prefix
-cache serves both.
+(The text a node continues, its state, is built by `mcts_po.llm.node_text`.)
 
 Self-evaluation asks the policy whether the newest step is correct, in one layout
 (`self_eval_numbered_messages`): a teacher's chat that restates the problem and the path as
@@ -35,11 +32,6 @@ REMOVED_SELF_EVAL_LAYOUTS = {
     "followup": "ranked good steps below bad ones, verdict AUC 0.23 / 0.32",
     "question_first": "no ranking gain over numbered and verdicts shifted to 'Yes' (mean 0.59 against 0.40)",
 }
-
-
-def state_text(root_prompt: str, steps: Sequence[str], delimiter: str) -> str:
-    """The prompt that continues a node: the root prompt plus each step and its delimiter."""
-    return root_prompt + "".join(step + delimiter for step in steps)
 
 
 def reference_hint(reference_solution: str | None) -> str:
