@@ -15,9 +15,7 @@ Resuming: a phase whose marker exists is skipped; a phase killed before its mark
 again (search resumes per tree, evaluation per chunk, training restarts). The inference
 engine is built once per policy (evaluation of policy k and the search with policy k share
 it) and closed before training, so each round's engine loads the new weights and the
-trainer gets the memory back. With `reuse_engine: true` (vllm, experimental) one engine serves
-the whole run: each new policy's weights are loaded into it in place (`VLLMBackend.load_weights`),
-which saves an engine start (~80 s on CPU) per policy but keeps the engine in memory.
+trainer gets the memory back.
 
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
@@ -53,9 +51,15 @@ CONFIG_FILE = "loop_config.json"
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "metrics.png"
 BASELINE_DIR = "baseline_eval"
-# Options that may differ between a run and its resumption.
+# Options that may differ between a run and its resumption ("reuse_engine": removed, but older
+# loop_config.json files record it).
 RESUMABLE_CHANGES = ("rounds", "progress", "reuse_engine")
 SECTIONS = {"search": SearchConfig, "sampling": SamplingConfig, "extract": ExtractConfig, "train": TrainConfig}
+# Loop options removed after being measured, and why (a config that still sets one is told so).
+REMOVED_OPTIONS = {
+    "reuse_engine": "loading a policy's weights into a running vllm engine in place did not reproduce a fresh "
+                    "engine's greedy outputs (docs/loop.md, 'Engines between rounds'); each policy gets its own engine",
+}
 
 
 @dataclass
@@ -79,7 +83,6 @@ class LoopConfig:
     eval_initial: bool = field(default=True, metadata={"help": "also evaluate the initial policy (the round-0 baseline)"})
     backend: str = field(default="vllm", metadata={"help": "inference backend for search and evaluation: vllm (the default of every command), transformers, http"})
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options: a JSON object on the command line, a mapping in YAML, e.g. base_url"})
-    reuse_engine: bool = field(default=False, metadata={"help": "vllm, experimental: keep one engine and load each new policy's weights into it in place, instead of a new engine per policy (~80 s each on CPU); the engine stays in memory during training (see docs/loop.md for its measured caveat)"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -119,6 +122,10 @@ class LoopConfig:
     def from_yaml_dict(cls, values: dict[str, Any], source: str = "config") -> "LoopConfig":
         """A LoopConfig from a YAML mapping: top-level loop options plus `search:`, `sampling:`,
         `extract:` and `train:` sections (the same path as every command: `mcts_po.config_utils`)."""
+        removed = sorted(set(k.replace("-", "_") for k in (values or {})) & set(REMOVED_OPTIONS))
+        if removed:
+            raise UserError(f"{source}: loop option {removed[0]} was removed: {REMOVED_OPTIONS[removed[0]]}; "
+                            "delete it from the config")
         top, sections = route_options(values, cls, SECTIONS, source)
         built = {name: build_dataclass(section_cls, sections[name], None, f"{source}: {name}")
                  for name, section_cls in SECTIONS.items()}
@@ -161,25 +168,17 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 class BackendCache:
-    """At most one live engine, for one policy. Asking for another policy loads its weights into
-    the live engine when `reuse` is on and the backend can (`load_weights`), else closes the
-    engine and starts a new one."""
+    """At most one live engine, for one policy. Asking for another policy closes the engine and
+    starts a new one."""
 
-    def __init__(self, make: Callable[[str], Any], reuse: bool = False):
+    def __init__(self, make: Callable[[str], Any]):
         self.make = make
-        self.reuse = reuse
         self.model: str | None = None
         self.backend: Any = None
         self.engines_started = 0
-        self.weight_loads = 0
 
     def get(self, model: str) -> Any:
         if self.backend is not None and self.model == model:
-            return self.backend
-        if self.backend is not None and self.reuse and hasattr(self.backend, "load_weights"):
-            self.backend.load_weights(model)
-            self.model = model
-            self.weight_loads += 1
             return self.backend
         self.close()
         self.backend = self.make(model)
@@ -188,9 +187,8 @@ class BackendCache:
         return self.backend
 
     def release(self) -> None:
-        """Before training: close the engine to free its memory, unless it is kept for reuse."""
-        if not self.reuse:
-            self.close()
+        """Before training: close the engine to free its memory."""
+        self.close()
 
     def close(self) -> None:
         if self.backend is not None:
@@ -205,7 +203,7 @@ class LoopPhases:
         self.config = config
         self.log = log
         self.owns_engines = engines is None
-        self.engines = engines if engines is not None else BackendCache(self._make_backend, reuse=config.reuse_engine)
+        self.engines = engines if engines is not None else BackendCache(self._make_backend)
 
     def _make_backend(self, model: str) -> Any:
         from mcts_po.backends import make_backend
@@ -297,7 +295,8 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         if isinstance(previous.get("sampling"), dict):
-            previous["sampling"] = SamplingConfig.with_earlier_defaults(previous["sampling"])
+            use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
+            previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], path, use_self_eval)
         differing = sorted(k for k in set(previous) | set(current)
                            if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
         if differing:

@@ -132,7 +132,8 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     if config_path.exists():
         previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity") or {}
         if isinstance(previous.get("sampling"), dict):
-            previous["sampling"] = SamplingConfig.with_earlier_defaults(previous["sampling"])
+            use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
+            previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], config_path, use_self_eval)
         if previous != json.loads(json.dumps(identity)):
             changed = ", ".join(_changed_settings(previous, json.loads(json.dumps(identity))))
             raise UserError(f"{out} holds a run made with other settings ({config_path}; changed: {changed}); "

@@ -106,14 +106,14 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
     deadline = time.monotonic() + budget_minutes * 60
     first = work / METHODS[0]
     base_config = load_config(config_path, METHODS[0])
-    # one engine cache for all three methods: with reuse_engine the engine starts once per piece
+    # one engine cache for all three methods (one live engine, for one policy, at a time)
     if engines is None:
-        engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend, reuse=base_config.reuse_engine)
+        engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend)
     try:
         return _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods)
     finally:
         engines.close()
-        stderr_log(f"engines started: {engines.engines_started}, weight loads into a running engine: {engines.weight_loads}")
+        stderr_log(f"engines started: {engines.engines_started}")
 
 
 def _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods) -> bool:

@@ -194,7 +194,7 @@ def bench_config(args) -> tuple[Any, Any]:
 
     search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
                           leaves_per_wave=args.leaves_per_wave, seed=args.seed, use_self_eval=not args.no_self_eval)
-    sampling = SamplingConfig(self_eval_layout=args.self_eval_layout)
+    sampling = SamplingConfig()
     return search, sampling
 
 
@@ -598,7 +598,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-children", type=int, default=4)
     parser.add_argument("--leaves-per-wave", type=int, default=2)
     parser.add_argument("--problems-in-flight", type=int, default=32)
-    parser.add_argument("--self-eval-layout", default="numbered", help="SamplingConfig.self_eval_layout of the search sections")
     parser.add_argument("--no-self-eval", action="store_true",
                         help="search without the policy's verdicts (SearchConfig.use_self_eval=False; the layout column shows 'none')")
     parser.add_argument("--compare-scale", type=int, default=50, help="the scale compared with flat and naive")

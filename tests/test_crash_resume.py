@@ -226,29 +226,32 @@ def test_rerun_with_other_settings_is_refused(tiny_model, tiny_backend, tiny_ref
     assert f"changed: search.num_simulations {previous!r} -> 5" in str(refused.value)
 
 
-def test_run_recorded_before_self_eval_layout_existed_resumes_as_separate(tiny_model, tiny_backend, tiny_reference,
-                                                                         tmp_path):
-    """A run_config.json without sampling.self_eval_layout was searched with the 'separate' layout:
-    it resumes with that layout and is refused, naming the key, with today's default."""
-    import dataclasses
-
+@pytest.mark.parametrize("recorded", [None, "followup"])
+def test_run_searched_with_a_removed_self_eval_layout_is_refused_naming_the_file(tiny_model, tiny_backend,
+                                                                                 tiny_reference, tmp_path, recorded):
+    """A run_config.json without sampling.self_eval_layout was searched with the 'separate' layout, one
+    with 'followup' with that one: both layouts were removed, and resuming says so, naming the file
+    and the doc with the measurement, before anything is searched."""
     from mcts_po.io_utils import UserError
     from mcts_po.search_runner import RUN_CONFIG_FILE, run_search_job
 
     out = tmp_path / "run"
     shutil.copytree(tiny_reference, out)
-    config = json.loads((out / RUN_CONFIG_FILE).read_text(encoding="utf-8"))
+    config_path = out / RUN_CONFIG_FILE
+    config = json.loads(config_path.read_text(encoding="utf-8"))
     del config["identity"]["sampling"]["self_eval_layout"]
-    (out / RUN_CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+    if recorded is not None:
+        config["identity"]["sampling"]["self_eval_layout"] = recorded
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    before = (out / "trees.jsonl").read_bytes()
 
-    job = tiny_job(tiny_model, out)
-    assert job.sampling.self_eval_layout == "numbered"
-    with pytest.raises(UserError, match="changed: sampling.self_eval_layout 'separate' -> 'numbered'"):
-        run_search_job(job, backend=tiny_backend)
-    job.sampling = dataclasses.replace(job.sampling, self_eval_layout="separate")
-    summary = run_search_job(job, backend=tiny_backend)
-    assert summary["this_invocation"]["problems_searched_now"] == 0
-    assert summary["problems"] == TINY_LIMIT
+    with pytest.raises(UserError) as refused:
+        run_search_job(tiny_job(tiny_model, out), backend=tiny_backend)
+    message = str(refused.value)
+    assert message.startswith(f"{config_path}: this run was searched with the self-evaluation layout "
+                              f"{recorded or 'separate'!r}")
+    assert "which was removed" in message and "docs/prompts.md" in message
+    assert (out / "trees.jsonl").read_bytes() == before
 
 
 def test_chunk_seed_depends_only_on_seed_and_problem_ids():

@@ -158,18 +158,53 @@ def test_rounds_may_grow_but_other_settings_may_not_change(tmp_path):
     assert json.loads((run_dir / CONFIG_FILE).read_text())["method"] == "step-dpo"
 
 
-def test_loop_recorded_before_self_eval_layout_existed_resumes_only_as_separate(tmp_path):
+@pytest.mark.parametrize("recorded", [None, "separate", "followup", "question_first"])
+def test_loop_searched_with_a_removed_self_eval_layout_is_refused_naming_the_file(tmp_path, recorded):
+    """A loop_config.json without sampling.self_eval_layout was searched with 'separate'; that and the
+    other removed layouts are refused with the file, the word "removed" and where it was measured."""
     run_dir = tmp_path / "run"
     run(fake_config(rounds=1), run_dir, FakePhases())
-    recorded = json.loads((run_dir / CONFIG_FILE).read_text())
-    assert recorded["sampling"].pop("self_eval_layout") == "numbered"
-    (run_dir / CONFIG_FILE).write_text(json.dumps(recorded))
-    with pytest.raises(UserError, match=r"other settings \(sampling differ"):
+    config_file = run_dir / CONFIG_FILE
+    data = json.loads(config_file.read_text())
+    assert data["sampling"].pop("self_eval_layout") == "numbered"
+    if recorded is not None:
+        data["sampling"]["self_eval_layout"] = recorded
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(UserError) as refused:
         run(fake_config(rounds=1), run_dir, FakePhases())
+    message = str(refused.value)
+    assert message.startswith(f"{config_file}: this run was searched with the self-evaluation layout "
+                              f"{recorded or 'separate'!r}")
+    assert "was removed" in message and "docs/prompts.md" in message
+    assert ("recorded before the layout was a setting" in message) == (recorded is None)
+
+
+def test_loop_without_self_evaluation_resumes_whatever_layout_it_recorded(tmp_path):
+    run_dir = tmp_path / "run"
     config = fake_config(rounds=1)
-    config.sampling.self_eval_layout = "separate"
+    config.search.use_self_eval = False
+    run(config, run_dir, FakePhases())
+    data = json.loads((run_dir / CONFIG_FILE).read_text())
+    data["sampling"]["self_eval_layout"] = "separate"
+    (run_dir / CONFIG_FILE).write_text(json.dumps(data))
     resumed = FakePhases()
     run(config, run_dir, resumed)
+    assert resumed.calls == []
+
+
+def test_a_config_setting_the_removed_reuse_engine_is_told_so():
+    with pytest.raises(UserError, match=r"cfg.yaml: loop option reuse_engine was removed: .*docs/loop.md"):
+        LoopConfig.from_yaml_dict({"reuse_engine": False}, source="cfg.yaml")
+
+
+def test_loop_recorded_with_reuse_engine_still_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    run(fake_config(rounds=1), run_dir, FakePhases())
+    data = json.loads((run_dir / CONFIG_FILE).read_text())
+    data["reuse_engine"] = True
+    (run_dir / CONFIG_FILE).write_text(json.dumps(data))
+    resumed = FakePhases()
+    run(fake_config(rounds=1), run_dir, resumed)
     assert resumed.calls == []
 
 
@@ -230,31 +265,22 @@ class FakeEngine:
         self.model, self.log = model, log
         log.append(("start", model))
 
-    def load_weights(self, model):
-        self.log.append(("load", model))
-        self.model = model
-
     def close(self):
         self.log.append(("close", self.model))
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_backend_cache_starts_one_engine_per_policy_or_reloads_weights(reuse):
+def test_backend_cache_starts_one_engine_per_policy():
     from mcts_po.loop import BackendCache
 
     log: list[tuple[str, str]] = []
-    cache = BackendCache(lambda model: FakeEngine(model, log), reuse=reuse)
+    cache = BackendCache(lambda model: FakeEngine(model, log))
     assert cache.get("p0") is cache.get("p0")
     cache.release()  # before training
     cache.get("p1")
     cache.get("p2")
     cache.close()
-    if reuse:
-        assert log == [("start", "p0"), ("load", "p1"), ("load", "p2"), ("close", "p2")]
-        assert (cache.engines_started, cache.weight_loads) == (1, 2)
-    else:
-        assert log == [("start", "p0"), ("close", "p0"), ("start", "p1"), ("close", "p1"), ("start", "p2"), ("close", "p2")]
-        assert (cache.engines_started, cache.weight_loads) == (3, 0)
+    assert log == [("start", "p0"), ("close", "p0"), ("start", "p1"), ("close", "p1"), ("start", "p2"), ("close", "p2")]
+    assert cache.engines_started == 3
 
 
 # ---------------------------------------------------------------- one real round (slow)

@@ -79,8 +79,7 @@ def test_every_terminal_has_a_verdict_and_plan_nodes_are_not_terminal(plan_run):
 
 def test_plan_and_step_pairs_rebuild_the_sampled_prompts(plan_run):
     from mcts_po.extract import ExtractConfig, extract_rows
-    from mcts_po.llm import plan_prompts
-    from mcts_po.search import plan
+    from mcts_po.llm import node_text, plan_prompts
 
     trees, _, _ = plan_run
     rows = extract_rows(trees, "step-apo", ExtractConfig(level="all", apo_baseline="zero", dedup_threshold=1.0))
@@ -89,6 +88,6 @@ def test_plan_and_step_pairs_rebuild_the_sampled_prompts(plan_run):
         if row["level"] == "plan":
             assert row["prompt"].startswith(tree.prompt) and plan_prompts.PLAN_INSTRUCTION in row["prompt"]
         else:
-            assert plan_prompts.SOLUTION_PLAN_INTRO in row["prompt"] and plan.PLAN_PLACEHOLDER not in row["prompt"]
+            assert plan_prompts.SOLUTION_PLAN_INTRO in row["prompt"] and node_text.PLAN_PLACEHOLDER not in row["prompt"]
     for tree in trees:
-        assert tree.extra["plan"]["solution_prompt_template"].count(plan.PLAN_PLACEHOLDER) == 1
+        assert tree.extra["plan"]["solution_prompt_template"].count(node_text.PLAN_PLACEHOLDER) == 1

@@ -18,7 +18,7 @@ import pytest
 from mcts_po.backends.base import FINISH_EOS, FINISH_STOP, Completion, GenerationResult
 from mcts_po.extract import ExtractConfig, extract_rows
 from mcts_po.extract.tree_text import training_prompt
-from mcts_po.llm import plan_prompts
+from mcts_po.llm import node_text, plan_prompts
 from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
 from mcts_po.search import plan
 from mcts_po.search.config import SearchConfig
@@ -36,7 +36,7 @@ from mcts_po.tasks import get_task
 from mcts_po.tasks.base import Problem
 
 PLAN_PROMPT = "PLAN FOR: q\n"
-SOLUTION_TEMPLATE = f"SOLVE q WITH PLAN:\n{plan.PLAN_PLACEHOLDER}\nSOLUTION:\n"
+SOLUTION_TEMPLATE = f"SOLVE q WITH PLAN:\n{node_text.PLAN_PLACEHOLDER}\nSOLUTION:\n"
 
 
 # ---------------------------------------------------------------------------- a deterministic plan policy
@@ -96,7 +96,7 @@ class PlanLetterPolicy:
 def plan_tree_for_test() -> Tree:
     tree = Tree.new(problem_id="p1", question="q", gold_answer="1", task="demo", tree_kind="plan", prompt=PLAN_PROMPT,
                     sampling={"step_delimiter": "\n"})
-    tree.extra[plan.EXTRA_KEY] = plan.plan_metadata(SOLUTION_TEMPLATE, max_plan_depth=1)
+    tree.extra[plan.EXTRA_KEY] = node_text.plan_metadata(SOLUTION_TEMPLATE, max_plan_depth=1)
     return tree
 
 
@@ -214,15 +214,15 @@ def test_state_text_uses_plan_prompt_while_plan_is_open_then_solution_prompt():
     end = tree.add_child(p1.node_id, kind="plan", text=plan.PLAN_END_TEXT)
     s1 = tree.add_child(end.node_id, kind="step", text="2 + 3 = 5.")
     args = (PLAN_PROMPT, SOLUTION_TEMPLATE, "\n", 3)
-    assert plan.state_text(tree, 0, *args) == PLAN_PROMPT
-    assert plan.state_text(tree, p1.node_id, *args) == PLAN_PROMPT + "Find the total.\n"
-    assert plan.state_text(tree, end.node_id, *args) == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n"
-    assert plan.state_text(tree, s1.node_id, *args) == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n2 + 3 = 5.\n"
+    assert node_text.plan_state_text(tree, 0, *args) == PLAN_PROMPT
+    assert node_text.plan_state_text(tree, p1.node_id, *args) == PLAN_PROMPT + "Find the total.\n"
+    assert node_text.plan_state_text(tree, end.node_id, *args) == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n"
+    assert node_text.plan_state_text(tree, s1.node_id, *args) == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n2 + 3 = 5.\n"
     # rollouts from an open plan solve with the plan so far
-    assert plan.rollout_prompt(tree, p1.node_id, SOLUTION_TEMPLATE, "\n") == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n"
-    assert plan.rollout_prompt(tree, 0, SOLUTION_TEMPLATE, "\n") == f"SOLVE q WITH PLAN:\n{plan.EMPTY_PLAN_TEXT}\nSOLUTION:\n"
+    assert node_text.plan_rollout_prompt(tree, p1.node_id, SOLUTION_TEMPLATE, "\n") == "SOLVE q WITH PLAN:\nFind the total.\nSOLUTION:\n"
+    assert node_text.plan_rollout_prompt(tree, 0, SOLUTION_TEMPLATE, "\n") == f"SOLVE q WITH PLAN:\n{node_text.EMPTY_PLAN_TEXT}\nSOLUTION:\n"
     with pytest.raises(ValueError, match="placeholder"):
-        plan.solution_prompt("no placeholder here", ["x"])
+        node_text.solution_prompt("no placeholder here", ["x"])
 
 
 @pytest.mark.parametrize("line,expected", [
@@ -313,13 +313,13 @@ class ScriptedPlanBackend:
         pass
 
 
-def run_llm_plan_search(num_simulations=6, self_eval_layout="separate"):
+def run_llm_plan_search(num_simulations=6):
     task = get_task("demo")
     problem = Problem(id="p1", question="What is 2 + 3?", answer="5")
     backend = ScriptedPlanBackend()
     search = SearchConfig(tree="plan", num_children=4, leaves_per_wave=1, num_simulations=num_simulations,
                           max_plan_depth=2)
-    sampling = SamplingConfig(self_eval_layout=self_eval_layout)
+    sampling = SamplingConfig()
     policy = LLMSearchPolicy(backend, task, [problem], sampling, search)
     tree = Tree.new(problem_id="p1", question=problem.question, gold_answer="5", task="demo", tree_kind="plan",
                     prompt=policy.root_prompts[0], sampling=sampling.to_dict(), search_config=search.to_dict())
@@ -335,7 +335,7 @@ def test_llm_policy_plan_lines_become_plan_steps_and_one_merged_marker():
         ("Find the total of the two numbers.", "plan", 1), (plan.PLAN_END_TEXT, "plan", 2)]
     assert plan_prompts.PLAN_INSTRUCTION in tree.prompt
     template = tree.extra["plan"]["solution_prompt_template"]
-    assert template.count(plan.PLAN_PLACEHOLDER) == 1 and "What is 2 + 3?" in template
+    assert template.count(node_text.PLAN_PLACEHOLDER) == 1 and "What is 2 + 3?" in template
     # the marker has no plan self-evaluation; the plan step has one (0.6 / (0.6 + 0.2))
     assert root_children[1].self_eval is None
     assert math.isclose(root_children[0].self_eval, 0.75)
@@ -349,15 +349,17 @@ def test_llm_policy_prompts_are_what_extraction_rebuilds():
     assert any(plan.is_plan_end(n) and n.children for n in tree.nodes), "a solution was expanded below a plan"
 
 
-def test_followup_self_evaluation_of_a_solution_step_extends_its_solution_prompt():
-    from mcts_po.llm.prompts import followup_suffix
+def test_self_evaluation_of_a_solution_step_numbers_the_solution_steps_only():
+    from mcts_po.llm.prompts import self_eval_numbered_messages
 
-    tree, backend, policy = run_llm_plan_search(self_eval_layout="followup")
+    tree, backend, policy = run_llm_plan_search()
     plan_end = next(n for n in tree.nodes if plan.is_plan_end(n))
     step = tree.add_child(plan_end.node_id, text="2 + 3 = 5.", num_tokens=5, kind="step")
     rollout = policy.rollout_prompt(tree, 0, step.node_id)
     assert "2 + 3 = 5.\n" in rollout and "What is 2 + 3?" in rollout
-    assert policy.self_eval_prompt(tree, 0, step.node_id) == rollout + followup_suffix(backend.render_chat)
+    verdict = policy.self_eval_prompt(tree, 0, step.node_id)
+    assert verdict == backend.render_chat(self_eval_numbered_messages(policy.problems[0], ["2 + 3 = 5."]))
+    assert "Solution steps:\n1. 2 + 3 = 5.\n\nIs step 1 correct?" in verdict
     # plan steps keep their own plan question
     plan_step = next(n for n in tree.children(0) if not plan.is_plan_end(n))
     assert policy.self_eval_prompt(tree, 0, plan_step.node_id) == backend.render_chat(

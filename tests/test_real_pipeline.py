@@ -139,7 +139,7 @@ def test_step_dpo_rows_from_real_trees(real_gsm8k_run, real_trees, tmp_path):
 
     from mcts_po.extract import FORMATS, ExtractConfig, extract_rows
     from mcts_po.extract.pipeline import extract_to_disk
-    from mcts_po.llm.prompts import state_text
+    from mcts_po.llm.node_text import state_text
 
     rows = extract_rows(real_trees, "step-dpo", ExtractConfig())
     assert rows, "no step-dpo pair in 10 real trees"

@@ -217,15 +217,6 @@ class VLLMBackend:
             cached_prompt_tokens=int(output.num_cached_tokens or 0),
         )
 
-    def load_weights(self, model: str) -> None:
-        """Load another checkpoint of the same architecture into the running engine, in place
-        (vLLM's worker `reload_weights`), and drop the prefix cache, whose KV entries belong to
-        the old weights. Saves an engine start (~2 min on CPU) per policy in `mcts-po loop`."""
-        path = resolve_model(model)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-        self.reset_prefix_cache()
-        self.model, self.model_path = model, path
-
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         self.llm = None

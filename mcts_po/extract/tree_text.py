@@ -1,10 +1,10 @@
 """Texts and trajectories read off a tree: training prompts, step prefixes, complete paths.
 
-The search writes the state of a node as `tree.prompt + "".join(step + delimiter for step in
-path)` (`mcts_po.llm.prompts.state_text`; the delimiter is `tree.sampling["step_delimiter"]`,
-a newline by default). Extraction rebuilds exactly that text, so a
-training prompt is what the policy saw when it proposed the next step. Hand-built trees
-may have an empty `tree.prompt`; the question followed by the delimiter stands in for it.
+The text that continues a node (what the policy saw when it proposed the next step) is
+built by `mcts_po.llm.node_text`, the same module the search's policy uses, so a training
+prompt is byte for byte what the engine was sent: for step trees `tree.prompt` + each step on
+the path + the delimiter (`tree.sampling["step_delimiter"]`, a newline by default). Hand-built
+trees may have an empty `tree.prompt`; the question followed by a newline stands in for it.
 
 A complete trajectory is a root-to-terminal path. Its value is +1 / -1 from the
 verifier's verdict on the terminal (`correct`), or the terminal's Q when it has no verdict.
@@ -19,37 +19,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcts_po.extract.selection import normalise_text
-from mcts_po.search import plan
+from mcts_po.llm import node_text
 from mcts_po.search.tree import Node, Tree
 from mcts_po.tasks.base import STEP_DELIMITER
 
 
 def root_prompt(tree: Tree) -> str:
-    """The rendered chat prompt the search started from (or the question + delimiter)."""
-    return tree.prompt if tree.prompt else tree.question.strip() + STEP_DELIMITER
+    """The rendered chat prompt the search started from (or the question + a newline)."""
+    return node_text.stored_root_prompt(tree)
 
 
 def step_delimiter(tree: Tree) -> str:
     """The delimiter the search ended steps with (`tree.sampling["step_delimiter"]`), else STEP_DELIMITER."""
-    return (tree.sampling or {}).get("step_delimiter") or STEP_DELIMITER
-
-
-def prefix_text(steps: list[str], delimiter: str = STEP_DELIMITER) -> str:
-    """Steps each followed by the delimiter: "" for no steps, "a\\nb\\n" for two."""
-    return "".join(step + delimiter for step in steps)
+    return node_text.stored_delimiter(tree)
 
 
 def continuation_prompt(tree: Tree, node_id: int) -> tuple[str, str]:
-    """(the prompt that continues `node_id`, the steps part of it). Step trees: root prompt +
-    the steps on the path. Plan trees (`mcts_po.search.plan`): while the plan is open, the plan
+    """(the prompt that continues `node_id`, the steps part of it): `node_text.stored_node_text`.
+    Step trees: root prompt + the steps on the path. Plan trees: while the plan is open, the plan
     prompt + the plan steps; below a complete plan, the solution prompt with the plan in it +
     the solution steps."""
-    delimiter = step_delimiter(tree)
-    if tree.tree_kind == "plan":
-        prefix = prefix_text(plan.level_steps(tree, node_id), delimiter)
-        return plan.node_state_text(tree, node_id, delimiter), prefix
-    prefix = prefix_text(tree.steps(node_id), delimiter)
-    return root_prompt(tree) + prefix, prefix
+    return node_text.stored_node_text(tree, node_id)
 
 
 def training_prompt(tree: Tree, node_id: int) -> str:

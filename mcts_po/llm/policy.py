@@ -15,7 +15,7 @@ Plan trees (`SearchConfig.tree == "plan"`, CPL): the root prompt is the plan pro
 line each; an empty line, the model stopping, or a marker line becomes the plan-end node
 "Now solve."); below a complete plan the solution prompt (the task prompt with the plan
 in it) continues with solution steps. Rollouts of plan nodes solve from the plan so far.
-Which prompt continues which node: `mcts_po.search.plan`.
+Which text continues which node: `mcts_po.llm.node_text` (which extraction uses too).
 
     policy = LLMSearchPolicy(backend, task, problems, SamplingConfig(), SearchConfig())
     run_search(trees, policy, search_config)
@@ -28,14 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from mcts_po.backends.base import FINISH_EOS, Backend, GenerationRequest
-from mcts_po.llm import plan_prompts
+from mcts_po.llm import node_text, plan_prompts
+from mcts_po.io_utils import UserError
 from mcts_po.llm.prompts import (
-    SELF_EVAL_LAYOUTS,
-    followup_suffix,
-    self_eval_messages,
+    REMOVED_SELF_EVAL_LAYOUTS,
+    SELF_EVAL_LAYOUT,
     self_eval_numbered_messages,
-    self_eval_question_first_messages,
-    state_text,
     verdict_probability,
 )
 from mcts_po.search import plan as plan_tree
@@ -62,7 +60,7 @@ class SamplingConfig:
     step_delimiter: str = field(default="\n", metadata={"escapes": True, "help": "text that ends a step (SmolLM2 writes one step per line; use '\\n\\n' for paragraph steps; escapes typed on the command line are decoded)"})
     self_eval_hint: bool = field(default=False, metadata={"help": "show the reference solution to the self-evaluation (MCTS-DPO's ground-truth hint; recorded in tree metadata)"})
     self_eval_top_logprobs: int = field(default=20, metadata={"help": "alternatives read at the verdict token"})
-    self_eval_layout: str = field(default="numbered", metadata={"help": "self-evaluation prompt: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's), 'question_first' (that chat with the question first, so the prompt ends with the path), 'separate' (that chat restating the earlier steps and the new step, MCTS-DPO's layout) or 'followup' (a new user turn after the node's own state, which the prefix cache already holds); see docs/prompts.md"})
+    self_eval_layout: str = field(default=SELF_EVAL_LAYOUT, metadata={"help": "self-evaluation prompt layout, recorded in the trees: 'numbered' (a teacher's chat with the steps as a numbered list and 'Is step k correct?', so a child's question extends its parent's) is the only one; 'separate', 'followup' and 'question_first' were measured worse and removed (docs/prompts.md)"})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -71,22 +69,32 @@ class SamplingConfig:
             raise ValueError("SamplingConfig: max_step_tokens and rollout_max_tokens must be >= 1")
         if not self.step_delimiter:
             raise ValueError("SamplingConfig: step_delimiter must not be empty")
-        if self.self_eval_layout not in SELF_EVAL_LAYOUTS:
-            raise ValueError(f"SamplingConfig.self_eval_layout must be one of {SELF_EVAL_LAYOUTS}, got {self.self_eval_layout!r}")
+        if self.self_eval_layout in REMOVED_SELF_EVAL_LAYOUTS:
+            raise ValueError(f"SamplingConfig.self_eval_layout {self.self_eval_layout!r} was removed "
+                             f"({REMOVED_SELF_EVAL_LAYOUTS[self.self_eval_layout]}; docs/prompts.md, 'Self-evaluation "
+                             f"layout'); the one layout is {SELF_EVAL_LAYOUT!r}")
+        if self.self_eval_layout != SELF_EVAL_LAYOUT:
+            raise ValueError(f"SamplingConfig.self_eval_layout must be {SELF_EVAL_LAYOUT!r}, got {self.self_eval_layout!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
-    def with_earlier_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
-        """A sampling dict recorded before some fields existed, with those fields set to the
-        behaviour the code had then (so a run's recorded settings compare equal to the same
-        settings spelled out today)."""
-        return {**FIELDS_ADDED_LATER, **recorded}
+    def check_recorded(recorded: dict[str, Any], path: Any, use_self_eval: bool = True) -> dict[str, Any]:
+        """A sampling dict read back from a run's record `path`, as today's settings would spell it;
+        UserError (naming `path`) when the run's verdicts came from a removed self-evaluation layout.
 
-
-# Fields of SamplingConfig added after runs were recorded without them, and what those runs did.
-FIELDS_ADDED_LATER = {"self_eval_layout": "separate"}
+        Runs recorded before `self_eval_layout` existed were searched with 'separate'. A run
+        without self-evaluation (`use_self_eval` false) never used its layout and resumes as is."""
+        layout = recorded.get("self_eval_layout", "separate")
+        if layout != SELF_EVAL_LAYOUT and use_self_eval:
+            when = "" if "self_eval_layout" in recorded else " (recorded before the layout was a setting)"
+            reason = REMOVED_SELF_EVAL_LAYOUTS.get(layout, "not a layout this version knows")
+            raise UserError(f"{path}: this run was searched with the self-evaluation layout {layout!r}{when}, which "
+                            f"was removed ({reason}; measured in docs/prompts.md, 'Self-evaluation layout'); "
+                            f"its trees can still be extracted, shown and exported, but to search on, start a new "
+                            f"run (another --out) with the one layout {SELF_EVAL_LAYOUT!r}")
+        return {**recorded, "self_eval_layout": SELF_EVAL_LAYOUT}
 
 
 class LLMSearchPolicy:
@@ -105,37 +113,32 @@ class LLMSearchPolicy:
             self.root_prompts = [backend.render_chat(task.messages(p)) for p in self.problems]
         self.token_counts: list[dict[str, int]] = [defaultdict(int) for _ in self.problems]
         self.engine_calls = 0
-        self.followup_suffixes: list[str] | None = None
-        if search.use_self_eval and sampling.self_eval_layout == "followup":
-            render = backend.render_chat
-            if sampling.self_eval_hint:
-                self.followup_suffixes = [followup_suffix(render, p.solution) for p in self.problems]
-            else:
-                self.followup_suffixes = [followup_suffix(render)] * len(self.problems)
 
     # ------------------------------------------------------------ prompts
     def _solution_template(self, problem: Problem) -> str:
-        template = self.backend.render_chat(plan_prompts.solution_messages(self.task, problem, plan_tree.PLAN_PLACEHOLDER))
-        if template.count(plan_tree.PLAN_PLACEHOLDER) != 1:
+        template = self.backend.render_chat(plan_prompts.solution_messages(self.task, problem, node_text.PLAN_PLACEHOLDER))
+        if template.count(node_text.PLAN_PLACEHOLDER) != 1:
             raise ValueError("the chat template changed the plan placeholder; plan trees need it verbatim")
         return template
 
     def _state_text(self, tree: Tree, tree_index: int, node_id: int) -> str:
         """The prompt that continues `node_id` (children are sampled from it)."""
         if not self.plan_tree:
-            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+            return node_text.state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
         if plan_tree.EXTRA_KEY not in tree.extra:  # what extraction needs to rebuild these prompts
-            tree.extra[plan_tree.EXTRA_KEY] = plan_tree.plan_metadata(
+            tree.extra[plan_tree.EXTRA_KEY] = node_text.plan_metadata(
                 self.solution_templates[tree_index], self.search.max_plan_depth)
-        return plan_tree.state_text(tree, node_id, self.root_prompts[tree_index], self.solution_templates[tree_index],
-                                    self.sampling.step_delimiter, self.search.max_plan_depth)
+        return node_text.plan_state_text(tree, node_id, self.root_prompts[tree_index],
+                                         self.solution_templates[tree_index], self.sampling.step_delimiter,
+                                         self.search.max_plan_depth)
 
     def rollout_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str:
         """The prompt a rollout from `node_id` continues: its state (plan trees: the solution
         prompt with the plan so far and the solution steps)."""
         if not self.plan_tree:
-            return state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
-        return plan_tree.rollout_prompt(tree, node_id, self.solution_templates[tree_index], self.sampling.step_delimiter)
+            return node_text.state_text(self.root_prompts[tree_index], tree.steps(node_id), self.sampling.step_delimiter)
+        return node_text.plan_rollout_prompt(tree, node_id, self.solution_templates[tree_index],
+                                             self.sampling.step_delimiter)
 
     def self_eval_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str | None:
         """The verdict question for a non-terminal node, or None when it gets none."""
@@ -151,14 +154,8 @@ class LLMSearchPolicy:
             return self.backend.render_chat(plan_prompts.plan_self_eval_messages(problem, plan_steps[:-1], plan_steps[-1]))
         if not steps:
             return None
-        if self.followup_suffixes is not None:
-            return self.rollout_prompt(tree, tree_index, node_id) + self.followup_suffixes[tree_index]
         hint = problem.solution if self.sampling.self_eval_hint else None
-        if self.sampling.self_eval_layout == "numbered":
-            return self.backend.render_chat(self_eval_numbered_messages(problem, steps, hint))
-        if self.sampling.self_eval_layout == "question_first":
-            return self.backend.render_chat(self_eval_question_first_messages(problem, steps, hint))
-        return self.backend.render_chat(self_eval_messages(problem, steps[:-1], steps[-1], hint))
+        return self.backend.render_chat(self_eval_numbered_messages(problem, steps, hint))
 
     def _solution_steps(self, tree: Tree, node_id: int) -> list[str]:
         return plan_tree.solution_steps(tree, node_id) if self.plan_tree else tree.steps(node_id)

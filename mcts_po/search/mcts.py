@@ -2,19 +2,21 @@
 
 Pure: no torch, no vLLM, no prompts. The policy (`SearchPolicy`) proposes steps and
 evaluates nodes in batches; `mcts_po.llm.policy.LLMSearchPolicy` implements it on a
-real backend and `tests/` implement it with small deterministic fakes.
+real backend and `tests/` implement it with small deterministic fakes. What differs
+between step trees and plan trees (which kind of node a leaf is expanded into, which part
+of a path counts against the limits) is a tree-kind strategy (`mcts_po.search.tree_kinds`).
 
-One wave:
-1. In every unfinished tree, select up to `leaves_per_wave` leaves by PUCT/UCT; each
-   selected leaf puts virtual loss on its path so the next selection goes elsewhere.
-2. Selected terminal leaves are backed up at once with their stored value.
-3. All non-terminal leaves of all trees are expanded in ONE `policy.expand` call
-   (k step samples each); identical sibling steps are merged; priors are set.
-4. All new children of all trees are valued in ONE `policy.evaluate` call: terminal
+`run_search` repeats one wave, four named phases, until every tree has had
+`num_simulations` simulations (one per selected leaf):
+1. `select_leaves`: in every unfinished tree, up to `leaves_per_wave` leaves by PUCT/UCT;
+   each selected leaf puts virtual loss on its path so the next selection goes elsewhere.
+2. `expand_leaves`: all non-terminal leaves of all trees in ONE `policy.expand` call (k step
+   samples each); identical sibling steps are merged; priors are set.
+3. `evaluate_nodes`: all new children of all trees in ONE `policy.evaluate` call: terminal
    children get the verifier's +-1; others get lambda * (2 * self_eval - 1) +
    (1 - lambda) * rollout (whichever parts exist).
-5. Each expanded leaf is backed up with the mean of its new children's values.
-A tree is finished after `num_simulations` simulations (one per selected leaf).
+4. `backup_wave`: each selected terminal leaf with its stored value, then each expanded
+   leaf with the mean of its new children's values.
 
     from mcts_po.search.mcts import run_search
     run_search(trees, policy, SearchConfig(num_simulations=8))
@@ -27,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from mcts_po.search.backup import backup
-from mcts_po.search import plan
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.selection import VirtualLoss, length_normalised_prior, normalise_priors, select_leaf
-from mcts_po.search.tree import Node, Tree
+from mcts_po.search.tree import Tree
+from mcts_po.search.tree_kinds import TreeKind, tree_kind
 
 # Finish reasons a policy reports for a proposed step.
 STEP_CONTINUES = ""  # an ordinary step; the solution goes on
@@ -74,6 +76,9 @@ class NodeEvaluation:
 
 
 class SearchPolicy(Protocol):
+    """Proposes steps and evaluates nodes, each in one batched call per wave. A policy sees the
+    trees as selection left them: the wave's backups come after both calls."""
+
     def expand(self, trees: Sequence[Tree], requests: Sequence[ExpansionRequest]) -> list[list[StepProposal]]:
         ...
 
@@ -113,9 +118,9 @@ def node_value(evaluation: NodeEvaluation, terminal: bool, config: SearchConfig)
     return sum(w * v for w, v in parts) / total_weight
 
 
-def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], config: SearchConfig, wave: int) -> list[int]:
+def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], config: SearchConfig, wave: int,
+                 kind: TreeKind) -> list[int]:
     """Add proposals as children of `parent_id` (merging identical ones); return the new ids."""
-    parent = tree.nodes[parent_id]
     merged: dict[str, tuple[StepProposal, int]] = {}
     ordered: list[str] = []
     for index, proposal in enumerate(proposals):
@@ -130,12 +135,7 @@ def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], 
         for k in ordered
     ]
     priors = normalise_priors(raw_priors) if ordered else []
-    if config.tree == "plan":  # plan trees: depth and token limits count solution steps only
-        path_tokens = sum(n.num_tokens for n in plan.solution_nodes(tree, parent_id))
-        parent_depth = len(plan.solution_nodes(tree, parent_id))
-    else:
-        path_tokens = sum(n.num_tokens for n in tree.path(parent_id))
-        parent_depth = parent.depth
+    parent_depth, path_tokens = kind.path_budget(tree, parent_id)  # what counts against the limits
     new_ids = []
     for key, prior in zip(ordered, priors):
         proposal, count = merged[key]
@@ -167,6 +167,104 @@ def add_children(tree: Tree, parent_id: int, proposals: Sequence[StepProposal], 
     return new_ids
 
 
+# ---------------------------------------------------------------------------- one wave, four phases
+@dataclass
+class Selection:
+    """Phase 1's result: the leaves to expand, and the terminal leaves reached (backed up as they are)."""
+
+    expansions: list[ExpansionRequest] = field(default_factory=list)
+    terminal_leaves: list[tuple[int, int]] = field(default_factory=list)  # (tree index, node id)
+
+
+@dataclass
+class Expansion:
+    """Phase 2's result: each expanded leaf with its new children, and the nodes to evaluate."""
+
+    children: list[tuple[ExpansionRequest, list[int]]] = field(default_factory=list)
+    evaluations: list[EvaluationRequest] = field(default_factory=list)
+
+
+def select_leaves(trees: Sequence[Tree], simulations_done: list[int], config: SearchConfig,
+                  kind: TreeKind) -> Selection:
+    """Phase 1: up to `leaves_per_wave` leaves per unfinished tree, kept apart by virtual loss;
+    counts one simulation per selected leaf in `simulations_done`."""
+    selection = Selection()
+    for tree_index, tree in enumerate(trees):
+        if simulations_done[tree_index] >= config.num_simulations:
+            continue
+        virtual = VirtualLoss(config.virtual_loss)
+        budget = min(config.leaves_per_wave, config.num_simulations - simulations_done[tree_index])
+        chosen: set[int] = set()
+        for _ in range(budget):
+            leaf_id = select_leaf(tree, config.selection, config.c_explore, virtual)
+            if leaf_id in chosen:
+                break  # virtual loss could not steer away: expand what we have
+            chosen.add(leaf_id)
+            virtual.add_path(tree, leaf_id)
+            simulations_done[tree_index] += 1
+            if tree.nodes[leaf_id].terminal:
+                selection.terminal_leaves.append((tree_index, leaf_id))
+            else:
+                selection.expansions.append(
+                    ExpansionRequest(tree_index, leaf_id, config.num_children, kind.child_kind(tree, leaf_id)))
+    return selection
+
+
+def expand_leaves(trees: Sequence[Tree], policy: SearchPolicy, requests: list[ExpansionRequest],
+                  config: SearchConfig, kind: TreeKind, wave: int) -> Expansion:
+    """Phase 2: one `policy.expand` call for every leaf; the proposals become children. A leaf
+    that got nothing usable (e.g. only empty steps) ends there and is evaluated as terminal."""
+    proposals = policy.expand(trees, requests) if requests else []
+    if len(proposals) != len(requests):
+        raise RuntimeError(f"policy.expand returned {len(proposals)} results for {len(requests)} requests")
+    expansion = Expansion()
+    for request, steps in zip(requests, proposals):
+        tree = trees[request.tree_index]
+        child_ids = add_children(tree, request.node_id, steps, config, wave, kind)
+        if not child_ids:
+            leaf = tree.nodes[request.node_id]
+            leaf.terminal, leaf.terminal_reason = True, "eos"
+            expansion.evaluations.append(EvaluationRequest(request.tree_index, request.node_id, True))
+        expansion.children.append((request, child_ids))
+        for child_id in child_ids:
+            expansion.evaluations.append(EvaluationRequest(request.tree_index, child_id, tree.nodes[child_id].terminal))
+    return expansion
+
+
+def evaluate_nodes(trees: Sequence[Tree], policy: SearchPolicy, requests: list[EvaluationRequest],
+                   config: SearchConfig) -> None:
+    """Phase 3: one `policy.evaluate` call for every new node; each gets its value (`node_value`),
+    and a new child's evaluation is its first visit."""
+    results = policy.evaluate(trees, requests) if requests else []
+    if len(results) != len(requests):
+        raise RuntimeError(f"policy.evaluate returned {len(results)} results for {len(requests)} requests")
+    for request, evaluation in zip(requests, results):
+        node = trees[request.tree_index].nodes[request.node_id]
+        value = node_value(evaluation, node.terminal, config)
+        node.answer, node.correct = evaluation.answer, evaluation.correct
+        node.self_eval = evaluation.self_eval
+        node.rollout_value, node.rollout_text = evaluation.rollout_value, evaluation.rollout_text
+        node.initial_value = value
+        if node.visits == 0 and not node.children:  # a new child: its first visit is its evaluation
+            node.visits, node.value_sum, node.q = 1, value, value
+
+
+def backup_wave(trees: Sequence[Tree], selection: Selection, expansion: Expansion, config: SearchConfig) -> None:
+    """Phase 4: back up each selected terminal leaf with its stored value, then each expanded
+    leaf with the mean of its new children's values (its own value when it got none)."""
+    for tree_index, leaf_id in selection.terminal_leaves:
+        leaf = trees[tree_index].nodes[leaf_id]
+        value = leaf.initial_value if leaf.initial_value is not None else leaf.q
+        backup(trees[tree_index], leaf_id, value, config.backup, config.gamma)
+    for request, child_ids in expansion.children:
+        tree = trees[request.tree_index]
+        if child_ids:
+            value = sum(tree.nodes[c].initial_value for c in child_ids) / len(child_ids)
+        else:
+            value = tree.nodes[request.node_id].initial_value
+        backup(tree, request.node_id, value, config.backup, config.gamma)
+
+
 def run_search(
     trees: Sequence[Tree],
     policy: SearchPolicy,
@@ -175,76 +273,15 @@ def run_search(
 ) -> SearchProgress:
     """Grow every tree in `trees` in place until each has had `config.num_simulations` simulations."""
     start = time.perf_counter()
+    kind = tree_kind(config)
     simulations_done = [0] * len(trees)
     progress = SearchProgress(trees=len(trees), simulations_total=config.num_simulations * len(trees))
     wave = 0
-    while True:
-        active = [i for i, done in enumerate(simulations_done) if done < config.num_simulations]
-        if not active:
-            break
-        expansions: list[ExpansionRequest] = []
-        terminal_hits: list[tuple[int, int]] = []
-        for tree_index in active:
-            tree = trees[tree_index]
-            virtual = VirtualLoss(config.virtual_loss)
-            budget = min(config.leaves_per_wave, config.num_simulations - simulations_done[tree_index])
-            chosen: set[int] = set()
-            for _ in range(budget):
-                leaf_id = select_leaf(tree, config.selection, config.c_explore, virtual)
-                if leaf_id in chosen:
-                    break  # virtual loss could not steer away: expand what we have
-                chosen.add(leaf_id)
-                virtual.add_path(tree, leaf_id)
-                simulations_done[tree_index] += 1
-                leaf = tree.nodes[leaf_id]
-                if leaf.terminal:
-                    terminal_hits.append((tree_index, leaf_id))
-                else:
-                    expansions.append(ExpansionRequest(tree_index, leaf_id, config.num_children, _child_kind(tree, leaf, config)))
-        for tree_index, leaf_id in terminal_hits:
-            tree = trees[tree_index]
-            leaf = tree.nodes[leaf_id]
-            value = leaf.initial_value if leaf.initial_value is not None else leaf.q
-            backup(tree, leaf_id, value, config.backup, config.gamma)
-
-        proposals = policy.expand(trees, expansions) if expansions else []
-        if len(proposals) != len(expansions):
-            raise RuntimeError(f"policy.expand returned {len(proposals)} results for {len(expansions)} requests")
-        new_children: list[tuple[ExpansionRequest, list[int]]] = []
-        evaluations: list[EvaluationRequest] = []
-        for request, steps in zip(expansions, proposals):
-            tree = trees[request.tree_index]
-            child_ids = add_children(tree, request.node_id, steps, config, wave)
-            if not child_ids:
-                # the model proposed nothing usable (e.g. only empty steps): the leaf ends here
-                leaf = tree.nodes[request.node_id]
-                leaf.terminal, leaf.terminal_reason = True, "eos"
-                child_ids = []
-                evaluations.append(EvaluationRequest(request.tree_index, request.node_id, True))
-            new_children.append((request, child_ids))
-            for child_id in child_ids:
-                evaluations.append(EvaluationRequest(request.tree_index, child_id, tree.nodes[child_id].terminal))
-        results = policy.evaluate(trees, evaluations) if evaluations else []
-        if len(results) != len(evaluations):
-            raise RuntimeError(f"policy.evaluate returned {len(results)} results for {len(evaluations)} requests")
-        for request, evaluation in zip(evaluations, results):
-            node = trees[request.tree_index].nodes[request.node_id]
-            value = node_value(evaluation, node.terminal, config)
-            node.answer, node.correct = evaluation.answer, evaluation.correct
-            node.self_eval = evaluation.self_eval
-            node.rollout_value, node.rollout_text = evaluation.rollout_value, evaluation.rollout_text
-            node.initial_value = value
-            if node.visits == 0 and not node.children:  # a new child: its first visit is its evaluation
-                node.visits, node.value_sum, node.q = 1, value, value
-        for request, child_ids in new_children:
-            tree = trees[request.tree_index]
-            leaf = tree.nodes[request.node_id]
-            if child_ids:
-                value = sum(tree.nodes[c].initial_value for c in child_ids) / len(child_ids)
-            else:
-                value = leaf.initial_value
-            backup(tree, request.node_id, value, config.backup, config.gamma)
-
+    while any(done < config.num_simulations for done in simulations_done):
+        selection = select_leaves(trees, simulations_done, config, kind)
+        expansion = expand_leaves(trees, policy, selection.expansions, config, kind, wave)
+        evaluate_nodes(trees, policy, expansion.evaluations, config)
+        backup_wave(trees, selection, expansion, config)
         wave += 1
         progress.waves = wave
         progress.simulations = sum(simulations_done)
@@ -254,11 +291,3 @@ def run_search(
         if on_progress is not None:
             on_progress(progress)
     return progress
-
-
-def _child_kind(tree: Tree, leaf: Node, config: SearchConfig) -> str:
-    """Step trees have only step nodes; in plan trees a leaf whose plan is still open is
-    expanded into plan steps, any other leaf into solution steps (`mcts_po.search.plan`)."""
-    if config.tree == "plan":
-        return plan.child_kind(tree, leaf.node_id, config.max_plan_depth)
-    return "step"
