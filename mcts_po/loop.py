@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mcts_po.config_utils import build_dataclass, route_options
-from mcts_po.extract.selection import ExtractConfig
+from mcts_po.extract.config import ExtractConfig
 from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
-from mcts_po.llm.policy import SamplingConfig
+from mcts_po.llm.config import SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.train.config import TrainConfig
 

@@ -43,7 +43,8 @@ from mcts_po.io_utils import (
     atomic_write_text,
     read_jsonl,
 )
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
 from mcts_po.search.tree import Tree

@@ -189,7 +189,7 @@ def engine_totals(calls: Sequence[CallRecord]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sections
 
 def bench_config(args) -> tuple[Any, Any]:
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
 
     search = SearchConfig(num_simulations=args.num_simulations, num_children=args.num_children,
@@ -267,7 +267,7 @@ def run_scale(backend, args, num_problems: int, work: Path) -> dict[str, Any]:
 def run_flat(backend, args, results: dict[str, Any]) -> dict[str, Any]:
     """Flat sampling of whole solutions on the comparison problems, one call, ~equal tokens."""
     from mcts_po.evaluation import best_of_n_curve
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.pass_at_k import mean_pass_at_k, pass_at_k_ladder
     from mcts_po.llm.sampling import sample_solutions
     from mcts_po.tasks import get_task

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     from mcts_po.backends import make_backend
     from mcts_po.backends.base import GenerationRequest
     from mcts_po.io_utils import atomic_write_json
-    from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
+    from mcts_po.llm.policy import LLMSearchPolicy
     from mcts_po.llm.prompts import verdict_probability
     from mcts_po.search.config import SearchConfig
     from mcts_po.tree_io import read_tree_file

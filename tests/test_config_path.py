@@ -32,8 +32,8 @@ def flags_of(parser: argparse.ArgumentParser) -> set[str]:
 def test_every_config_field_of_every_command_is_a_flag():
     from mcts_po.commands import evaluate, extract, loop, search, train
     from mcts_po.evaluation import EvalConfig
-    from mcts_po.extract.selection import ExtractConfig
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.extract.config import ExtractConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.loop import LoopConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob
@@ -100,7 +100,8 @@ def test_loop_flags_override_the_file_and_keep_its_sections(tmp_path):
 
 
 def test_config_modules_import_no_torch():
-    code = ("import sys; import mcts_po.train.config, mcts_po.loop, mcts_po.commands.search, mcts_po.commands.train, "
+    code = ("import sys; import mcts_po.train.config, mcts_po.llm.config, mcts_po.extract.config, mcts_po.search.config, "
+            "mcts_po.search_runner, mcts_po.loop, mcts_po.commands.search, mcts_po.commands.train, "
             "mcts_po.commands.loop, mcts_po.llm.policy, mcts_po.evaluation; "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -134,7 +134,7 @@ TINY_LIMIT = 8
 
 def tiny_job(model: str, out: Path, limit: int = TINY_LIMIT):
     """The in-process twin of `search_command(..., extra=TINY_OPTIONS)`."""
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob
 

@@ -210,7 +210,7 @@ def test_sibling_pairs_of_the_hand_tree():
 
 def test_extract_pair_source_matches_mcts_po_extract():
     step_dpo = pytest.importorskip("mcts_po.extract.step_dpo_pairs")
-    from mcts_po.extract.selection import ExtractConfig
+    from mcts_po.extract.config import ExtractConfig
 
     tree = build_hand_tree()
     expected = [(p.node_id, c.node_id, r.node_id) for p, c, r in step_dpo.pairs_in_tree(tree, ExtractConfig())]

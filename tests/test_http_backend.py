@@ -496,7 +496,7 @@ def vllm_server(tmp_path_factory):
 
 
 def search_job(out, shared_data, url, **backend_options):
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob
 

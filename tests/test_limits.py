@@ -24,7 +24,8 @@ from typing import Sequence
 import pytest
 
 from mcts_po.backends.base import FINISH_LENGTH, FINISH_STOP, Completion, GenerationRequest, GenerationResult
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import STEP_CONTINUES, EvaluationRequest, ExpansionRequest, NodeEvaluation, StepProposal, run_search
 from mcts_po.search.tree import Tree

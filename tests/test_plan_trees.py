@@ -19,7 +19,8 @@ from mcts_po.backends.base import FINISH_EOS, FINISH_STOP, Completion, Generatio
 from mcts_po.extract import ExtractConfig, extract_rows
 from mcts_po.extract.tree_text import training_prompt
 from mcts_po.llm import node_text, plan_prompts
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.search import plan
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import (

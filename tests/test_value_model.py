@@ -15,10 +15,9 @@ import torch
 
 from mcts_po.cli import main
 from mcts_po.io_utils import UserError
-from mcts_po.train.trainer import TrainConfig
+from mcts_po.train.config import TrainConfig, ValueConfig
 from mcts_po.train.value_model import (
     CONFIG_KEY,
-    ValueConfig,
     ValueScorer,
     build_path_batch,
     score_paths,

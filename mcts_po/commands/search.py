@@ -21,7 +21,7 @@ import sys
 
 from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, route_options
 from mcts_po.io_utils import UserError
-from mcts_po.llm.policy import SamplingConfig
+from mcts_po.llm.config import SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.search_runner import SearchJob
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--out", required=True, metavar="DIR", help="output model folder")
     job.add_argument("--config", metavar="FILE", help="YAML file of training options; flags override it")
     add_dataclass_arguments(parser, TrainConfig, "training")
-    from mcts_po.train.value_model import ValueConfig
+    from mcts_po.train.config import ValueConfig
 
     add_dataclass_arguments(parser, ValueConfig, "value model (--method value / ppm; in YAML a `value:` section beside `train:`)")
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     path, rows = load_rows(args.data, args.method)
     if args.method in VALUE_METHODS:
-        from mcts_po.train.value_model import ValueConfig, train_value_model
+        from mcts_po.train.config import ValueConfig
+        from mcts_po.train.value_model import train_value_model
 
         value_section = (load_yaml(args.config).get("value") or {}) if args.config else {}
         value_config = build_dataclass(ValueConfig, value_section, args, args.config or "command line")

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from mcts_po.extract import (ppm_pairs, ranked_trajectories, sft_traces, step_apo_pairs, step_dpo_pairs,
                              step_dpo_repo_pairs, trajectory_pairs, value_targets)
 from mcts_po.tree_io import read_trees
-from mcts_po.extract.selection import ExtractConfig
+from mcts_po.extract.config import ExtractConfig
 from mcts_po.io_utils import UserError
 from mcts_po.search.tree import Tree
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import ExtractConfig, count_event, margin_ok, near_duplicate, sibling_groups
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import count_event, margin_ok, near_duplicate, sibling_groups
 from mcts_po.extract.step_dpo_pairs import PAIR_COLUMNS, pair_row
 from mcts_po.extract.value_targets import check_visits, outcome_share, subtree_outcomes
 from mcts_po.search.tree import Node, Tree

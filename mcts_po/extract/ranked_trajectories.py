@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import count_event, ends_solution
 from mcts_po.extract.tree_text import Trajectory, complete_trajectories, distinct_texts, rank_key, root_prompt, step_delimiter
 from mcts_po.search.tree import Tree
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution, normalise_text
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import count_event, ends_solution, normalise_text
 from mcts_po.extract.tree_text import complete_trajectories, root_prompt
 from mcts_po.search.tree import Tree
 

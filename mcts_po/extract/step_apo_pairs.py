@@ -21,7 +21,8 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import Q_TOLERANCE, ExtractConfig, sibling_groups
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import Q_TOLERANCE, sibling_groups
 from mcts_po.extract.step_dpo_pairs import PAIR_COLUMNS, filter_and_cap, pair_row
 from mcts_po.search.tree import Node, Tree
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from mcts_po.extract.config import ExtractConfig
 from mcts_po.extract.selection import (
-    ExtractConfig,
     best_child,
     cap_pairs,
     count_event,

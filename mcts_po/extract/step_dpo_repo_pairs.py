@@ -31,7 +31,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mcts_po.extract import step_dpo_pairs
-from mcts_po.extract.selection import ExtractConfig, count_event
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import count_event
 from mcts_po.search.tree import Tree
 
 NAME = "step-dpo-repo"

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mcts_po.extract.selection import ExtractConfig, count_event, ends_solution
+from mcts_po.extract.config import ExtractConfig
+from mcts_po.extract.selection import count_event, ends_solution
 from mcts_po.extract.tree_text import root_prompt
 from mcts_po.io_utils import UserError
 from mcts_po.search.tree import ROOT_INDEX, Tree

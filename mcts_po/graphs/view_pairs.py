@@ -62,7 +62,7 @@ def sibling_pairs(tree: Tree) -> list[SiblingPair]:
 
 def _extract_pair_function():
     try:
-        from mcts_po.extract.selection import ExtractConfig
+        from mcts_po.extract.config import ExtractConfig
         from mcts_po.extract.step_dpo_pairs import pairs_in_tree
     except ImportError:
         return None

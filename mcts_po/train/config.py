@@ -1,4 +1,5 @@
-"""TrainConfig: the options of `mcts-po train` and of a loop's `train:` section (torch-free).
+"""TrainConfig and ValueConfig: the options of `mcts-po train` (policy and value model) and of a
+loop's `train:` section (torch-free).
 
 Each field's `metadata["help"]` becomes a `mcts-po train` flag (`mcts_po.config_utils`); YAML
 files and loop configs fill the same fields through the same path.
@@ -81,6 +82,18 @@ class TrainConfig:
 
     def beta_for(self, method: str) -> float:
         return self.beta if self.beta > 0 else DEFAULT_BETA[method]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ValueConfig:
+    """The value model's own options (`mcts-po train --method value|ppm`; a YAML `value:` section)."""
+
+    value_init: str = field(default="", metadata={"help": "value model to start from: empty = the policy given as --model (a new head on it); else a folder, hub id or alias whose tokenizer equals the policy's (an earlier value model keeps its head)"})
+    ppm_use_margin: bool = field(default=False, metadata={"help": "ppm: pass the rows' Q margin to RewardTrainer's loss -log sigma(r_w - r_l - margin); rStar-Math uses plain Bradley-Terry (off)"})
+    count_steps_once: bool = field(default=True, metadata={"help": "value: a step on k rows (a shared prefix) weighs 1/k on each, so every (tree_id, node_id) counts once"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

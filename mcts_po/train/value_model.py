@@ -28,7 +28,8 @@ per path, one value in [-1, 1] per step: tanh of the head at the last token of t
 text being `prompt + step_1 + delimiter + ... + step_k` (the node's state as the search writes
 it, without the delimiter after the last step). One forward pass per batch of paths.
 
-    from mcts_po.train.value_model import ValueConfig, train_value_model, score_paths
+    from mcts_po.train.config import ValueConfig
+    from mcts_po.train.value_model import train_value_model, score_paths
     out = train_value_model("smollm2-135m", rows, "value", TrainConfig(max_steps=20), "runs/value-1")
     score_paths(out, [prompt], [["3 * 4 = 12.", "2 + 12 = 14."]])   # [[v1, v2]]
 """
@@ -41,28 +42,21 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from mcts_po.io_utils import UserError
+from mcts_po.train.checkpoints import load_tokenizer, resolve_device, resolve_precision, save_checkpoint, training_log
+from mcts_po.train.config import ValueConfig
 from mcts_po.train.logprobs import position_ids_from_attention_mask, tokenize_segments
+from mcts_po.train.trainer import autocast_context, micro_batches
 
 VALUE_METHODS = ("value", "ppm")
 CONFIG_KEY = "mcts_po_value"  # model.config attribute saved in config.json
 DEFAULT_DELIMITER = "\n"
-
-
-@dataclass
-class ValueConfig:
-    value_init: str = field(default="", metadata={"help": "value model to start from: empty = the policy given as --model (a new head on it); else a folder, hub id or alias whose tokenizer equals the policy's (an earlier value model keeps its head)"})
-    ppm_use_margin: bool = field(default=False, metadata={"help": "ppm: pass the rows' Q margin to RewardTrainer's loss -log sigma(r_w - r_l - margin); rStar-Math uses plain Bradley-Terry (off)"})
-    count_steps_once: bool = field(default=True, metadata={"help": "value: a step on k rows (a shared prefix) weighs 1/k on each, so every (tree_id, node_id) counts once"})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- tokenisation
@@ -279,27 +273,25 @@ def value_regression_loss(raw_scores: torch.Tensor, labels: torch.Tensor, weight
 
 
 def _prepare(model_path: str, method: str, config: Any, value_config: ValueConfig, rows: Sequence[dict[str, Any]]):
-    from mcts_po.train import trainer as ours
-
     if not rows:
         raise UserError(f"no {method} rows to train a value model on (an empty value dataset); "
                         f"run `mcts-po extract --format {method}` on searched trees")
     init = value_config.value_init or model_path
     if value_config.value_init and value_config.value_init != model_path:
         check_same_tokenizer(model_path, init)
-    device = ours.resolve_device(config.device)
-    config, precision = ours.resolve_precision(config, device)
+    device = resolve_device(config.device)
+    config, precision = resolve_precision(config, device)
     torch.manual_seed(config.seed)  # the new head and LoRA draw from the global generator
-    tokenizer = ours.load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     model = load_value_model(init, device, tokenizer.pad_token_id)
-    return ours, device, config, precision, tokenizer, model, init
+    return device, config, precision, tokenizer, model, init
 
 
-def _save(ours: Any, model: Any, tokenizer: Any, output_dir: Path, config: Any, method: str, log: dict[str, Any],
+def _save(model: Any, tokenizer: Any, output_dir: Path, config: Any, method: str, log: dict[str, Any],
           delimiter: str) -> Path:
     unwrap(model).config.__setattr__(CONFIG_KEY, {"method": method, "step_delimiter": delimiter,
                                                   "score": "tanh of the head at each step's last token"})
-    return ours.save_checkpoint(model, tokenizer, output_dir, config, log)
+    return save_checkpoint(model, tokenizer, output_dir, config, log)
 
 
 def train_value_model(model_path: str, rows: Sequence[dict[str, Any]], method: str, config: Any,
@@ -323,7 +315,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
 
     started = time.monotonic()
     method = "value"
-    ours, device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
+    device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
     if not examples:
         raise UserError(f"no value training examples in {len(rows)} rows")
     if config.lora:
@@ -333,7 +325,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = config.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    batches = ours.micro_batches(examples, config, random.Random(config.seed))
+    batches = micro_batches(examples, config, random.Random(config.seed))
     accumulation = config.gradient_accumulation_steps
     total_steps = math.ceil(len(batches) / accumulation)
     if config.max_steps:
@@ -353,7 +345,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
                 labels[row, : len(example.labels)] = torch.tensor(example.labels)
                 weights[row, : len(example.weights)] = torch.tensor(example.weights)
             weights = weights * (batch.step_ends >= 0)
-            with ours.autocast_context(device, config.bf16):
+            with autocast_context(device, config.bf16):
                 raw = step_scores(model, batch)
             loss = value_regression_loss(raw.float(), labels, weights)
             (loss / len(group)).backward()
@@ -371,11 +363,11 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
         bar.update(1)
     bar.close()
     model.eval()
-    log = ours.training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device,
+    log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device,
                             history, trainer="mcts_po", precision=precision, value_init=init,
                             value_config=value_config.to_dict(),
                             steps_trained=sum(len(e.steps) for e in examples))
-    return _save(ours, model, tokenizer, output_dir, config, method, log, rows_step_delimiter(rows))
+    return _save(model, tokenizer, output_dir, config, method, log, rows_step_delimiter(rows))
 
 
 # ---------------------------------------------------------------- ppm through TRL
@@ -427,7 +419,7 @@ def _train_ppm(model_path: str, rows: Sequence[dict[str, Any]], config: Any, out
     from mcts_po.train.trl_dpo import total_optimizer_steps
 
     started = time.monotonic()
-    ours, device, config, precision, tokenizer, model, init = _prepare(model_path, "ppm", config, value_config, rows)
+    device, config, precision, tokenizer, model, init = _prepare(model_path, "ppm", config, value_config, rows)
     dataset = ppm_dataset(tokenizer, rows, config, value_config.ppm_use_margin)
     if config.lora:
         model = add_value_lora(model, config)
@@ -452,10 +444,10 @@ def _train_ppm(model_path: str, rows: Sequence[dict[str, Any]], config: Any, out
         steps = trainer.state.global_step
         model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
-    log = ours.training_log("ppm", model_path, config, len(dataset), len(rows), steps, started, device, history,
+    log = training_log("ppm", model_path, config, len(dataset), len(rows), steps, started, device, history,
                             trainer="trl RewardTrainer", precision=precision, value_init=init,
                             value_config=value_config.to_dict())
-    return _save(ours, model, tokenizer, output_dir, config, "ppm", log, rows_step_delimiter(rows))
+    return _save(model, tokenizer, output_dir, config, "ppm", log, rows_step_delimiter(rows))
 
 
 # ---------------------------------------------------------------- scoring
