@@ -165,6 +165,11 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     config_path = out / RUN_CONFIG_FILE
     if config_path.exists():
         previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity") or {}
+        recorded_search = previous.get("search")
+        if isinstance(recorded_search, dict) and "rollout_weight" not in recorded_search:
+            # recorded before explicit weights: the rollout had 1 - self_eval_weight, no value model
+            recorded_search["rollout_weight"] = 1.0 - float(recorded_search.get("self_eval_weight", 0.5))
+            recorded_search.setdefault("value_model_weight", 0.0)
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
             previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], config_path, use_self_eval)

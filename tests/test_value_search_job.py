@@ -50,6 +50,27 @@ def test_search_with_a_trained_value_model_end_to_end(tmp_path, capsys):
     recorded = json.loads((out / "run_config.json").read_text())["identity"]["value_model"]
     assert recorded["fingerprint"] == value_model_fingerprint(value)
 
+    # a run_config.json from before explicit weights (no rollout_weight: it was 1 - self_eval_weight)
+    # resumes when the weights agree; here self_eval_weight 0 -> rollout 1 differs from 0: refused
+    run_config = json.loads((out / "run_config.json").read_text())
+    for key in ("rollout_weight", "value_model_weight"):
+        del run_config["identity"]["search"][key]
+    (out / "run_config.json").write_text(json.dumps(run_config))
+    capsys.readouterr()
+    assert main(search_argv(policy, value, out)) != 0
+    assert "search.rollout_weight 1.0 -> 0.0" in capsys.readouterr().err
+    run_config["identity"]["search"]["self_eval_weight"] = 1.0  # old lambda 1: rollout weight 0
+    (out / "run_config.json").write_text(json.dumps(run_config))
+    capsys.readouterr()
+    assert main(search_argv(policy, value, out)) != 0
+    err = capsys.readouterr().err
+    # rollout weight 1 - 1.0 = 0 now agrees; an old run had no value model: weight 0 -> 1 differs
+    assert "search.self_eval_weight 1.0 -> 0.0" in err and "search.rollout_weight" not in err
+    assert "search.value_model_weight 0.0 -> 1.0" in err
+    run_config["identity"]["search"]["self_eval_weight"] = 0.0
+    run_config["identity"]["search"]["value_model_weight"] = 1.0
+    run_config["identity"]["search"]["rollout_weight"] = 0.0
+    (out / "run_config.json").write_text(json.dumps(run_config))
     # the same command resumes; a changed value model (other weights in the same folder) is refused
     assert main(search_argv(policy, value, out)) == 0
     train_value_model(policy, ROWS, "value", TrainConfig(device="cpu", progress=False, batch_size=4, max_steps=1,
@@ -75,3 +96,34 @@ def test_value_model_without_weight_and_other_tokenizer_are_refused(tmp_path, ca
     other = save_tiny_llama(tmp_path / "other", other_tokens)
     assert main(search_argv(other, value, tmp_path / "run2")) != 0
     assert "another tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smollm2_search_guided_by_a_smollm2_value_model(tmp_path):
+    """SmolLM2-135M policy (transformers, CPU) and a SmolLM2 value model trained 2 steps: 2
+    arithmetic problems, 4 simulations each, value model + rollout (no verdicts)."""
+    from mcts_po.models import resolve_model
+
+    base = resolve_model("smollm2-135m")
+    config = TrainConfig(device="cpu", progress=False, batch_size=1, max_steps=2, max_length=64, learning_rate=1e-5)
+    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value"))
+    out = tmp_path / "run"
+    argv = ["search", "--task", "arithmetic", "--limit", "2", "--backend", "transformers", "--model", "smollm2-135m",
+            "--backend-options", '{"device": "cpu"}', "--out", str(out), "--no-greedy-baseline",
+            "--num-simulations", "4", "--num-children", "2", "--max-depth", "3", "--max-step-tokens", "24",
+            "--rollout-max-tokens", "32", "--value-model", value, "--value-model-device", "cpu",
+            "--value-model-weight", "2", "--self-eval-weight", "0", "--no-use-self-eval"]
+    assert main(argv) == 0
+    trees = read_trees(out / "trees.jsonl")
+    assert len(trees) == 2
+    scorer = ValueScorer(value, device="cpu")
+    for tree in trees:
+        assert tree.extra["value_model"]["fingerprint"] == value_model_fingerprint(value)
+        inner = [n for n in tree.nodes[1:] if not n.terminal]
+        assert inner
+        pairs = ValueGuide.texts([tree], [(0, n.node_id) for n in inner])
+        scores = scorer.score_paths([p for p, _ in pairs], [s for _, s in pairs])
+        for node, per_step in zip(inner, scores):
+            assert node.self_eval is None and node.rollout_value in (1.0, -1.0)
+            expected = (2.0 * per_step[-1] + 0.5 * node.rollout_value) / 2.5
+            assert node.initial_value == pytest.approx(expected, abs=1e-4)
