@@ -77,14 +77,48 @@ class SearchJob:
     greedy_baseline: bool = field(default=True, metadata={"help": "also decode each problem greedily, for comparison"})
     greedy_max_tokens: int = field(default=400, metadata={"help": "generated tokens of each greedy baseline solution"})
     progress: bool = field(default=True, metadata={"help": "progress bar (off when not a terminal)"})
+    value_model: str | None = field(default=None, metadata={"help": "folder of a value model (mcts-po train --method value|ppm) scoring new non-terminal steps, weighted by search.value_model_weight; its tokenizer must be the policy's"})
+    value_model_device: str = field(default="auto", metadata={"help": "device of the value model (transformers): auto, cpu, cuda"})
+    value_model_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass"})
 
     def identity(self) -> dict[str, Any]:
         """The settings that must match for a rerun to resume this run."""
-        return {
+        identity = {
             "task": self.task, "task_options": self.task_options, "split": self.split, "offset": self.offset,
             "data": self.data, "model": self.model, "backend": self.backend,
             "search": self.search.to_dict(), "sampling": self.sampling.to_dict(),
         }
+        if self.value_model:  # absent otherwise, so runs without one keep their identity
+            identity["value_model"] = value_model_record(self)
+        return identity
+
+
+def value_model_record(job: SearchJob) -> dict[str, Any]:
+    """The value model's path, content hash (config + weights) and weight, for run_config.json and trees."""
+    from mcts_po.train.value_model import value_model_fingerprint
+
+    if not Path(str(job.value_model)).is_dir():
+        raise UserError(f"value_model {job.value_model!r} is not a folder (train one with mcts-po train --method value)")
+    return {"path": str(job.value_model), "fingerprint": value_model_fingerprint(job.value_model),
+            "weight": job.search.value_model_weight}
+
+
+def make_value_guide(job: SearchJob) -> Any:
+    """The job's ValueGuide (None without a value model); refuses a value model without weight,
+    a weight without a value model, and a value model whose tokenizer is not the policy's."""
+    weighted = job.search.value_model_weight > 0
+    if not job.value_model:
+        if weighted:
+            raise UserError("search.value_model_weight > 0 needs --value-model (a folder from mcts-po train --method value)")
+        return None
+    if not weighted:
+        raise UserError(f"value_model {job.value_model!r} is given but search.value_model_weight is 0; give it a weight > 0")
+    from mcts_po.llm.value_guide import ValueGuide
+    from mcts_po.models import resolve_model
+    from mcts_po.train.value_model import check_same_tokenizer
+
+    check_same_tokenizer(resolve_model(job.model), str(job.value_model))
+    return ValueGuide(str(job.value_model), device=job.value_model_device, batch_size=job.value_model_batch_size)
 
 
 def _repair_torn_tail(path: Path) -> None:
@@ -132,6 +166,11 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     config_path = out / RUN_CONFIG_FILE
     if config_path.exists():
         previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity") or {}
+        recorded_search = previous.get("search")
+        if isinstance(recorded_search, dict) and "rollout_weight" not in recorded_search:
+            # recorded before explicit weights: the rollout had 1 - self_eval_weight, no value model
+            recorded_search["rollout_weight"] = 1.0 - float(recorded_search.get("self_eval_weight", 0.5))
+            recorded_search.setdefault("value_model_weight", 0.0)
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
             previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], config_path, use_self_eval)
@@ -142,6 +181,7 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     else:
         atomic_write_json(config_path, {"identity": identity, "limit": job.limit, "problems_in_flight": job.problems_in_flight})
 
+    guide = make_value_guide(job)
     task = get_task(job.task, **job.task_options)
     problems = task.load(split=job.split, limit=job.limit, path=job.data, offset=job.offset)
     if not problems:
@@ -175,7 +215,7 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
                 _greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done], greedy_path, job)
                 greedy_done.update(p.id for p in chunk)
             reseed_backend(backend, chunk_seed(job.search.seed, [p.id for p in chunk]))
-            _search_chunk(backend, task, chunk, trees_path, job, stats, bar, skip_ids=done)
+            _search_chunk(backend, task, chunk, trees_path, job, stats, bar, skip_ids=done, guide=guide)
             atomic_write_json(out / SUMMARY_FILE, summarize_run(out, job, stats))
         if job.greedy_baseline:
             missing = [p for p in problems if p.id not in greedy_done and p.id in done]
@@ -234,14 +274,17 @@ def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) ->
 
 
 def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, bar,
-                  skip_ids: set[str] = frozenset()) -> None:
-    policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search)
+                  skip_ids: set[str] = frozenset(), guide: Any = None) -> None:
+    policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search, value_guide=guide)
+    extra = {"self_eval_reference_hint": job.sampling.self_eval_hint, "split": job.split}
+    if guide is not None:
+        extra["value_model"] = value_model_record(job)
     trees = [
         Tree.new(
             problem_id=p.id, question=p.question, gold_answer=p.answer, task=job.task, model=job.model,
             backend=job.backend, tree_kind=job.search.tree, prompt=policy.root_prompts[i], seed=job.search.seed,
             sampling=job.sampling.to_dict(), search_config=job.search.to_dict(),
-            extra={"self_eval_reference_hint": job.sampling.self_eval_hint, "split": job.split},
+            extra=dict(extra),
         )
         for i, p in enumerate(chunk)
     ]

@@ -67,7 +67,7 @@ SCENARIOS = {
     "depth and token limits": (lambda: LetterPolicy(answer_depth=9), lambda: step_trees(2),
                                dict(num_simulations=12, num_children=2, max_depth=3, max_tokens=5, leaves_per_wave=1)),
     "empty and eos proposals": (lambda: SparseLetterPolicy(answer_depth=4), lambda: step_trees(2),
-                                dict(num_simulations=14, num_children=3, leaves_per_wave=2, self_eval_weight=0.3,
+                                dict(num_simulations=14, num_children=3, leaves_per_wave=2, self_eval_weight=0.3, rollout_weight=0.7,
                                      c_explore=2.0)),
     "plan trees": (lambda: PlanLetterPolicy(answer_steps=2, marker_depth=2), lambda: plan_trees(2),
                    dict(tree="plan", num_simulations=12, num_children=2, leaves_per_wave=2, use_self_eval=False,

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from mcts_po.extract.config import ExtractConfig
 from mcts_po.extract.selection import count_event, ends_solution
-from mcts_po.extract.tree_text import root_prompt
+from mcts_po.llm import node_text
 from mcts_po.io_utils import UserError
 from mcts_po.search.tree import ROOT_INDEX, Tree
 
@@ -107,9 +107,10 @@ def rows_from_tree(tree: Tree, config: ExtractConfig, counters: dict[str, int] |
     for end in maximal_path_ends(tree, config.min_visits):
         path = tree.path(end)
         last = path[-1]
+        prompt, completions = node_text.value_path(tree, end)
         rows.append({
-            "prompt": root_prompt(tree),
-            "completions": [node.text for node in path],
+            "prompt": prompt,
+            "completions": completions,
             "labels": [float(node.q) for node in path],
             "visits": [int(node.visits) for node in path],
             "outcome": [outcome_share(*outcomes[node.node_id]) for node in path],

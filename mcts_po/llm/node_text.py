@@ -122,3 +122,9 @@ def stored_node_text(tree: Tree, node_id: int) -> tuple[str, str]:
         return stored_plan_state_text(tree, node_id), steps_text(plan.level_steps(tree, node_id), delimiter)
     prefix = steps_text(tree.steps(node_id), delimiter)
     return stored_root_prompt(tree) + prefix, prefix
+
+
+def value_path(tree: Tree, node_id: int) -> tuple[str, list[str]]:
+    """The (prompt, steps) a value model scores for `node_id`: the stored root prompt and the
+    texts of the path's steps, the split `extract --format value` writes for training."""
+    return stored_root_prompt(tree), [node.text for node in tree.path(node_id)]

@@ -50,8 +50,12 @@ from mcts_po.tasks.base import Problem, Task
 
 class LLMSearchPolicy:
     def __init__(self, backend: Backend, task: Task, problems: Sequence[Problem],
-                 sampling: SamplingConfig, search: SearchConfig):
+                 sampling: SamplingConfig, search: SearchConfig, value_guide: Any = None):
         self.backend = backend
+        self.weights = search.value_weights()  # the value sources that run
+        if "value_model" in self.weights and value_guide is None:
+            raise ValueError("SearchConfig.value_model_weight > 0 needs a value model (the search job's value_model)")
+        self.value_guide = value_guide if "value_model" in self.weights else None
         self.task = task
         self.problems = list(problems)
         self.sampling = sampling
@@ -93,7 +97,7 @@ class LLMSearchPolicy:
 
     def self_eval_prompt(self, tree: Tree, tree_index: int, node_id: int) -> str | None:
         """The verdict question for a non-terminal node, or None when it gets none."""
-        if not self.search.use_self_eval:
+        if "self_eval" not in self.weights:
             return None
         steps = self._solution_steps(tree, node_id)
         node = tree.nodes[node_id]
@@ -193,12 +197,17 @@ class LLMSearchPolicy:
                     temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
                 ))
                 slots.append((index, "self_eval"))
-            if self.search.use_rollout:
+            if "rollout" in self.weights:
                 generation.append(GenerationRequest(
                     prompt=self.rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
                 ))
                 slots.append((index, "rollout"))
+        if self.value_guide is not None:
+            scored = [i for i, r in enumerate(requests) if not r.terminal]
+            values = self.value_guide.score(trees, [(requests[i].tree_index, requests[i].node_id) for i in scored])
+            for index, value in zip(scored, values):
+                evaluations[index].value_model = value
         results = self._generate(generation) if generation else []
         for (index, kind), result in zip(slots, results):
             request = requests[index]

@@ -31,9 +31,11 @@ class SearchConfig:
     virtual_loss: float = field(default=3.0, metadata={"help": "virtual visits with value -1 added per pending leaf on its path"})
     max_depth: int = field(default=8, metadata={"help": "steps per path; a node at this depth is terminal"})
     max_tokens: int = field(default=400, metadata={"help": "generated tokens per path; a node past this is terminal"})
-    self_eval_weight: float = field(default=0.5, metadata={"help": "lambda: value = lambda * self-eval + (1 - lambda) * rollout, for non-terminal nodes"})
-    use_self_eval: bool = field(default=True, metadata={"help": "score new non-terminal steps by the policy's own yes/no verdict"})
-    use_rollout: bool = field(default=True, metadata={"help": "score new non-terminal steps by one rollout to an answer, checked by the verifier"})
+    self_eval_weight: float = field(default=0.5, metadata={"help": "weight of the self-evaluation (2 * P(yes) - 1) in a non-terminal node's value; values are the weighted mean of the sources with weight > 0"})
+    rollout_weight: float = field(default=0.5, metadata={"help": "weight of the rollout's verified outcome (+-1) in a non-terminal node's value"})
+    value_model_weight: float = field(default=0.0, metadata={"help": "weight of the value model's score (in [-1, 1]) in a non-terminal node's value; > 0 needs the search job's value_model"})
+    use_self_eval: bool = field(default=True, metadata={"help": "score new non-terminal steps by the policy's own yes/no verdict (false: as self_eval_weight 0; true with weight 0 is an error)"})
+    use_rollout: bool = field(default=True, metadata={"help": "score new non-terminal steps by one rollout to an answer, checked by the verifier (false: as rollout_weight 0; true with weight 0 is an error)"})
     merge_identical_siblings: bool = field(default=True, metadata={"help": "merge sibling steps with identical text (after whitespace normalisation)"})
     tree: str = field(default="step", metadata={"help": f"tree kind: {', '.join(TREE_KINDS)} (plan = CPL: abstract plan steps first, then solution steps; see docs/plan_trees.md)"})
     max_plan_depth: int = field(default=3, metadata={"help": "plan trees: plan steps per path; the plan is complete at this depth (or earlier, when the model ends it)"})
@@ -46,12 +48,25 @@ class SearchConfig:
         for name in ("num_simulations", "num_children", "leaves_per_wave", "max_depth", "max_tokens", "max_plan_depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0.0 <= self.self_eval_weight <= 1.0:
-            raise ValueError(f"SearchConfig.self_eval_weight must be in [0, 1], got {self.self_eval_weight!r}")
+        for name in ("self_eval_weight", "rollout_weight", "value_model_weight"):
+            if not float(getattr(self, name)) >= 0.0:
+                raise ValueError(f"SearchConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for flag, name in (("use_self_eval", "self_eval_weight"), ("use_rollout", "rollout_weight")):
+            if getattr(self, flag) and float(getattr(self, name)) == 0.0:
+                raise ValueError(f"SearchConfig.{flag} is true but {name} is 0: a source with weight 0 is not run, "
+                                 f"so set {flag} false too (or give {name} a weight > 0)")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"SearchConfig.gamma must be in (0, 1], got {self.gamma!r}")
         if self.c_explore < 0 or self.virtual_loss < 0:
             raise ValueError("SearchConfig.c_explore and virtual_loss must be >= 0")
+
+    def value_weights(self) -> dict[str, float]:
+        """The weight of each value source that runs (self_eval, rollout, value_model); a source
+        switched off or with weight 0 is left out and generates nothing."""
+        weights = {"self_eval": float(self.self_eval_weight) if self.use_self_eval else 0.0,
+                   "rollout": float(self.rollout_weight) if self.use_rollout else 0.0,
+                   "value_model": float(self.value_model_weight)}
+        return {name: w for name, w in weights.items() if w > 0}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,8 +13,9 @@ of a path counts against the limits) is a tree-kind strategy (`mcts_po.search.tr
 2. `expand_leaves`: all non-terminal leaves of all trees in ONE `policy.expand` call (k step
    samples each); identical sibling steps are merged; priors are set.
 3. `evaluate_nodes`: all new children of all trees in ONE `policy.evaluate` call: terminal
-   children get the verifier's +-1; others get lambda * (2 * self_eval - 1) +
-   (1 - lambda) * rollout (whichever parts exist).
+   children get the verifier's +-1; others the weighted mean of (2 * self_eval - 1), the
+   rollout's +-1 and the value model's score, with `SearchConfig.value_weights()` over the
+   parts that exist (a source with weight 0 is never run).
 4. `backup_wave`: each selected terminal leaf with its stored value, then each expanded
    leaf with the mean of its new children's values.
 
@@ -73,6 +74,7 @@ class NodeEvaluation:
     self_eval: float | None = None  # P("correct") of the newest step, in [0, 1]
     rollout_value: float | None = None  # +1 / -1, the verifier on a rollout's answer
     rollout_text: str | None = None
+    value_model: float | None = None  # the value model's score of the newest step, in [-1, 1]
 
 
 class SearchPolicy(Protocol):
@@ -106,14 +108,20 @@ def node_value(evaluation: NodeEvaluation, terminal: bool, config: SearchConfig)
     """The value a new node starts with, in [-1, 1]."""
     if terminal:
         return 1.0 if evaluation.correct else -1.0
+    # the configured weights over the parts the policy delivered (what runs is the policy's
+    # business: it follows `config.value_weights()`)
+    weights = {"self_eval": config.self_eval_weight, "rollout": config.rollout_weight,
+               "value_model": config.value_model_weight}
     parts: list[tuple[float, float]] = []
     if evaluation.self_eval is not None:
-        parts.append((config.self_eval_weight, 2.0 * evaluation.self_eval - 1.0))
+        parts.append((weights.get("self_eval", 0.0), 2.0 * evaluation.self_eval - 1.0))
     if evaluation.rollout_value is not None:
-        parts.append((1.0 - config.self_eval_weight, evaluation.rollout_value))
+        parts.append((weights.get("rollout", 0.0), evaluation.rollout_value))
+    if evaluation.value_model is not None:
+        parts.append((weights.get("value_model", 0.0), evaluation.value_model))
     total_weight = sum(w for w, _ in parts)
     if total_weight <= 0:
-        # one part with zero weight (lambda 0 or 1 but only the other part present)
+        # only parts whose source has weight 0 (a policy that ran one anyway): their plain mean
         return sum(v for _, v in parts) / len(parts) if parts else 0.0
     return sum(w * v for w, v in parts) / total_weight
 
