@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from mcts_po.extract.value_targets import rows_from_tree
-from mcts_po.llm.policy import LLMSearchPolicy, SamplingConfig
+from mcts_po.llm.config import SamplingConfig
+from mcts_po.llm.policy import LLMSearchPolicy
 from mcts_po.llm.value_guide import ValueGuide
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import NodeEvaluation, node_value, run_search
@@ -94,7 +95,7 @@ def test_scored_texts_equal_the_extracted_value_rows():
                           self_eval_weight=0, rollout_weight=0, use_self_eval=False, use_rollout=False,
                           value_model_weight=1.0)
     tree, _, _ = search(config, ValueGuide("scripted", scorer=ScriptedScorer()))
-    from mcts_po.extract.selection import ExtractConfig
+    from mcts_po.extract.config import ExtractConfig
 
     rows = rows_from_tree(tree, ExtractConfig(min_visits=1))
     assert rows
