@@ -41,12 +41,13 @@ from mcts_po.extract.config import ExtractConfig
 from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.config import SamplingConfig
+from mcts_po.loop_value import VALUE_PHASE, LoopValueConfig, quality_by_round, replay_buffer_rounds
 from mcts_po.search.config import SearchConfig
 from mcts_po.train.config import TrainConfig
 
 LOOP_METHODS = ("step-dpo", "step-apo", "tpo", "dpo")
 REFERENCES = ("initial", "previous")
-PHASES = ("search", "extract", "train", "eval")
+PHASES = ("search", "extract", "train", VALUE_PHASE, "eval")  # value: only with a `value:` method (loop_value.py)
 CONFIG_FILE = "loop_config.json"
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "metrics.png"
@@ -90,6 +91,7 @@ class LoopConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    value: LoopValueConfig = field(default_factory=LoopValueConfig)
 
     def __post_init__(self) -> None:
         if self.method not in LOOP_METHODS:
@@ -110,6 +112,15 @@ class LoopConfig:
         if self.search.seed != 0 or self.train.seed != 0:
             raise ValueError("a loop derives its search and training seeds from its top-level seed: set `seed:` at "
                              "the top of the loop config, not search.seed or train.seed")
+        if self.value.enabled and self.search.value_model_weight <= 0:
+            raise ValueError(f"value.method = {self.value.method!r} trains a value model each round for the next "
+                             "round's search, but search.value_model_weight is 0: give it a weight > 0")
+        if not self.value.enabled and self.search.value_model_weight > 0:
+            raise ValueError("search.value_model_weight > 0 needs a value model: set value.method (value or ppm) "
+                             "so that each round trains one")
+        if self.value.enabled and self.search.tree == "plan":
+            raise ValueError("value.method: value rows are not extracted from plan trees (search.tree: plan); "
+                             "use step trees or value.method: none")
 
     @property
     def extract_format(self) -> str:
@@ -126,9 +137,12 @@ class LoopConfig:
         if removed:
             raise UserError(f"{source}: loop option {removed[0]} was removed: {REMOVED_OPTIONS[removed[0]]}; "
                             "delete it from the config")
+        values = {k.replace("-", "_"): v for k, v in (values or {}).items()}
+        value_section = values.pop("value", None)  # its own routing (ValueConfig + the value model's TrainConfig)
         top, sections = route_options(values, cls, SECTIONS, source)
         built = {name: build_dataclass(section_cls, sections[name], None, f"{source}: {name}")
                  for name, section_cls in SECTIONS.items()}
+        built["value"] = LoopValueConfig.from_yaml_dict(value_section, source)
         return build_dataclass(cls, top, None, source, **built)
 
 
@@ -216,20 +230,25 @@ class LoopPhases:
         return make_backend(self.config.backend, model=model, seed=loop_seeds(self.config.seed)["engine"],
                             **self.config.backend_options)
 
-    def search(self, round_index: int, policy: str, out: Path) -> dict[str, Any]:
+    def search(self, round_index: int, policy: str, out: Path, value_model: str | None = None) -> dict[str, Any]:
         from mcts_po.search_runner import SearchJob, run_search_job
 
         c = self.config
         seeds = loop_round_seeds(c.seed, round_index)
         search = dataclasses.replace(c.search, seed=seeds["search"])
+        if value_model is None:  # round 0 (or no value rows yet): the other value sources only
+            search = dataclasses.replace(search, value_model_weight=0.0)
         job = SearchJob(out=str(out), task=c.task, task_options=dict(c.task_options), split=c.train_split,
                         limit=c.problems_per_round, offset=c.train_offset + round_index * c.problems_per_round,
                         data=c.data or None, model=policy, backend=c.backend, backend_options=dict(c.backend_options),
                         search=search, sampling=c.sampling, problems_in_flight=c.problems_in_flight,
-                        greedy_baseline=False, progress=c.progress)
+                        greedy_baseline=False, progress=c.progress, value_model=value_model,
+                        value_model_device=c.value.score_device, value_model_batch_size=c.value.score_batch_size)
         summary = run_search_job(job, backend=self.engines.get(policy))
         result = {key: summary[key] for key in ("problems", "problems_with_correct_terminal", "solved_share", "nodes",
                                                 "generated_tokens", "prompt_tokens")}
+        if c.value.enabled:
+            result["value_model"] = value_model
         return {**result, "seed": seeds["search"], "engine_seed": loop_seeds(c.seed)["engine"]}
 
     def extract(self, round_index: int, trees_dir: Path, out: Path) -> dict[str, Any]:
@@ -261,6 +280,17 @@ class LoopPhases:
                 "train_seconds": log["seconds"], "final_loss": last.get("loss"),
                 "final_reward_margin": last.get("reward_margin"), "final_ordered_pair_fraction": last.get("ordered_pair_fraction"),
                 "seed": train_seed}
+
+    def value(self, round_index: int, policy: str, value_model: str | None, buffer: list[tuple[int, Path]],
+              fresh_dir: Path, out: Path) -> dict[str, Any]:
+        """Metrics of value model k on round k's trees, then value model k+1 from the replay buffer
+        (mcts_po/loop_value.py)."""
+        from mcts_po.loop_value import run_value_phase
+
+        self.engines.release()
+        c = self.config
+        return run_value_phase(c.value, c.extract, c.seed, round_index, policy, value_model, buffer, fresh_dir, out,
+                               self.log, progress=c.progress)
 
     def evaluate(self, policy: str, out: Path) -> dict[str, Any]:
         from mcts_po.evaluation import EvalConfig, evaluate_model
@@ -294,6 +324,7 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
+        previous.setdefault("value", LoopValueConfig().to_dict())  # added later; runs before it had no value model
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
             previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], path, use_self_eval)
@@ -318,21 +349,28 @@ def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
     phases = phases if phases is not None else LoopPhases(config, log)
     initial = config.model
     policy = initial
+    value_model: str | None = None  # value model k (mcts_po/loop_value.py); none in round 0
     try:
         if config.eval_initial:
             run_phase(run_dir / BASELINE_DIR, "eval", "policy 0 (initial) eval",
                       lambda: phases.evaluate(initial, run_dir / BASELINE_DIR), log)
         for k in range(config.rounds):
             round_dir = run_dir / f"round_{k}"
-            current = policy
-            run_phase(round_dir, "search", f"round {k} search (policy {k})",
-                      lambda: phases.search(k, current, round_dir / "search"), log)
+            current, guide = policy, value_model
+            guided = {"value_model": guide} if guide else {}  # phases without a value model need not take it
+            run_phase(round_dir, "search", f"round {k} search (policy {k}{', value model ' + str(k) if guide else ''})",
+                      lambda: phases.search(k, current, round_dir / "search", **guided), log)
             run_phase(round_dir, "extract", f"round {k} extract ({config.extract_format})",
                       lambda: phases.extract(k, round_dir / "search", round_dir / "data"), log)
             reference = initial if config.reference == "initial" else current
             trained = run_phase(round_dir, "train", f"round {k} train {config.method} (policy {k + 1})",
                                 lambda: phases.train(k, current, reference, round_dir / "data", round_dir / "policy"), log)
             policy = trained["result"]["policy"]
+            if config.value.enabled:
+                buffer = [(j, run_dir / f"round_{j}" / "search") for j in replay_buffer_rounds(k, config.value.replay_rounds)]
+                valued = run_phase(round_dir, VALUE_PHASE, f"round {k} value {config.value.method} (value model {k + 1})",
+                                   lambda: phases.value(k, policy, guide, buffer, round_dir / "search", round_dir), log)
+                value_model = valued["result"]["value_model"]
             run_phase(round_dir, "eval", f"round {k} eval (policy {k + 1})",
                       lambda: phases.evaluate(policy, round_dir / "eval"), log)
     finally:
@@ -365,6 +403,8 @@ def collect_metrics(run_dir: Path, config: LoopConfig) -> dict[str, Any]:
             entry["rows"] = markers["extract"]["result"]["rows"]
         if markers["train"]:
             entry["train"] = markers["train"]["result"]
+        if markers[VALUE_PHASE]:
+            entry["value"] = markers[VALUE_PHASE]["result"]
         if markers["eval"]:
             policies.append({"policy": k + 1, "model": markers["train"]["result"]["policy"] if markers["train"] else None,
                              **markers["eval"]["result"], "eval_seconds": markers["eval"]["seconds"]})
@@ -377,6 +417,8 @@ def collect_metrics(run_dir: Path, config: LoopConfig) -> dict[str, Any]:
         "accuracy_by_policy": accuracies,
         "accuracy_gain": round(accuracies[-1] - accuracies[0], 4) if len(accuracies) > 1 else None,
         "policies": policies, "rounds": rounds,
+        **({"value_method": config.value.method, "value_quality_by_round": quality_by_round(rounds)}
+           if config.value.enabled else {}),
         "total_seconds": round(sum(r["total_seconds"] for r in rounds) + sum(
             p["eval_seconds"] for p in policies if p["policy"] == 0), 2),
     }

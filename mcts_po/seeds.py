@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-SEED_PURPOSES = ("search", "engine", "eval", "train")
+SEED_PURPOSES = ("search", "engine", "eval", "train", "value")
 
 
 def derive_seed(seed: int, purpose: str, index: int = 0) -> int:

@@ -5,7 +5,8 @@ Every non-terminal step node of the given trees is asked its verdict question ag
 are set against what the search later learned about the node: `subtree` (a correct
 terminal below it) and `rollout` (its own rollout reached the gold answer). Reported per
 layout and outcome: AUC (0.5 = uninformative), mean score of good and bad nodes, Brier,
-ECE; and the prompt tokens of the layout's questions.
+ECE (`mcts_po/score_quality.py`, shared with the loop's value-model metrics); and the prompt
+tokens of the layout's questions.
 
 The comparison of layouts is historical: this script measured "numbered" against
 "separate", "followup" and "question_first" (docs/prompts.md, "Self-evaluation layout"),
@@ -51,35 +52,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def outcome_points(trees, scores: dict[tuple[int, int], float], outcome: str) -> list[tuple[float, bool]]:
-    from mcts_po.graphs.run_stats import rollout_outcomes, subtree_outcomes
-
-    points = []
-    for tree_index, tree in enumerate(trees):
-        outcomes = subtree_outcomes(tree) if outcome == "subtree" else rollout_outcomes(tree)
-        for node in tree.nodes:
-            key = (tree_index, node.node_id)
-            if key in scores and outcomes[node.node_id] is not None:
-                points.append((scores[key], bool(outcomes[node.node_id])))
-    return points
-
-
-def layout_quality(points: list[tuple[float, bool]]) -> dict[str, Any]:
-    from mcts_po.graphs.run_stats import calibration_table
-
-    table = calibration_table(points, bins=10)
-    good = [s for s, r in points if r]
-    bad = [s for s, r in points if not r]
-    return {
-        "nodes": len(points), "good": len(good), "bad": len(bad),
-        "auc": None if table.auc is None else round(table.auc, 4),
-        "mean_score_good": round(statistics.fmean(good), 4) if good else None,
-        "mean_score_bad": round(statistics.fmean(bad), 4) if bad else None,
-        "brier": None if table.brier is None else round(table.brier, 4),
-        "ece": None if table.ece is None else round(table.ece, 4),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", type=Path, default=REPO / "runs" / "bench_search" / "scale_50" / "trees.jsonl")
@@ -101,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from mcts_po.llm.policy import LLMSearchPolicy
     from mcts_po.llm.prompts import verdict_probability
     from mcts_po.search.config import SearchConfig
+    from mcts_po.score_quality import outcome_points, score_quality, step_nodes
     from mcts_po.tree_io import read_tree_file
     from mcts_po.tasks import get_task
     from mcts_po.tasks.base import Problem
@@ -112,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.trees}: no trees")
     task = get_task(args.task)
     problems = [Problem(id=t.problem_id, question=t.question, answer=t.gold_answer or "") for t in trees]
-    nodes = [(i, n.node_id) for i, t in enumerate(trees) for n in t.nodes
-             if n.depth >= 1 and not n.terminal and n.kind != "plan"]
+    nodes = step_nodes(trees)
     stored = {(i, node_id): trees[i].nodes[node_id].self_eval for i, node_id in nodes
               if trees[i].nodes[node_id].self_eval is not None}
     searched_layouts = {t.sampling.get("self_eval_layout", "separate") for t in trees}
@@ -152,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         question_tokens = ([len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in questions]
                            if tokenizer is not None else [])
         entry: dict[str, Any] = {
-            "subtree": layout_quality(outcome_points(trees, scores, "subtree")),
-            "rollout": layout_quality(outcome_points(trees, scores, "rollout")),
+            "subtree": score_quality(outcome_points(trees, scores, "subtree")),
+            "rollout": score_quality(outcome_points(trees, scores, "rollout")),
             "mean_question_tokens": round(statistics.fmean(question_tokens), 1) if question_tokens else None,
             "call_seconds": round(call.engine_seconds, 1),
         }
@@ -165,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         results["layouts"][layout] = entry
         print(layout, json.dumps(entry), flush=True)
     if stored:
-        results["stored_scores"] = {"subtree": layout_quality(outcome_points(trees, stored, "subtree")),
-                                    "rollout": layout_quality(outcome_points(trees, stored, "rollout"))}
+        results["stored_scores"] = {"subtree": score_quality(outcome_points(trees, stored, "subtree")),
+                                    "rollout": score_quality(outcome_points(trees, stored, "rollout"))}
     names = list(scores_by_layout)
     results["layout_score_correlation"] = {
         f"{a}/{b}": round(statistics.correlation([scores_by_layout[a][k] for k in nodes],

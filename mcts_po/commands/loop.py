@@ -4,8 +4,9 @@
     mcts-po loop --config configs/loop_arithmetic_cpu.yaml --out runs/loop-arith --rounds 3   # extend a run
     mcts-po loop --config configs/loop_gsm8k.yaml --out runs/loop-gsm8k --backend vllm --method step-apo
 
-The YAML file holds the loop options at the top level and `search:`, `sampling:`, `extract:`
-and `train:` sections (see configs/ and docs/loop.md). Top-level flags override the file.
+The YAML file holds the loop options at the top level and `search:`, `sampling:`, `extract:`,
+`train:` and `value:` (a value model trained each round: mcts_po/loop_value.py) sections (see
+configs/ and docs/loop.md). Top-level flags override the file.
 Rerunning the same command skips finished phases. Writes RUN/metrics.json and RUN/metrics.png.
 """
 
@@ -41,7 +42,7 @@ def build_config(args: argparse.Namespace):
         args.progress = False
     if args.base_url:
         args.backend_options = {**(args.backend_options or config.backend_options), "base_url": args.base_url}
-    sections = {name: getattr(config, name) for name in ("search", "sampling", "extract", "train")}
+    sections = {name: getattr(config, name) for name in ("search", "sampling", "extract", "train", "value")}
     top = {k: v for k, v in config.to_dict().items() if k not in sections}
     return build_dataclass(LoopConfig, top, args, source, **sections)
 
@@ -51,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     metrics = run_loop(config, args.out, plot=not args.no_plot)
-    print(json.dumps({"method": metrics["method"], "accuracy_by_policy": metrics["accuracy_by_policy"],
-                      "rows_by_round": [r.get("rows") for r in metrics["rounds"]],
-                      "total_seconds": metrics["total_seconds"]}, indent=2))
+    brief = {"method": metrics["method"], "accuracy_by_policy": metrics["accuracy_by_policy"],
+             "rows_by_round": [r.get("rows") for r in metrics["rounds"]], "total_seconds": metrics["total_seconds"]}
+    if "value_quality_by_round" in metrics:
+        brief["value_quality_by_round"] = [
+            {k: line[k] for k in ("round", "value_model_auc", "value_model_brier", "self_eval_auc", "self_eval_brier")}
+            for line in metrics["value_quality_by_round"]]
+    print(json.dumps(brief, indent=2))
     if not metrics["policies"]:
         raise UserError("no policy was evaluated")
     return 0
