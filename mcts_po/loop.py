@@ -1,4 +1,4 @@
-"""AlphaZero-style rounds: search with policy k → extract → train policy k+1 → evaluate, resumable per phase.
+"""AlphaZero-style rounds: search with policy k → extract → train policy k+1 [→ value model k+1] → evaluate, resumable per phase.
 
 `run_loop(config, run_dir)` is what `mcts-po loop` calls. One run folder holds everything:
 
@@ -7,6 +7,8 @@
     RUN/round_k/search/            trees.jsonl + summary.json of the search with policy k (fresh train slice)
     RUN/round_k/data/              the method's extracted rows (<format>.jsonl, dataset folder, stats.json)
     RUN/round_k/policy/            policy k+1 (a plain HF folder + training_log.json)
+    RUN/round_k/value_data/        with a `value:` method: value (or ppm) rows of the replay buffer's trees
+    RUN/round_k/value_model/       value model k+1 (guides round k+1's search; mcts_po/loop_value.py)
     RUN/round_k/eval/              evaluation of policy k+1 on the held-out split
     RUN/round_k/<phase>.done.json  done-markers, written atomically after the phase's outputs
     RUN/metrics.json, metrics.png  accuracy by policy, pairs, tokens and time by round

@@ -325,3 +325,38 @@ def test_real_phases_on_a_tiny_llama_train_and_use_a_value_model(tmp_path):
     assert [line["value_model"] for line in lines] == [None, str(vm1)]
     quality = metrics["rounds"][1]["value"]["quality"]
     assert quality["step_nodes"] > 0 and quality["trees"] == len(trees)
+
+
+def test_shipped_value_loop_config_parses():
+    from mcts_po.config_utils import load_yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "loop_arithmetic_value_cpu.yaml"
+    config = LoopConfig.from_yaml_dict(load_yaml(path), str(path))
+    assert (config.value.method, config.value.replay_rounds, config.value.train.max_steps) == ("value", 2, 40)
+    assert config.search.value_model_weight == 1.0 and config.train.sft_weight == 1.0
+
+
+def test_loop_command_keeps_the_value_section_of_the_file(tmp_path):
+    import argparse
+
+    from mcts_po.commands import loop
+
+    config = tmp_path / "l.yaml"
+    config.write_text("search: {value_model_weight: 2.0}\nvalue: {method: ppm, replay_rounds: 3, max_steps: 5}\n")
+    parser = argparse.ArgumentParser()
+    loop.add_arguments(parser)
+    built = loop.build_config(parser.parse_args(["--config", str(config), "--out", "r", "--rounds", "4"]))
+    assert (built.rounds, built.value.method, built.value.replay_rounds, built.value.train.max_steps) == (4, "ppm", 3, 5)
+    assert built.search.value_model_weight == 2.0
+
+
+def test_loop_value_and_score_quality_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, mcts_po.loop_value, mcts_po.score_quality, mcts_po.loop; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
