@@ -152,10 +152,11 @@ def run_value_phase(config: LoopValueConfig, extract_config: Any, seed: int, rou
         scores = dict(zip(keys, values))
     quality = value_and_self_eval_quality(fresh, scores)
     quality["value_model_path"] = value_model
-    vm, se = quality["value_model"], quality["self_eval"]
+    def brief(figures: dict[str, Any] | None) -> str:
+        return f"AUC {figures['auc']} Brier {figures['brier']} ({figures['nodes']} nodes)" if figures else "-"
+
     log(f"round {round_index}: on its {len(fresh)} fresh trees, value model {round_index} "
-        f"AUC {vm['auc'] if vm else '-'} Brier {vm['brier'] if vm else '-'}; self-evaluation "
-        f"AUC {se['auc'] if se else '-'} Brier {se['brier'] if se else '-'}")
+        f"{brief(quality['value_model']) if value_model else '(none)'}; self-evaluation {brief(quality['self_eval'])}")
 
     rounds = [int(r) for r, _ in buffer]
     trees = [tree for _, folder in buffer for tree in read_tree_file(Path(folder) / "trees.jsonl")]

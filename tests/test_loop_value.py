@@ -8,6 +8,12 @@ those of a hand computation on round k's fresh trees, and a resume skips finishe
 test runs the real phases end to end on a tiny random Llama (transformers backend, CPU, seconds).
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_loop_value.py -m "not slow"
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python -m pytest -q tests/test_loop_value.py -m slow   # 6.9 min on 2 cores
+
+The slow test runs two tiny rounds with SmolLM2-135M (transformers backend) and checks that round
+1's node values are the mix of the self-evaluation and value model 1's own scores. With 3
+simulations per problem its trees may hold no verified terminal, so its metrics may have 0 nodes
+(it checks the count against an independent one); the fast tests check the figures.
 """
 
 from __future__ import annotations
@@ -360,3 +366,44 @@ def test_loop_value_and_score_quality_import_no_torch():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.slow
+def test_smollm2_two_tiny_rounds_guided_by_the_value_model_of_the_round_before(tmp_path):
+    """SmolLM2-135M (transformers, CPU): two rounds of 2 arithmetic problems. Round 0 is valued by
+    the self-evaluation alone; value model 1 (a head on policy 1, trained on round 0's trees) joins it
+    in round 1, and every new non-terminal node of round 1 starts at
+    (0.5 * (2 * self_eval - 1) + 1.0 * v) / 1.5 with v value model 1's score of the node."""
+    from mcts_po.graphs.run_stats import subtree_outcomes
+    from mcts_po.llm.value_guide import ValueGuide
+    from mcts_po.train.value_model import ValueScorer
+    from mcts_po.tree_io import read_tree_file
+
+    config = LoopConfig.from_yaml_dict({
+        "rounds": 2, "method": "step-dpo", "model": "smollm2-135m", "backend": "transformers",
+        "backend_options": {"device": "cpu"}, "task": "arithmetic", "task_options": {"num_ops": 1, "max_value": 20},
+        "problems_per_round": 2, "problems_in_flight": 2, "eval_limit": 2, "eval_max_tokens": 32, "progress": False,
+        "search": {"num_simulations": 3, "num_children": 2, "max_depth": 3, "max_tokens": 96,
+                   "self_eval_weight": 0.5, "rollout_weight": 0.0, "use_rollout": False, "value_model_weight": 1.0},
+        "sampling": {"max_step_tokens": 24},
+        "train": {"max_steps": 1, "batch_size": 1, "max_length": 128, "device": "cpu"},
+        "value": {"method": "value", "max_steps": 2, "batch_size": 2, "max_length": 128, "learning_rate": 1e-5,
+                  "device": "cpu", "score_device": "cpu"},
+    }, "slow test")
+    run_dir = tmp_path / "run"
+    metrics = run_loop(config, run_dir, log=print, plot=False)
+    vm1 = run_dir / "round_0" / "value_model"
+    assert metrics["rounds"][0]["value"]["trained"] is True
+    assert metrics["rounds"][1]["search"]["value_model"] == str(vm1)
+    trees = read_tree_file(run_dir / "round_1" / "search" / "trees.jsonl")
+    keys = [(t, n.node_id) for t, tree in enumerate(trees) for n in tree.nodes if n.depth >= 1 and not n.terminal]
+    assert keys, "round 1 grew no non-terminal step"
+    scorer = ValueScorer(str(vm1), device="cpu")
+    pairs = ValueGuide.texts(trees, keys)
+    scores = [s[-1] for s in scorer.score_paths([p for p, _ in pairs], [s for _, s in pairs])]
+    for (t, node_id), v in zip(keys, scores):
+        node = trees[t].nodes[node_id]
+        assert node.initial_value == pytest.approx((0.5 * (2 * node.self_eval - 1) + v) / 1.5, abs=1e-4)
+    with_outcome = sum(1 for t, n in keys if subtree_outcomes(trees[t])[n] is not None)
+    line = metrics["value_quality_by_round"][1]
+    assert line["value_model"] == str(vm1) and line["nodes"] == with_outcome == line["self_eval_nodes"]
