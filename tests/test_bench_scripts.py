@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO_ROOT
 
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
-PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py"}
+PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py"}
 
 
 def load_script(name: str):
@@ -51,3 +51,22 @@ def test_bench_loop_report_goes_to_the_work_folder(tmp_path):
     assert published.read_bytes() == before
     assert bench_loop.report_path(tmp_path, None, publish=True) == published
     assert bench_loop.report_path(tmp_path, str(tmp_path / "x.md"), publish=True) == tmp_path / "x.md"
+
+
+def test_bench_math_counts_steps_and_flags_lenient_near_misses():
+    bench_math = load_script("bench_math.py")
+    text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"
+    assert bench_math.split_counts(text, "\n") == 3 and bench_math.split_counts(text, "\n\n") == 2
+    assert bench_math.lenient("x = \\dfrac{1}{2}") == bench_math.lenient("\\frac{1}{2}")
+    assert bench_math.lenient("30^\\circ") == "30" and bench_math.lenient("5\\text{ cm}") == "5"
+    assert bench_math.lenient("12") != bench_math.lenient("21")
+    items = [{"source": "eval greedy", "problem_id": "p", "gold": "5", "answer": "5 \\text{ units}", "correct": False, "text": "t"},
+             {"source": "eval greedy", "problem_id": "q", "gold": "5", "answer": "0.5", "correct": True, "text": "t"},
+             {"source": "eval greedy", "problem_id": "r", "gold": "5", "answer": None, "correct": False,
+              "text": "so the answer is **5**"}]
+    found = bench_math.near_misses(items)
+    assert [i["problem_id"] for i in found["rejected_but_lenient_equal"]] == ["p"]
+    assert [i["problem_id"] for i in found["accepted_but_text_differs"]] == ["q"]
+    assert found["no_answer_but_mentions_answer_count"] == 1
+    rate = bench_math.rate(3, 10)
+    assert rate["count"] == 3 and rate["ci95"][0] < 0.3 < rate["ci95"][1]

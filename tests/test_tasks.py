@@ -163,6 +163,36 @@ def test_math_train4500_takes_gold_answers_from_boxed():
 
 
 @needs_shared_data
+def test_math_levels_option_filters_before_offset_and_limit():
+    everything = get_task("math").load("math500", path=str(SHARED_DATA / "math"))
+    low = [p for p in everything if p.meta["level"] in (1, 2)]
+    assert len(low) == 133  # MATH-500: 43 of level 1, 90 of level 2
+    task = get_task("math", levels=[2, 1])
+    assert task.levels == (1, 2)
+    assert [p.id for p in task.load("math500", path=str(SHARED_DATA / "math"))] == [p.id for p in low]
+    # offset/limit count problems of those levels only, and keep the file's order
+    sliced = task.load("math500", path=str(SHARED_DATA / "math"), offset=3, limit=5)
+    assert [p.id for p in sliced] == [p.id for p in low[3:8]]
+    # train4500 spells levels "Level N"; the option takes either spelling
+    train = get_task("math", levels="Level 1").load("train", path=str(SHARED_DATA / "math"), limit=20)
+    assert len(train) == 20 and {p.meta["level"] for p in train} == {1}
+
+
+def test_math_levels_option_spellings_and_errors(tmp_path):
+    from mcts_po.tasks.competition_math import parse_levels
+
+    assert parse_levels(None) is None and parse_levels([]) is None
+    assert parse_levels(3) == (3,) and parse_levels("1,2") == (1, 2) and parse_levels(["Level 2", 1, 2]) == (1, 2)
+    for bad in ("hard", [0], [True], {"a": 1}, 2.5):
+        with pytest.raises(UserError, match="levels"):
+            get_task("math", levels=bad)
+    path = write_lines(tmp_path / "math.jsonl", [json.dumps({"problem": "1+1?", "answer": "2", "level": "Level 3"})])
+    with pytest.raises(UserError, match=r"no problems of level\(s\) 1.*levels present: 3"):
+        get_task("math", levels=[1]).load(path=str(path))
+    assert [p.meta["level"] for p in get_task("math", levels=[3]).load(path=str(path))] == [3]
+
+
+@needs_shared_data
 def test_math500_reference_solutions_state_their_gold_answer():
     """The last \\boxed{} of each MATH-500 solution verifies against its `answer` field."""
     task = get_task("math")

@@ -8,6 +8,8 @@ Rows have `problem`, `solution` (answer in `\\boxed{}`) and, for MATH-500, `answ
 test problems outside MATH-500, the PRM800K convention) and any split also accepts
 `{split}.jsonl` (each also under `math/`); or a hub id. Without a path, "test"/"math500"
 load `HuggingFaceH4/MATH-500` and other splits `DigitalLearningGmbH/MATH-lighteval`.
+The task option `levels` (`get_task("math", levels=[1, 2])`, `task_options: {levels: [1, 2]}`)
+keeps only problems of those levels ("Level N" and N both count), before `offset`/`limit`.
 
 The model is asked to put the final answer in `\\boxed{}` and end with
 "The answer is \\boxed{...}."; `extract_answer` takes the last `\\boxed{}` (else the text
@@ -27,7 +29,8 @@ from typing import Any
 
 from mcts_po.tasks.base import Problem, Task
 from mcts_po.tasks.gsm8k import final_answer_tail
-from mcts_po.tasks.loading import RowError, load_problems, optional_text, required_text, resolve_source
+from mcts_po.tasks.loading import (RowError, load_problems, optional_text, required_text, resolve_source,
+                                   slice_problems)
 
 MATH500_HUB_ID = "HuggingFaceH4/MATH-500"
 MATH_TRAIN_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
@@ -58,6 +61,27 @@ def normalize_level(level: Any) -> Any:
         return level
     match = re.fullmatch(r"\s*(?:Level\s*)?(\d+)\s*", str(level))
     return int(match.group(1)) if match else level
+
+
+def parse_levels(levels: Any) -> tuple[int, ...] | None:
+    """The `levels` task option as sorted unique integers: None/[] -> None (all levels); 2 ->
+    (2,); [1, "Level 2"] -> (1, 2); "1,2" -> (1, 2). Anything else raises UserError."""
+    from mcts_po.io_utils import UserError
+
+    if levels is None:
+        return None
+    items = levels.split(",") if isinstance(levels, str) else levels
+    if isinstance(items, (int, str)) and not isinstance(items, bool):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise UserError(f"math task option 'levels' must be a level or a list of levels (1-5), got {levels!r}")
+    parsed = set()
+    for item in items:
+        level = normalize_level(item) if not isinstance(item, bool) else item
+        if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+            raise UserError(f"math task option 'levels': {item!r} is not a level (an integer >= 1 or 'Level N')")
+        parsed.add(level)
+    return tuple(sorted(parsed)) or None
 
 
 def math_source_names(split: str) -> list[str]:
@@ -96,9 +120,11 @@ class MathTask(BoxedAnswerTask):
 
     name = "math"
 
-    def __init__(self, hub_config: str | None = None, verify_timeout_s: float = 5.0):
+    def __init__(self, hub_config: str | None = None, verify_timeout_s: float = 5.0,
+                 levels: Any = None):
         self.hub_config = hub_config
         self.verify_timeout_s = float(verify_timeout_s)
+        self.levels = parse_levels(levels)
         self.last_load_skipped = 0
         self.last_load_source: str | None = None
 
@@ -117,8 +143,19 @@ class MathTask(BoxedAnswerTask):
         def parse_row(row: dict[str, Any], row_index: int) -> Problem:
             return self.parse_row(row, row_index, split)
 
-        return load_problems(self, source, parse_row, offset=offset, limit=limit,
-                             skip_bad_lines=skip_bad_lines)
+        if self.levels is None:
+            return load_problems(self, source, parse_row, offset=offset, limit=limit,
+                                 skip_bad_lines=skip_bad_lines)
+        # the level filter comes before offset/limit: `limit 10` means 10 problems of these levels
+        problems = load_problems(self, source, parse_row, skip_bad_lines=skip_bad_lines)
+        kept = [p for p in problems if p.meta.get("level") in self.levels]
+        if not kept:
+            from mcts_po.io_utils import UserError
+
+            found = sorted({str(p.meta.get("level")) for p in problems})
+            raise UserError(f"math: no problems of level(s) {', '.join(map(str, self.levels))} in "
+                            f"{source.describe()} (levels present: {', '.join(found) or 'none'})")
+        return slice_problems(kept, offset, limit)
 
     def parse_row(self, row: dict[str, Any], row_index: int, split: str) -> Problem:
         """One MATH row -> Problem; gold = `answer` if present, else the last `\\boxed{}`
