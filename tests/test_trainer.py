@@ -210,3 +210,51 @@ def test_step_dpo_on_smollm2_raises_the_log_ratio_margin_of_its_rows(tmp_path, t
     margins = pair_log_ratio_margins(str(out), base, rows, TrainConfig(device="cpu"))
     assert sum(margins) / len(margins) > 0.1, margins
     assert all(m > 0 for m in margins), margins
+
+
+# ---------------------------------------------------------------- sft (the loop's rft baseline)
+
+
+def test_sft_nll_loss_is_the_token_mean_negative_log_likelihood():
+    from mcts_po.train.losses import sft_nll_loss
+
+    loss = sft_nll_loss(torch.tensor([-2.0, -6.0]), torch.tensor([1, 3]))
+    assert loss.item() == pytest.approx(8.0 / 4.0)
+    with pytest.raises(ValueError, match="at least one token"):
+        sft_nll_loss(torch.tensor([-1.0]), torch.tensor([0]))
+
+
+SFT_ROWS = [{"prompt": "q 2+3?\n\n", "completion": "2+3=5\n\nso 5."},
+            {"prompt": "q 4+1?\n\n", "completion": "4+1=5\n\nso 5."}]
+
+
+def test_sft_training_raises_the_completion_log_likelihood(tmp_path, capsys):
+    from mcts_po.train.logprobs import build_pair_batch, sequence_logprobs
+
+    base = save_tiny_model(tmp_path / "base")
+    config = TrainConfig(learning_rate=1e-2, num_epochs=3, batch_size=2, max_length=64, progress=False, device="cpu",
+                         sft_weight=0.5)
+    out = train_preferences(base, SFT_ROWS, "sft", config, tmp_path / "trained")
+    assert "sft trains without it" in capsys.readouterr().err
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["method"] == "sft" and log["optimizer_steps"] == 3
+    assert "reward_margin" not in log["history"][0] and log["history"][0]["chosen_nll"] == pytest.approx(log["history"][0]["loss"])
+
+    def completion_logps(folder):
+        model, tokenizer = load_causal_lm(folder, torch.device("cpu")), load_tokenizer(folder)
+        batch = build_pair_batch(tokenizer, [r["prompt"] for r in SFT_ROWS], [r["completion"] for r in SFT_ROWS],
+                                 [True, True], 64)
+        with torch.no_grad():
+            return sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask).tolist()
+
+    before, after = completion_logps(base), completion_logps(str(out))
+    assert all(a > b + 1.0 for a, b in zip(after, before)), (before, after)
+    # the first step's loss is the initial policy's token-mean NLL of the rows (batch of both rows)
+    tokens = sum(len(load_tokenizer(base)(r["completion"])["input_ids"]) + 1 for r in SFT_ROWS)
+    assert log["history"][0]["loss"] == pytest.approx(-sum(before) / tokens, rel=2e-2)
+
+
+def test_sft_rows_need_a_completion_column(tmp_path):
+    base = save_tiny_model(tmp_path / "base")
+    with pytest.raises(UserError, match="row 0: missing column 'completion'"):
+        train_preferences(base, [{"prompt": "q"}], "sft", TrainConfig(device="cpu", progress=False), tmp_path / "t")

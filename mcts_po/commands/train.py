@@ -26,7 +26,7 @@ from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_
 from mcts_po.train.config import TrainConfig
 from mcts_po.io_utils import UserError, read_jsonl
 
-METHODS = ("dpo", "step-dpo", "step-apo", "tpo", "value", "ppm")
+METHODS = ("dpo", "step-dpo", "step-apo", "tpo", "sft", "value", "ppm")
 VALUE_METHODS = ("value", "ppm")  # = mcts_po.train.value_model.VALUE_METHODS
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mcts_po.precision import normalize_bf16_choice
 
-METHODS = ("dpo", "step-dpo", "step-apo", "tpo")
+METHODS = ("dpo", "step-dpo", "step-apo", "tpo", "sft")
 DEFAULT_BETA = {"dpo": 0.1, "step-dpo": 0.4, "step-apo": 0.3, "tpo": 0.5}
 DEVICES = ("auto", "cpu", "cuda")
 TRAINERS = ("mcts_po", "trl")

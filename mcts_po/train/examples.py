@@ -41,6 +41,22 @@ class ListExample:
     step_weights: tuple[tuple[float, ...], ...]
 
 
+@dataclass(frozen=True)
+class SftExample:
+    prompt: str
+    completion: str  # trained whole, followed by EOS
+
+
+def sft_examples_from_rows(rows: Sequence[dict[str, Any]]) -> list[SftExample]:
+    """SFT rows (prompt, completion: the `sft` extraction's columns) -> SftExample; empty completions skipped."""
+    examples = []
+    for index, row in enumerate(rows):
+        completion = str(_column(row, "completion", index))
+        if completion:
+            examples.append(SftExample(prompt=str(_column(row, "prompt", index)), completion=completion))
+    return examples
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise UserError(f"unknown training method {method!r}; valid: {', '.join(METHODS)}")

@@ -180,6 +180,19 @@ def with_chosen_nll(
     return PreferenceLoss(out.loss + weight * nll, out.chosen_rewards, out.rejected_rewards), nll.detach()
 
 
+def sft_nll_loss(completion_logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning: the negative log-likelihood of the completion tokens, averaged over
+    all completion tokens of the batch, −Σ_b log πθ(y_b) / Σ_b |y_b| (a scalar).
+
+    `completion_logps` is Tensor[B] summed log-probs of each completion (with gradient),
+    `token_counts` Tensor[B] their token counts (> 0 each).
+    """
+    _check_pair_shapes(completion_logps=completion_logps, token_counts=token_counts)
+    if bool((token_counts <= 0).any()):
+        raise ValueError("every SFT completion needs at least one token")
+    return -completion_logps.sum() / token_counts.sum().to(completion_logps.dtype)
+
+
 def adaptive_step_weights(
     steps_per_response: Sequence[Sequence[Hashable]],
     values: Sequence[float],

@@ -1,4 +1,4 @@
-"""A small preference-training loop: DPO, Step-DPO, Step-APO and TPO on extracted rows.
+"""A small preference-training loop: DPO, Step-DPO, Step-APO, TPO (and plain SFT) on extracted rows.
 
 `train_preferences(model_path, rows, method, config, output_dir)` loads the policy and a
 frozen reference (a copy of the initial policy, or `config.ref_model`), turns the rows into
@@ -16,6 +16,8 @@ Rows (the columns `mcts-po extract` writes; see docs/losses.md):
   `visits_rejected`.
 - tpo: `prompt`, `steps` (one list of step texts per response), `values` (one per
   response); optional `ends_solution` (one bool per response, default True).
+- sft: `prompt`, `completion` (the `sft` extraction's rows); the loss is the per-token NLL of
+  the completion followed by EOS; no reference model is loaded.
 
     from mcts_po.train.config import TrainConfig; from mcts_po.train.trainer import train_preferences
     out = train_preferences("smollm2-135m", rows, "step-dpo", TrainConfig(max_steps=20), "runs/x/policy-1")
@@ -58,15 +60,18 @@ from mcts_po.train.distributed import data_parallel_from_env, rank_batches, star
 from mcts_po.train.examples import (
     ListExample,
     PairExample,
+    SftExample,
     check_method,
     list_examples_from_rows,
     pair_examples_from_rows,
+    sft_examples_from_rows,
 )
 from mcts_po.train.logprobs import build_pair_batch, build_step_batch, sequence_logprobs, step_logprobs
 from mcts_po.train.losses import (
     PreferenceLoss,
     conservative_label_smoothing,
     dpo_loss,
+    sft_nll_loss,
     step_apo_loss,
     tpo_listwise_loss,
     with_chosen_nll,
@@ -122,6 +127,16 @@ def pair_batch_loss(policy: Any, reference: Any, tokenizer: Any, examples: Seque
         out = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=smoothing)
     out, chosen_nll = with_chosen_nll(out, policy_chosen, chosen_token_counts, config.sft_weight)
     return out, chosen_nll.item()
+
+
+def sft_batch_loss(policy: Any, tokenizer: Any, examples: Sequence[SftExample], config: TrainConfig,
+                   device: torch.device) -> torch.Tensor:
+    """The batch's SFT loss: the per-token NLL of the completions (prompt tokens are not trained)."""
+    with autocast_context(device, config.bf16):
+        batch = build_pair_batch(tokenizer, [e.prompt for e in examples], [e.completion for e in examples],
+                                 [True] * len(examples), config.max_length).to(device)
+        logps = sequence_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    return sft_nll_loss(logps, batch.completion_mask.sum(dim=-1))
 
 
 def list_step_logprobs(model: Any, tokenizer: Any, examples: Sequence[ListExample], config: TrainConfig,
@@ -213,12 +228,16 @@ def train_preferences(
         raise UserError(f"label_smoothing applies to dpo/step-dpo, not {method}")
     if config.conservative and method not in ("dpo", "step-dpo"):
         raise UserError(f"conservative (visit-count label smoothing) applies to dpo/step-dpo, not {method}")
-    if config.sft_weight and method == "tpo":  # not an error: one loop config serves all methods
+    if config.sft_weight and method in ("tpo", "sft"):  # not an error: one loop config serves all methods
         print(f"train: sft_weight={config.sft_weight:g} applies to the pair methods dpo/step-dpo/step-apo; "
-              "tpo trains without it", file=sys.stderr)
-    examples: list[Any] = (
-        list_examples_from_rows(rows, config) if method == "tpo" else pair_examples_from_rows(rows, method, config)
-    )
+              f"{method} trains without it", file=sys.stderr)
+    examples: list[Any]
+    if method == "tpo":
+        examples = list_examples_from_rows(rows, config)
+    elif method == "sft":
+        examples = sft_examples_from_rows(rows)
+    else:
+        examples = pair_examples_from_rows(rows, method, config)
     if not examples:
         raise UserError(f"no {method} training examples in {len(rows)} rows")
     started = time.monotonic()
@@ -229,8 +248,10 @@ def train_preferences(
     torch.manual_seed(config.seed)  # LoRA initialisation draws from the global generator
     tokenizer = load_tokenizer(model_path)
     policy = load_causal_lm(model_path, device)
-    reference = load_causal_lm(config.ref_model, device) if config.ref_model else copy.deepcopy(policy)
-    reference.eval().requires_grad_(False)
+    reference = None  # sft has no reference
+    if method != "sft":
+        reference = load_causal_lm(config.ref_model, device) if config.ref_model else copy.deepcopy(policy)
+        reference.eval().requires_grad_(False)
     if config.lora:
         policy = add_lora(policy, config)
     policy.train()
@@ -260,6 +281,12 @@ def train_preferences(
         optimizer.zero_grad(set_to_none=True)
         step_loss, margins, ordered, nlls = 0.0, [], [], []
         for batch in group:
+            if method == "sft":
+                loss = sft_batch_loss(forward_model, tokenizer, batch, config, device)
+                nlls.append(loss.item())
+                (loss / len(group)).backward()
+                step_loss += loss.item() / len(group)
+                continue
             if method == "tpo":
                 out = list_batch_loss(forward_model, reference, tokenizer, batch, config, device)
                 ordered.append(ordered_pair_fraction(out.chosen_rewards, batch))
@@ -277,6 +304,7 @@ def train_preferences(
         if margins:
             record["reward_margin"] = sum(margins) / len(margins)
             record["reward_accuracy"] = sum(m > 0 for m in margins) / len(margins)
+        if nlls:
             record["chosen_nll"] = sum(nlls) / len(nlls)
         if ordered:
             record["ordered_pair_fraction"] = sum(ordered) / len(ordered)
