@@ -17,6 +17,9 @@ engine is built once per policy (evaluation of policy k and the search with poli
 it) and closed before training, so each round's engine loads the new weights and the
 trainer gets the memory back.
 
+On a terminal (and unless `progress` is off) a bar over the phases (`mcts_po.progress.StageBar`,
+"loop round k phase") sits above the bar of the phase at work.
+
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
 policy k, the one being trained (`reference: previous`).
@@ -41,6 +44,7 @@ from mcts_po.extract.config import ExtractConfig
 from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.config import SamplingConfig
+from mcts_po.progress import StageBar, write_line
 from mcts_po.search.config import SearchConfig
 from mcts_po.train.config import TrainConfig
 
@@ -85,7 +89,7 @@ class LoopConfig:
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options: a JSON object on the command line, a mapping in YAML, e.g. base_url"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (off when not a terminal): the loop's over rounds x phases, each phase's below it"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -306,7 +310,7 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
 
 
 def stderr_log(message: str) -> None:
-    print(f"[loop {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    write_line(f"[loop {time.strftime('%H:%M:%S')}] {message}", sys.stderr)  # above the progress bars
 
 
 def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
@@ -318,24 +322,33 @@ def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
     phases = phases if phases is not None else LoopPhases(config, log)
     initial = config.model
     policy = initial
+    # the loop's own bar, one step per phase (run or skipped), above the phase's own bars
+    stages = StageBar(config.progress, total=int(config.eval_initial) + config.rounds * len(PHASES), desc="loop")
     try:
         if config.eval_initial:
+            stages.begin("policy 0 eval")
             run_phase(run_dir / BASELINE_DIR, "eval", "policy 0 (initial) eval",
                       lambda: phases.evaluate(initial, run_dir / BASELINE_DIR), log)
         for k in range(config.rounds):
             round_dir = run_dir / f"round_{k}"
             current = policy
+            stages.begin(f"round {k} search")
             run_phase(round_dir, "search", f"round {k} search (policy {k})",
                       lambda: phases.search(k, current, round_dir / "search"), log)
+            stages.begin(f"round {k} extract")
             run_phase(round_dir, "extract", f"round {k} extract ({config.extract_format})",
                       lambda: phases.extract(k, round_dir / "search", round_dir / "data"), log)
             reference = initial if config.reference == "initial" else current
+            stages.begin(f"round {k} train")
             trained = run_phase(round_dir, "train", f"round {k} train {config.method} (policy {k + 1})",
                                 lambda: phases.train(k, current, reference, round_dir / "data", round_dir / "policy"), log)
             policy = trained["result"]["policy"]
+            stages.begin(f"round {k} eval")
             run_phase(round_dir, "eval", f"round {k} eval (policy {k + 1})",
                       lambda: phases.evaluate(policy, round_dir / "eval"), log)
+        stages.finish()
     finally:
+        stages.close()
         phases.close()
     metrics = collect_metrics(run_dir, config)
     atomic_write_json(run_dir / METRICS_FILE, metrics)
