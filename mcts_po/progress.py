@@ -11,6 +11,9 @@ so they all follow one rule:
   when it closes (`leave=False`); the outermost bar stays. So the loop's bar (round, phase)
   sits on top and the search, evaluation or training bar of the current phase under it.
 - `write_line` prints a log line above the open bars instead of through them.
+- `quiet_library_bars(progress)`, called by each command at start, applies the same rule to
+  the libraries' own bars (huggingface_hub downloads, transformers' weight loading, vLLM's
+  checkpoint loading): off with `--no-progress` or when stderr is not a terminal.
 - `StageBar` is a bar over named stages (the loop: one step per phase, "loop round 1 train").
 
 `Rate` turns a cumulative count (generated tokens) into a mean rate since it was started, on
@@ -27,6 +30,7 @@ Imports no torch; tqdm is imported when a bar is made.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -89,6 +93,33 @@ def _nested_class() -> type:
 
         _NESTED.append(NestedBar)
     return _NESTED[0]
+
+
+_LIBRARY_BARS = [True]  # False once quiet_library_bars turned them off
+
+
+def quiet_library_bars(progress: bool, stream: TextIO | None = None) -> bool:
+    """Turn the libraries' progress bars off unless `bars_enabled(progress, stream)`; returns
+    whether they stay on. huggingface_hub's switch also governs transformers' bars (transformers
+    reads it at import; when already imported it is switched too); the vLLM backend reads
+    `library_bars_enabled()` for its checkpoint-loading bar."""
+    if bars_enabled(progress, stream):
+        return True
+    _LIBRARY_BARS[0] = False
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # for processes started from here (engine workers)
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    return False
+
+
+def library_bars_enabled() -> bool:
+    """False once `quiet_library_bars` turned the libraries' bars off."""
+    return _LIBRARY_BARS[0]
 
 
 def bars_open() -> int:

@@ -451,3 +451,66 @@ def test_loop_log_lines_print_plainly_without_bars_and_above_them_with(monkeypat
     stderr_log("between")
     bar.close()
     assert "] between\n" in tty.getvalue()
+
+
+# ------------------------------------------------------------------ real model (slow)
+
+
+class ClockedBackend:
+    """A real backend whose every generate call moves the fake clock by 1 s (everything else is
+    the real backend's, its counters included)."""
+
+    def __init__(self, backend, clock: FakeClock):
+        self.backend, self.clock = backend, clock
+
+    def generate(self, requests):
+        self.clock.now += 1.0
+        return self.backend.generate(requests)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+@pytest.mark.slow
+def test_real_smollm2_bars_count_every_token_the_engine_reports(tmp_path, clock, bars):
+    """On SmolLM2-135M (transformers backend), the search and evaluation bars' tokens per second
+    are the engine's own counters (`Backend.stats()`: generated tokens over calls on the fake
+    clock), and the search's done/solved and the evaluation's accuracy are the summaries'.
+
+        flock /tmp/mcts_po_cpu.lock .venv/bin/pytest -q tests/test_progress.py -m slow
+    """
+    from mcts_po.backends import make_backend
+    from mcts_po.evaluation import EvalConfig, evaluate_model
+    from mcts_po.llm.config import SamplingConfig
+    from mcts_po.search.config import SearchConfig
+    from mcts_po.search_runner import SearchJob, run_search_job
+
+    real = make_backend("transformers", model="smollm2-135m", seed=0)
+    try:
+        backend = ClockedBackend(real, clock)
+        job = SearchJob(out=str(tmp_path / "search"), task="arithmetic", task_options={"num_ops": 1, "max_value": 20},
+                        limit=3, model="smollm2-135m", backend="transformers",
+                        search=SearchConfig(num_simulations=4, num_children=2, leaves_per_wave=2, max_depth=3),
+                        sampling=SamplingConfig(max_step_tokens=32, rollout_max_tokens=48),
+                        problems_in_flight=2, greedy_baseline=True, greedy_max_tokens=48)
+        before = real.stats()
+        summary = run_search_job(job, backend=backend)
+        engine = real.stats().since(before)
+        [search_bar] = bars
+        assert search_bar.total == search_bar.n == 3 * 4
+        last = search_bar.postfixes[-1]
+        assert last["done"] == "3/3" and last["solved"] == summary["problems_with_correct_terminal"]
+        assert engine.generated_tokens > 0
+        assert tokens_per_second(last) == pytest.approx(engine.generated_tokens / engine.calls, abs=0.5)
+
+        config = EvalConfig(model="smollm2-135m", task="arithmetic", task_options={"num_ops": 1, "max_value": 20},
+                            split="test", limit=4, backend="transformers", max_tokens=48, chunk_size=2)
+        before = real.stats()
+        result = evaluate_model(config, tmp_path / "eval", backend=backend)
+        engine = real.stats().since(before)
+        eval_bar = bars[-1]
+        assert eval_bar.postfixes[-1]["greedy"] == f"{result['greedy']['accuracy']:.3f}"
+        assert result["generated_tokens"] == engine.generated_tokens
+        assert tokens_per_second(eval_bar.postfixes[-1]) == pytest.approx(engine.generated_tokens / engine.calls, abs=0.5)
+    finally:
+        real.close()
