@@ -4,7 +4,9 @@ What `mcts-po eval` and the loop's evaluation phase call. Problems go to the bac
 chunks (one batched engine call per chunk); finished problems are appended to
 `OUT/results.partial.jsonl`, so a killed evaluation resumes where it stopped. When all are
 done, `OUT/results.jsonl` (one record per problem) and `OUT/summary.json` are written
-atomically and the partial file is removed.
+atomically and the partial file is removed. The bar (on a terminal, unless `progress=False`;
+`mcts_po.progress`) shows problems done, running greedy accuracy (and maj@k) and generated
+tokens per second.
 
     from mcts_po.evaluation import EvalConfig, evaluate_model
     summary = evaluate_model(EvalConfig(model="smollm2-135m", task="arithmetic", split="test", limit=300,
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mcts_po.io_utils import UserError, append_jsonl_line, atomic_write_json, atomic_write_text, read_jsonl
+from mcts_po.progress import Rate, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -257,23 +260,21 @@ def evaluate_model(config: EvalConfig, out_dir: str | Path, backend: Any | None 
         from mcts_po.backends import make_backend
 
         backend = make_backend(config.backend, model=config.model, seed=config.seed)
-    bar = None
-    if progress and pending:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(problems), initial=len(problems) - len(pending), desc="eval", unit="problem")
+    bar = progress_bar(progress and bool(pending), total=len(problems), initial=len(problems) - len(pending),
+                       desc="eval", unit="problem")
+    tokens_per_second, generated_now = Rate(), 0
     try:
         for start in range(0, len(pending), config.chunk_size):
             chunk = pending[start : start + config.chunk_size]
             for record in evaluate_problems(backend, task, chunk, config):
                 append_jsonl_line(partial, json.dumps(record, ensure_ascii=False))
                 done[record["problem_id"]] = record
-            if bar is not None:
-                bar.update(len(chunk))
-                bar.set_postfix(greedy=f"{sum(r['greedy_correct'] for r in done.values()) / len(done):.3f}")
+                generated_now += record["generated_tokens"]
+            bar.set_postfix(eval_postfix(list(done.values()), config, tokens_per_second.format(generated_now)),
+                            refresh=False)  # drawn by the update
+            bar.update(len(chunk))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if owns_backend and backend is not None:
             backend.close()
     records = [done[p.id] for p in problems]
@@ -283,6 +284,17 @@ def evaluate_model(config: EvalConfig, out_dir: str | Path, backend: Any | None 
     atomic_write_json(out / SUMMARY_FILE, summary)
     partial.unlink(missing_ok=True)
     return summary
+
+
+def eval_postfix(records: Sequence[dict[str, Any]], config: EvalConfig, tokens_per_second: str) -> dict[str, str]:
+    """The evaluation bar's postfix: running greedy accuracy (and maj@k) over the problems done so
+    far (resumed ones included), and generated tokens per second of this invocation."""
+    postfix = {"greedy": f"{sum(1 for r in records if r['greedy_correct']) / len(records):.3f}" if records else "-"}
+    if config.k > 1:
+        postfix[f"maj@{config.k}"] = (f"{sum(1 for r in records if r['majority_correct']) / len(records):.3f}"
+                                      if records else "-")
+    postfix["tok/s"] = tokens_per_second
+    return postfix
 
 
 def format_summary(summary: dict[str, Any]) -> str:

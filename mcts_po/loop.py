@@ -19,6 +19,9 @@ engine is built once per policy (evaluation of policy k and the search with poli
 it) and closed before training, so each round's engine loads the new weights and the
 trainer gets the memory back.
 
+On a terminal (and unless `progress` is off) a bar over the phases (`mcts_po.progress.StageBar`,
+"loop round k phase") sits above the bar of the phase at work.
+
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
 policy k, the one being trained (`reference: previous`).
@@ -44,6 +47,7 @@ from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.config import SamplingConfig
 from mcts_po.loop_value import VALUE_PHASE, LoopValueConfig, quality_by_round, replay_buffer_rounds
+from mcts_po.progress import StageBar, write_line
 from mcts_po.search.config import SearchConfig
 from mcts_po.train.config import TrainConfig
 
@@ -88,7 +92,7 @@ class LoopConfig:
     backend_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "backend options: a JSON object on the command line, a mapping in YAML, e.g. base_url"})
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (off when not a terminal): the loop's over rounds x phases, each phase's below it"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -339,7 +343,7 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
 
 
 def stderr_log(message: str) -> None:
-    print(f"[loop {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    write_line(f"[loop {time.strftime('%H:%M:%S')}] {message}", sys.stderr)  # above the progress bars
 
 
 def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
@@ -352,30 +356,41 @@ def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
     initial = config.model
     policy = initial
     value_model: str | None = None  # value model k (mcts_po/loop_value.py); none in round 0
+    # the loop's own bar, one step per phase (run or skipped), above the phase's own bars
+    phases_per_round = len(PHASES) - (0 if config.value.enabled else 1)  # the value phase runs only with a value method
+    stages = StageBar(config.progress, total=int(config.eval_initial) + config.rounds * phases_per_round, desc="loop")
     try:
         if config.eval_initial:
+            stages.begin("policy 0 eval")
             run_phase(run_dir / BASELINE_DIR, "eval", "policy 0 (initial) eval",
                       lambda: phases.evaluate(initial, run_dir / BASELINE_DIR), log)
         for k in range(config.rounds):
             round_dir = run_dir / f"round_{k}"
             current, guide = policy, value_model
             guided = {"value_model": guide} if guide else {}  # phases without a value model need not take it
+            stages.begin(f"round {k} search")
             run_phase(round_dir, "search", f"round {k} search (policy {k}{', value model ' + str(k) if guide else ''})",
                       lambda: phases.search(k, current, round_dir / "search", **guided), log)
+            stages.begin(f"round {k} extract")
             run_phase(round_dir, "extract", f"round {k} extract ({config.extract_format})",
                       lambda: phases.extract(k, round_dir / "search", round_dir / "data"), log)
             reference = initial if config.reference == "initial" else current
+            stages.begin(f"round {k} train")
             trained = run_phase(round_dir, "train", f"round {k} train {config.method} (policy {k + 1})",
                                 lambda: phases.train(k, current, reference, round_dir / "data", round_dir / "policy"), log)
             policy = trained["result"]["policy"]
             if config.value.enabled:
+                stages.begin(f"round {k} value")
                 buffer = [(j, run_dir / f"round_{j}" / "search") for j in replay_buffer_rounds(k, config.value.replay_rounds)]
                 valued = run_phase(round_dir, VALUE_PHASE, f"round {k} value {config.value.method} (value model {k + 1})",
                                    lambda: phases.value(k, policy, guide, buffer, round_dir / "search", round_dir), log)
                 value_model = valued["result"]["value_model"]
+            stages.begin(f"round {k} eval")
             run_phase(round_dir, "eval", f"round {k} eval (policy {k + 1})",
                       lambda: phases.evaluate(policy, round_dir / "eval"), log)
+        stages.finish()
     finally:
+        stages.close()
         phases.close()
     metrics = collect_metrics(run_dir, config)
     atomic_write_json(run_dir / METRICS_FILE, metrics)

@@ -20,6 +20,10 @@ trees of an uninterrupted run. A chunk that was only partly written is searched 
 whole and only its missing trees are appended. (The vLLM engine is seeded once at start
 and cannot be reseeded per chunk: its runs are not bit-reproducible across a resume.)
 
+The bar (on a terminal, unless `progress` is off; `mcts_po.progress`) counts the simulations
+still to run in this invocation (so tqdm's ETA holds on a resumed run) and shows generated
+tokens/s, problems done and problems solved so far (`SearchMeter`).
+
     job = SearchJob(task="demo", model="smollm2-135m", backend="vllm", out="runs/demo")
     summary = run_search_job(job)
 """
@@ -45,6 +49,7 @@ from mcts_po.io_utils import (
 )
 from mcts_po.llm.config import SamplingConfig
 from mcts_po.llm.policy import LLMSearchPolicy
+from mcts_po.progress import Rate, progress_bar
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.mcts import run_search
 from mcts_po.search.tree import Tree
@@ -139,10 +144,15 @@ def _repair_torn_tail(path: Path) -> None:
 
 def _finished_tree_ids(path: Path) -> set[str]:
     """Problem ids of the trees already in a run's trees.jsonl (every line must be a valid tree)."""
+    return set(_finished_trees(path))
+
+
+def _finished_trees(path: Path) -> dict[str, bool]:
+    """Problem id -> has a correct terminal, for the trees already in a run's trees.jsonl."""
     _repair_torn_tail(path)
     if not path.exists():
-        return set()
-    return {tree.problem_id for tree in read_tree_file(path)}
+        return {}
+    return {tree.problem_id: tree.has_correct_terminal() for tree in read_tree_file(path)}
 
 
 def _finished_greedy_ids(path: Path) -> set[str]:
@@ -191,7 +201,8 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
         raise UserError(f"task {job.task!r} gave duplicate problem ids; resuming needs unique ids")
 
     trees_path, greedy_path = out / TREES_FILE, out / GREEDY_FILE
-    done = _finished_tree_ids(trees_path)
+    finished = _finished_trees(trees_path)
+    done = set(finished)
     greedy_done = _finished_greedy_ids(greedy_path)
     pending = [p for p in problems if p.id not in done]
     if done:
@@ -206,23 +217,25 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
 
             backend = make_backend(job.backend, model=job.model, seed=job.search.seed, **job.backend_options)
             owns_backend = True
+    chunks = [chunk for chunk in problem_chunks(problems, job.problems_in_flight)
+              if not all(p.id in done for p in chunk)]
+    # a partly written chunk is searched again whole: its simulations count in the total
+    meter = SearchMeter(_progress_bar(job, sum(len(chunk) for chunk in chunks) * job.search.num_simulations),
+                        len(problems), finished)
     try:
-        bar = _progress_bar(job, len(pending) * job.search.num_simulations)
-        for chunk in problem_chunks(problems, job.problems_in_flight):
-            if all(p.id in done for p in chunk):
-                continue
+        for chunk in chunks:
             if job.greedy_baseline:
-                _greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done], greedy_path, job)
+                meter.add_tokens(_greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done],
+                                               greedy_path, job))
                 greedy_done.update(p.id for p in chunk)
             reseed_backend(backend, chunk_seed(job.search.seed, [p.id for p in chunk]))
-            _search_chunk(backend, task, chunk, trees_path, job, stats, bar, skip_ids=done, guide=guide)
+            _search_chunk(backend, task, chunk, trees_path, job, stats, meter, skip_ids=done, guide=guide)
             atomic_write_json(out / SUMMARY_FILE, summarize_run(out, job, stats))
         if job.greedy_baseline:
             missing = [p for p in problems if p.id not in greedy_done and p.id in done]
             _greedy_chunk(backend, task, missing, greedy_path, job)
-        if bar is not None:
-            bar.close()
     finally:
+        meter.close()
         if owns_backend and backend is not None:
             backend.close()
     summary = summarize_run(out, job, stats)
@@ -254,26 +267,72 @@ def reseed_backend(backend: Any, seed: int) -> bool:
 
 
 def _progress_bar(job: SearchJob, total: int):
-    if not job.progress or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="search", unit="sim", dynamic_ncols=True)
+    """The search bar over the simulations still to run in this invocation (mcts_po.progress's rule)."""
+    return progress_bar(job.progress and total > 0, total=total, desc="search", unit="sim")
 
 
-def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) -> None:
+class SearchMeter:
+    """What the search bar shows, updated after every wave: simulations (the bar itself, with
+    tqdm's rate and ETA), and in its postfix the generated tokens per second of this invocation
+    (search, rollouts, self-evaluation and greedy baselines; mean since the bar started), the
+    problems finished (all simulations done, resumed ones included) out of the run's problems,
+    the problems whose tree holds a correct terminal so far (finished and in-flight trees), the
+    nodes of the trees in flight and the wave of the current chunk."""
+
+    def __init__(self, bar: Any, problems: int, finished: dict[str, bool], clock: Any = None):
+        self.bar = bar
+        self.problems = problems
+        self.rate = Rate(clock)
+        self.tokens = 0  # generated in this invocation before the current chunk's search
+        self.finished = set(finished)
+        self.solved = {problem_id for problem_id, correct in finished.items() if correct}
+        self.postfix: dict[str, Any] = {}
+        self._simulations = 0  # of the current chunk, already on the bar
+
+    def add_tokens(self, count: int) -> None:
+        self.tokens += int(count)
+
+    def start_chunk(self) -> None:
+        self._simulations = 0
+
+    def wave(self, progress: Any, trees: list[Tree], chunk_tokens: int) -> None:
+        """After a wave of the current chunk: `chunk_tokens` generated so far by its search."""
+        for tree, finished in zip(trees, progress.tree_finished):
+            if finished:
+                self.finished.add(tree.problem_id)
+            if tree.problem_id not in self.solved and tree.has_correct_terminal():
+                self.solved.add(tree.problem_id)
+        self.postfix = {"tok/s": self.rate.format(self.tokens + chunk_tokens),
+                        "done": f"{len(self.finished)}/{self.problems}", "solved": len(self.solved),
+                        "nodes": progress.nodes, "waves": progress.waves}
+        self.bar.set_postfix(self.postfix, refresh=False)  # drawn by the update
+        self.bar.update(progress.simulations - self._simulations)
+        self._simulations = progress.simulations
+
+    def end_chunk(self, chunk_tokens: int) -> None:
+        self.tokens += int(chunk_tokens)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) -> int:
+    """Decode `problems` greedily and append their records; returns the tokens generated."""
     if not problems:
-        return
+        return 0
     from mcts_po.llm.sampling import sample_solutions
 
+    generated = 0
     for sampled in sample_solutions(backend, task, problems, n=1, temperature=0.0, max_tokens=job.greedy_max_tokens):
+        generated += sampled.generated_tokens
         append_jsonl_line(greedy_path, json.dumps({
             "problem_id": sampled.problem.id, "text": sampled.texts[0], "answer": sampled.answers[0],
             "correct": sampled.correct[0], "generated_tokens": sampled.generated_tokens,
         }, ensure_ascii=False))
+    return generated
 
 
-def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, bar,
+def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, meter: SearchMeter,
                   skip_ids: set[str] = frozenset(), guide: Any = None) -> None:
     policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search, value_guide=guide)
     extra = {"self_eval_reference_hint": job.sampling.self_eval_hint, "split": job.split}
@@ -288,17 +347,14 @@ def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats:
         )
         for i, p in enumerate(chunk)
     ]
-    last = [0]
+    def chunk_tokens() -> int:
+        return sum(counts.get("generated", 0) for counts in policy.token_counts)
 
-    def on_progress(progress) -> None:
-        if bar is not None:
-            bar.update(progress.simulations - last[0])
-            last[0] = progress.simulations
-            bar.set_postfix(nodes=progress.nodes, waves=progress.waves)
-
+    meter.start_chunk()
     started = time.perf_counter()
-    run_search(trees, policy, job.search, on_progress=on_progress)
+    run_search(trees, policy, job.search, on_progress=lambda progress: meter.wave(progress, trees, chunk_tokens()))
     elapsed = time.perf_counter() - started
+    meter.end_chunk(chunk_tokens())
     lines = []
     for tree, counts in zip(trees, policy.token_counts):
         tree.token_counts = dict(counts)

@@ -54,11 +54,9 @@ def read_trees(sources: str | os.PathLike | Iterable[str | os.PathLike], *, show
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     files = [trees_path(source) for source in sources]
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
+    from mcts_po.progress import progress_bar
 
-        progress = tqdm(desc="reading trees", unit="tree")
+    progress = progress_bar(show_progress, desc="reading trees", unit="tree")
     try:
         trees: list[Tree] = []
         for path in files:
@@ -68,5 +66,4 @@ def read_trees(sources: str | os.PathLike | Iterable[str | os.PathLike], *, show
             trees.extend(found)
         return trees
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()

@@ -38,6 +38,7 @@ from mcts_po.backends.stats import ENGINE_COUNTERS, BackendStats, StatsCounter
 from mcts_po.io_utils import UserError
 from mcts_po.precision import cpu_has_native_bf16
 from mcts_po.models import resolve_model
+from mcts_po.progress import library_bars_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class VLLMBackend:
                 options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
             if gpu_memory_utilization:
                 options["gpu_memory_utilization"] = gpu_memory_utilization
+        if not library_bars_enabled():  # --no-progress, or stderr not a terminal (mcts_po.progress)
+            options["use_tqdm_on_load"] = False
         options.update(engine_options)
         self.block_size: int | None = options.get("block_size")  # None: vLLM's own default
         logger.info("starting vLLM engine: %s", options)

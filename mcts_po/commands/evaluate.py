@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
+from mcts_po.progress import quiet_library_bars
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from mcts_po.evaluation import evaluate_model, format_summary
 
     config = build_config(args)
+    quiet_library_bars(not args.no_progress)
     summary = evaluate_model(config, args.out, progress=not args.no_progress)
     print(format_summary(summary))
     print(f"results: {args.out}/results.jsonl  summary: {args.out}/summary.json", file=sys.stderr)

@@ -16,6 +16,7 @@ import argparse
 import json
 
 from mcts_po.io_utils import UserError
+from mcts_po.progress import quiet_library_bars
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mcts_po.config_utils import add_dataclass_arguments
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from mcts_po.loop import run_loop
 
     config = build_config(args)
+    quiet_library_bars(config.progress)
     metrics = run_loop(config, args.out, plot=not args.no_plot)
     brief = {"method": metrics["method"], "accuracy_by_policy": metrics["accuracy_by_policy"],
              "rows_by_round": [r.get("rows") for r in metrics["rounds"]], "total_seconds": metrics["total_seconds"]}

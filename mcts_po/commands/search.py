@@ -24,6 +24,7 @@ from mcts_po.io_utils import UserError
 from mcts_po.llm.config import SamplingConfig
 from mcts_po.search.config import SearchConfig
 from mcts_po.search_runner import SearchJob
+from mcts_po.progress import quiet_library_bars
 
 SECTIONS = {"search": SearchConfig, "sampling": SamplingConfig}
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     job = build_job(args)
+    quiet_library_bars(job.progress)
     summary = run_search_job(job)
     brief = {k: summary[k] for k in ("problems", "problems_with_correct_terminal", "greedy_correct", "best_path_correct",
                                      "nodes", "generated_tokens", "prefix_cache_hit_rate")}

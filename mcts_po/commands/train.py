@@ -25,6 +25,7 @@ from pathlib import Path
 from mcts_po.config_utils import add_dataclass_arguments, build_dataclass, load_yaml, section
 from mcts_po.train.config import TrainConfig
 from mcts_po.io_utils import UserError, read_jsonl
+from mcts_po.progress import quiet_library_bars
 
 METHODS = ("dpo", "step-dpo", "step-apo", "tpo", "sft", "value", "ppm")
 VALUE_METHODS = ("value", "ppm")  # = mcts_po.train.value_model.VALUE_METHODS
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from mcts_po.train.trainer import train_preferences
 
     config = build_config(args)
+    quiet_library_bars(config.progress)
     path, rows = load_rows(args.data, args.method)
     if args.method in VALUE_METHODS:
         from mcts_po.train.config import ValueConfig

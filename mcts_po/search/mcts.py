@@ -97,6 +97,7 @@ class SearchProgress:
     waves: int = 0
     nodes: int = 0
     seconds: float = 0.0
+    tree_finished: list = field(default_factory=list)  # per tree: has it had all its simulations
     extra: dict = field(default_factory=dict)
 
 
@@ -293,7 +294,8 @@ def run_search(
         wave += 1
         progress.waves = wave
         progress.simulations = sum(simulations_done)
-        progress.trees_done = sum(1 for d in simulations_done if d >= config.num_simulations)
+        progress.tree_finished = [d >= config.num_simulations for d in simulations_done]
+        progress.trees_done = sum(progress.tree_finished)
         progress.nodes = sum(len(t) for t in trees)
         progress.seconds = time.perf_counter() - start
         if on_progress is not None:

@@ -217,7 +217,7 @@ def train_preferences(
     per-step loss and reward margins, seconds). `config.trainer == "trl"` hands dpo/step-dpo to
     TRL's DPOTrainer (`mcts_po.train.trl_dpo`), with the same inputs and the same saved folder.
     """
-    from tqdm.auto import tqdm
+    from mcts_po.progress import progress_bar
 
     check_method(method)
     if config.trainer == "trl":
@@ -275,7 +275,7 @@ def train_preferences(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc=f"train {method}", unit="step", disable=not (config.progress and parallel.is_main))
+    bar = progress_bar(config.progress and parallel.is_main, total=total_steps, desc=f"train {method}", unit="step")
     for step in range(total_steps):
         group = batches[step * accumulation : (step + 1) * accumulation]
         optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mcts_po.io_utils import UserError, common_prefix_length
+from mcts_po.progress import bars_enabled
 from mcts_po.train.logprobs import tokenize_completion
 
 TRL_METHODS = ("dpo", "step-dpo")
@@ -154,7 +155,7 @@ def train_with_trl(model_path: str, rows: Sequence[dict[str, Any]], method: str,
             max_length=None,  # truncated above, prompt from the left
             bf16=config.bf16 == "true", use_cpu=device.type == "cpu", gradient_checkpointing=False,
             seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
-            disable_tqdm=not config.progress, remove_unused_columns=False,
+            disable_tqdm=not bars_enabled(config.progress), remove_unused_columns=False,
         )
         trainer = pretokenised_dpo_trainer_class()(model=policy, ref_model=reference, args=args,
                                                     train_dataset=dataset, processing_class=tokenizer)

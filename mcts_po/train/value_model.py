@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import torch
 
 from mcts_po.io_utils import UserError
+from mcts_po.progress import bars_enabled, progress_bar
 from mcts_po.train.checkpoints import load_tokenizer, resolve_device, resolve_precision, save_checkpoint, training_log
 from mcts_po.train.config import ValueConfig
 from mcts_po.train.logprobs import position_ids_from_attention_mask, tokenize_segments
@@ -311,8 +312,6 @@ def train_value_model(model_path: str, rows: Sequence[dict[str, Any]], method: s
 
 def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples: list[ValueExample],
                       config: Any, output_dir: Path, value_config: ValueConfig) -> Path:
-    from tqdm.auto import tqdm
-
     started = time.monotonic()
     method = "value"
     device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
@@ -331,7 +330,7 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc="train value", unit="step", disable=not config.progress)
+    bar = progress_bar(config.progress, total=total_steps, desc="train value", unit="step")
     for step in range(total_steps):
         group = batches[step * accumulation : (step + 1) * accumulation]
         optimizer.zero_grad(set_to_none=True)
@@ -432,7 +431,7 @@ def _train_ppm(model_path: str, rows: Sequence[dict[str, Any]], config: Any, out
             lr_scheduler_type="constant_with_warmup", optim="adamw_torch", max_length=None,
             bf16=config.bf16 == "true", use_cpu=device.type == "cpu", gradient_checkpointing=False,
             seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
-            disable_tqdm=not config.progress,
+            disable_tqdm=not bars_enabled(config.progress),
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         if not config.progress:
