@@ -22,6 +22,12 @@ trainer gets the memory back.
 On a terminal (and unless `progress` is off) a bar over the phases (`mcts_po.progress.StageBar`,
 "loop round k phase") sits above the bar of the phase at work.
 
+Several GPUs for training: the loop itself is one process (search and evaluation use the inference
+engine, which spreads over GPUs its own way); set `train_launcher: "accelerate launch --config_file
+configs/accelerate/ddp_one_node.yaml"` and each round's training phase runs as
+`<launcher> -m mcts_po.cli train ...` in a subprocess, after the engine is closed. Running the whole
+loop under `accelerate launch` / `torchrun` is refused (docs/scale_out_training.md).
+
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
 round). The reference of round k's training is the initial policy (`reference: initial`) or
 policy k, the one being trained (`reference: previous`).
@@ -34,7 +40,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,7 +69,9 @@ PLOT_FILE = "metrics.png"
 BASELINE_DIR = "baseline_eval"
 # Options that may differ between a run and its resumption ("reuse_engine": removed, but older
 # loop_config.json files record it).
-RESUMABLE_CHANGES = ("rounds", "progress", "reuse_engine")
+RESUMABLE_CHANGES = ("rounds", "progress", "reuse_engine", "train_launcher")
+# The launchers `train_launcher` may name, and how this interpreter runs them (no PATH lookup).
+LAUNCHERS = {"accelerate": ["-m", "accelerate.commands.launch"], "torchrun": ["-m", "torch.distributed.run"]}
 SECTIONS = {"search": SearchConfig, "sampling": SamplingConfig, "extract": ExtractConfig, "train": TrainConfig}
 # Loop options removed after being measured, and why (a config that still sets one is told so).
 REMOVED_OPTIONS = {
@@ -93,6 +104,7 @@ class LoopConfig:
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
     progress: bool = field(default=True, metadata={"help": "progress bars (off when not a terminal): the loop's over rounds x phases, each phase's below it"})
+    train_launcher: str = field(default="", metadata={"help": "empty: train in the loop's process; else run each round's training as `<this> -m mcts_po.cli train ...` in a subprocess, e.g. 'accelerate launch --config_file configs/accelerate/ddp_one_node.yaml' or 'torchrun --nproc_per_node 8' (docs/scale_out_training.md)"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -115,6 +127,9 @@ class LoopConfig:
         if self.eval_k > 1 and not (self.eval_temperature or self.sampling.temperature):
             raise ValueError(f"eval_k = {self.eval_k} samples greedily with sampling.temperature 0: set eval_temperature "
                              "(e.g. 0.7) for maj@k, or eval_k: 1")
+        if self.train_launcher and shlex.split(self.train_launcher)[0] not in LAUNCHERS:
+            raise ValueError(f"LoopConfig.train_launcher = {self.train_launcher!r} must start with one of: "
+                             f"{', '.join(f'{name} ' for name in LAUNCHERS)}(e.g. 'accelerate launch --config_file ...')")
         if self.search.seed != 0 or self.train.seed != 0:
             raise ValueError("a loop derives its search and training seeds from its top-level seed: set `seed:` at "
                              "the top of the loop config, not search.seed or train.seed")
@@ -279,7 +294,10 @@ class LoopPhases:
         train_seed = loop_round_seeds(self.config.seed, round_index)["train"]
         train_config = dataclasses.replace(self.config.train, ref_model=reference,
                                            progress=self.config.progress, seed=train_seed)
-        path = train_preferences(policy, rows, self.config.method, train_config, out)
+        if self.config.train_launcher:
+            path = self._launch_training(policy, data_dir, train_config, out)
+        else:
+            path = train_preferences(policy, rows, self.config.method, train_config, out)
         log = json.loads((Path(path) / "training_log.json").read_text(encoding="utf-8"))
         last = log["history"][-1] if log["history"] else {}
         return {"policy": str(path), "trained": True, "rows": len(rows), "optimizer_steps": log["optimizer_steps"],
@@ -297,6 +315,24 @@ class LoopPhases:
         c = self.config
         return run_value_phase(c.value, c.extract, c.seed, round_index, policy, value_model, buffer, fresh_dir, out,
                                self.log, progress=c.progress)
+
+    def _launch_training(self, policy: str, data_dir: Path, train_config: TrainConfig, out: Path) -> Path:
+        """Run `mcts-po train` under the configured launcher (several processes) and wait for it."""
+        settings = data_dir.parent / "train_launch.json"  # JSON is YAML: `mcts-po train --config` reads it
+        atomic_write_json(settings, {"train": train_config.to_dict()})
+        launcher = shlex.split(self.config.train_launcher)
+        runner = LAUNCHERS[launcher[0]]
+        rest = launcher[2:] if launcher[0] == "accelerate" and launcher[1:2] == ["launch"] else launcher[1:]
+        command = [sys.executable, *runner, *rest, "-m", "mcts_po.cli", "train", "--data", str(data_dir),
+                   "--method", self.config.method, "--model", policy, "--out", str(out), "--config", str(settings)]
+        package_root = str(Path(__file__).resolve().parent.parent)  # the launched processes import this mcts_po
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        self.log(f"training under {self.config.train_launcher}: {shlex.join(command)}")
+        done = subprocess.run(command, env=env)
+        if done.returncode != 0:
+            raise UserError(f"training under `{self.config.train_launcher}` exited with status {done.returncode} "
+                            f"(command: {shlex.join(command)}); its output is above")
+        return out
 
     def evaluate(self, policy: str, out: Path) -> dict[str, Any]:
         from mcts_po.evaluation import EvalConfig, evaluate_model
@@ -350,6 +386,10 @@ def run_loop(config: LoopConfig, run_dir: str | Path, phases: Any | None = None,
              log: Callable[[str], None] = stderr_log, plot: bool = True) -> dict[str, Any]:
     """Run (or resume) all rounds; write and return RUN/metrics.json (and metrics.png when `plot`)."""
     run_dir = Path(run_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("the loop runs as one process (search and evaluation are not split over ranks): run "
+                        "`mcts-po loop` without accelerate launch / torchrun and set train_launcher: 'accelerate "
+                        "launch --config_file configs/accelerate/ddp_one_node.yaml' to train on several GPUs")
     run_dir.mkdir(parents=True, exist_ok=True)
     check_run_config(run_dir, config)
     phases = phases if phases is not None else LoopPhases(config, log)

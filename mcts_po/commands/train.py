@@ -13,7 +13,9 @@ value model on value data (value, ppm; mcts_po/train/value_model.py).
 (mcts_po/train/config.py); `--config FILE` reads them from YAML (top level or under `train:`),
 flags override the file. An intermediate step is trained followed by the step delimiter the
 search used, which the rows carry (`step_delimiter`, written by `mcts-po extract`). The output folder is a plain HF model folder (+ training_log.json),
-written atomically. Data-parallel: `torchrun --nproc_per_node N -m mcts_po.cli train ...` (docs/loop.md).
+written atomically. Several GPUs: `accelerate launch --config_file configs/accelerate/ddp_one_node.yaml
+-m mcts_po.cli train ...` (or fsdp_7b.yaml / deepspeed_zero3.yaml, or `torchrun --nproc_per_node N -m
+mcts_po.cli train ...`); docs/scale_out_training.md.
 """
 
 from __future__ import annotations

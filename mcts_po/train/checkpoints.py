@@ -68,15 +68,23 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     return get_peft_model(model, lora_config)
 
 
-def save_checkpoint(model: Any, tokenizer: Any, output_dir: Path, config: TrainConfig, log: dict[str, Any]) -> Path:
-    """Merge LoRA if any, save weights (config.save_dtype) + tokenizer + training_log.json atomically."""
-    if config.lora:
-        model = model.merge_and_unload()
-    model = model.to("cpu").to(getattr(torch, config.save_dtype))
+def save_checkpoint(model: Any, tokenizer: Any, output_dir: Path, config: TrainConfig, log: dict[str, Any],
+                    state_dict: dict[str, Any] | None = None) -> Path:
+    """Merge LoRA if any, save weights (config.save_dtype) + tokenizer + training_log.json atomically.
+
+    `state_dict`: the full weights gathered from shards (FSDP / DeepSpeed ZeRO-3), saved in place of
+    the model's own (which hold only this rank's shard)."""
+    dtype = getattr(torch, config.save_dtype)
+    if state_dict is not None:
+        state_dict = {k: v.to("cpu", dtype) if v.is_floating_point() else v.to("cpu") for k, v in state_dict.items()}
+    else:
+        if config.lora:
+            model = model.merge_and_unload()
+        model = model.to("cpu").to(dtype)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(staging)
         (staging / "training_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
         if output_dir.exists():

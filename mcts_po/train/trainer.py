@@ -24,10 +24,12 @@ Rows (the columns `mcts-po extract` writes; see docs/losses.md):
 
 Weights are saved in float32 by default: a few small updates would round away in bf16.
 
-Data parallel: under `torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N`
-(which set RANK / WORLD_SIZE / LOCAL_RANK), each process takes every N-th micro-batch, the policy is
-wrapped in DistributedDataParallel (nccl on GPU, one GPU per process; gloo on CPU), and rank 0
-saves. The global batch is batch_size x gradient_accumulation_steps x N.
+Several processes: under `accelerate launch` (DDP, FSDP or DeepSpeed ZeRO-3 from its config file;
+configs/accelerate/) or `torchrun --nproc_per_node N`, each process takes every N-th micro-batch,
+accelerate's `Accelerator.prepare` wraps the policy and optimizer (DDP: nccl on GPU, one GPU per
+process; gloo on CPU), gradients are averaged over ranks, and rank 0 alone saves. The global batch is
+batch_size x gradient_accumulation_steps x N. training_log.json records which examples each rank
+trained on and, under DDP, a fingerprint of each rank's final weights (docs/scale_out_training.md).
 """
 
 from __future__ import annotations
@@ -56,7 +58,15 @@ from mcts_po.train.checkpoints import (
     training_log,
 )
 from mcts_po.train.config import TrainConfig
-from mcts_po.train.distributed import data_parallel_from_env, rank_batches, start_data_parallel
+from mcts_po.train.distributed import (
+    data_parallel_from_env,
+    end_accelerator,
+    make_accelerator,
+    needs_accelerator,
+    rank_batches,
+    sharded_engine,
+    weights_fingerprint,
+)
 from mcts_po.train.examples import (
     ListExample,
     PairExample,
@@ -244,7 +254,14 @@ def train_preferences(
     device = resolve_device(config.device)
     config, precision = resolve_precision(config, device)
     parallel = data_parallel_from_env()
-    created_group = start_data_parallel(parallel, device)
+    engine = sharded_engine()
+    if engine and config.lora:
+        raise UserError(f"lora under {engine}: merging the adapters needs the whole weights on one process; "
+                        "train LoRA under DDP (configs/accelerate/ddp_one_node.yaml) or full weights under " + engine)
+    if engine == "deepspeed" and config.gradient_accumulation_steps > 1:
+        raise UserError("gradient_accumulation_steps > 1 under DeepSpeed: its engine steps the optimizer itself; set "
+                        "train.gradient_accumulation_steps: 1 and raise batch_size or the number of processes")
+    accelerator = make_accelerator(device, config.bf16 == "true", engine) if needs_accelerator(parallel) else None
     torch.manual_seed(config.seed)  # LoRA initialisation draws from the global generator
     tokenizer = load_tokenizer(model_path)
     policy = load_causal_lm(model_path, device)
@@ -256,16 +273,16 @@ def train_preferences(
         policy = add_lora(policy, config)
     policy.train()
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    forward_model = policy
-    if parallel.world_size > 1:  # gradients are averaged over ranks in backward()
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward_model = DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    forward_model = policy
+    if accelerator is not None:  # DDP / FSDP / DeepSpeed: gradients are averaged over ranks in backward()
+        forward_model, optimizer = accelerator.prepare(policy, optimizer)
+        trainable = [p for p in forward_model.parameters() if p.requires_grad]
     warmup = config.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
     batches = micro_batches(examples, config, random.Random(config.seed))
+    batch_index = {id(e): i for i, e in enumerate(examples)}  # for the log: which examples each rank trained on
     if parallel.world_size > 1:
         batches = rank_batches(batches, parallel)
         if not batches:
@@ -294,10 +311,18 @@ def train_preferences(
                 out, chosen_nll = pair_batch_loss(forward_model, reference, tokenizer, batch, method, config, device)
                 nlls.append(chosen_nll)
                 margins.extend((out.chosen_rewards - out.rejected_rewards).float().tolist())
-            (out.loss / len(group)).backward()
+            if accelerator is not None:
+                accelerator.backward(out.loss / len(group))
+            else:
+                (out.loss / len(group)).backward()
             step_loss += out.loss.item() / len(group)
-        grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm).item()
-                     if config.max_grad_norm > 0 else float("nan"))
+        if config.max_grad_norm <= 0:
+            grad_norm = float("nan")
+        elif accelerator is not None:  # FSDP / DeepSpeed clip the sharded gradients their own way
+            norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)  # None: DeepSpeed clips in its step
+            grad_norm = float(norm) if norm is not None else float("nan")
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm).item()
         optimizer.step()
         scheduler.step()
         record = {"step": step + 1, "loss": step_loss, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
@@ -313,17 +338,24 @@ def train_preferences(
         bar.update(1)
     bar.close()
     policy.eval()
-    log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device, history,
-                       world_size=parallel.world_size, precision=precision)
-    if parallel.world_size == 1:
+    if accelerator is None:
+        log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device, history,
+                           world_size=1, precision=precision)
         return save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
-    import torch.distributed as dist
+    used = [[batch_index[id(e)] for batch in batches[: total_steps * accumulation] for e in batch]]
+    from accelerate.utils import gather_object
 
-    if parallel.is_main:  # the weights are identical on every rank
-        save_checkpoint(policy, tokenizer, Path(output_dir), config, log)
-    dist.barrier()
-    if created_group:
-        dist.destroy_process_group()
+    ranks = {"rank_examples": gather_object(used)}
+    if not engine:  # DDP: every rank holds the whole weights, which must agree
+        ranks["rank_weights_fingerprint"] = gather_object([weights_fingerprint(policy.parameters())])
+    log = training_log(method, model_path, config, len(examples), len(rows), total_steps, started, device, history,
+                       world_size=parallel.world_size, precision=precision, distributed=engine or "ddp", **ranks)
+    # FSDP / ZeRO-3: every rank takes part in gathering the full weights; rank 0 writes them
+    state_dict = accelerator.get_state_dict(forward_model) if engine else None
+    if accelerator.is_main_process:
+        save_checkpoint(accelerator.unwrap_model(forward_model), tokenizer, Path(output_dir), config, log,
+                        state_dict=state_dict)
+    end_accelerator(accelerator)
     return Path(output_dir)
 
 
