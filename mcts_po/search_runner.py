@@ -22,6 +22,11 @@ and cannot be reseeded per chunk: its runs are not bit-reproducible across a res
 
     job = SearchJob(task="demo", model="smollm2-135m", backend="vllm", out="runs/demo")
     summary = run_search_job(job)
+
+With `ray_address` (and `workers`), the unfinished chunks are searched by Ray actors, one engine
+each, and this process stays the run folder's only writer (mcts_po/ray_search.py,
+docs/scale_out_ray.md); a chunk is searched the same way there (`search_chunk`), so the trees are
+the same and the run resumes the same, with or without Ray.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class SearchJob:
     value_model: str | None = field(default=None, metadata={"help": "folder of a value model (mcts-po train --method value|ppm) scoring new non-terminal steps, weighted by search.value_model_weight; its tokenizer must be the policy's"})
     value_model_device: str = field(default="auto", metadata={"help": "device of the value model (transformers): auto, cpu, cuda"})
     value_model_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass"})
-    ray_address: str = field(default="", metadata={"help": "search over Ray workers: 'local' starts a Ray cluster on this machine, 'auto' attaches to the running one (`ray start --head`), or a cluster address (host:6379, ray://host:10001); empty: no Ray, one process (needs `pip install -e .[ray]`)"})
+    ray_address: str = field(default="", metadata={"help": "search over Ray workers (the ray extra: pip install -e '.[ray]'): 'local' starts a Ray cluster on this machine, 'auto' attaches to the running one (`ray start --head`), or a cluster address (host:6379, ray://host:10001); empty: one process, no Ray"})
     workers: int = field(default=1, metadata={"help": "Ray workers (actors), each with its own engine; the problems' chunks are spread over them (with --ray-address)"})
     num_gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs Ray reserves for each worker (1 = one GPU each; 0 = CPU workers)"})
     num_cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs Ray reserves for each worker (also its torch thread count)"})
