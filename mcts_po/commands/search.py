@@ -5,6 +5,8 @@
     mcts-po search --config configs/search_demo.yaml --out runs/demo   # YAML, flags override
 
     mcts-po search --task jsonl --data my.jsonl --task-options '{"question_field": "q"}' --out runs/mine
+    mcts-po search ... --backend vllm --ray-address local --workers 4 --num-gpus-per-worker 1 --out runs/x
+        # the chunks over 4 Ray actors, one engine each, into the same run folder (docs/scale_out_ray.md)
 
 Rerunning the same command resumes (finished problems are skipped). Every option is a flag,
 generated from `SearchJob` (mcts_po/search_runner.py), `SearchConfig` and `SamplingConfig`;
