@@ -1,0 +1,117 @@
+"""Is the README demo reproducible? Run the demo search several times and compare the trees.
+
+Each run is a fresh `mcts-po search --config configs/demo.yaml` (its own process and vLLM
+engine, same seed) into its own folder; the trees are compared node by node (text, visits,
+values, verdicts; timings and token counts of the cache left out). Runs named in `--runs` may
+set a vLLM dtype, so that the effect of the engine's precision (which `dtype: auto` picks by
+processor: bfloat16 with bf16 instructions, float32 on AVX2-only CPUs) is measured too.
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/check_demo_reproducibility.py \
+        --limit 4 --num-simulations 6 --runs auto,auto,bfloat16
+    # results: runs/demo_reproducibility/results.json (and a table on stdout);
+    # --publish also writes benchmarks/demo_reproducibility.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcts_po.io_utils import atomic_write_json  # noqa: E402
+from mcts_po.tree_io import read_tree_file  # noqa: E402
+
+# what two runs must agree on, per node (timings and cache counters vary run to run by design)
+NODE_FIELDS = ("node_id", "parent", "children", "text", "logprob_sum", "prior", "visits", "value_sum", "self_eval",
+               "rollout_value", "rollout_text", "terminal", "answer", "correct")
+
+
+def tree_signature(tree) -> list[tuple]:
+    """The comparable content of a tree: for every node, the fields of NODE_FIELDS it has."""
+    signature = []
+    for node in tree.to_dict()["nodes"]:
+        signature.append(tuple((name, json.dumps(node.get(name), sort_keys=True)) for name in NODE_FIELDS))
+    return signature
+
+
+def compare(reference: list, other: list) -> dict:
+    """Per-problem agreement of two runs' trees (matched by problem id)."""
+    ref = {t.problem_id: t for t in reference}
+    oth = {t.problem_id: t for t in other}
+    same, first_difference = [], {}
+    for problem_id in sorted(ref):
+        a, b = tree_signature(ref[problem_id]), tree_signature(oth.get(problem_id)) if problem_id in oth else None
+        if a == b:
+            same.append(problem_id)
+            continue
+        if b is None:
+            first_difference[problem_id] = "missing"
+            continue
+        index = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        first_difference[problem_id] = f"node {index}"
+    return {"identical_trees": len(same), "trees": len(ref), "first_difference": first_difference}
+
+
+def run_demo(out: Path, dtype: str, limit: int, simulations: int) -> dict:
+    command = [str(REPO / ".venv" / "bin" / "mcts-po"), "search", "--config", str(REPO / "configs" / "demo.yaml"),
+               "--out", str(out), "--limit", str(limit), "--num-simulations", str(simulations), "--no-progress"]
+    if dtype != "auto":
+        command += ["--backend-option", f"dtype={dtype}"]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    return {"dtype": dtype, "wall_seconds": round(seconds, 1), "command": " ".join(command[1:]),
+            "problems_with_correct_terminal": summary["problems_with_correct_terminal"],
+            "problems": summary["problems"], "nodes": summary["nodes"], "generated_tokens": summary["generated_tokens"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=12, help="demo problems (the demo's own: 12)")
+    parser.add_argument("--num-simulations", type=int, default=12, help="simulations per tree (the demo's own: 12)")
+    parser.add_argument("--runs", default="auto,auto", help="comma-separated vLLM dtypes, one run each (auto = the demo's)")
+    parser.add_argument("--work", default="runs/demo_reproducibility")
+    parser.add_argument("--publish", action="store_true", help="also write benchmarks/demo_reproducibility.json")
+    args = parser.parse_args()
+
+    from mcts_po.backends.vllm_backend import cpu_engine_dtype
+
+    work = REPO / args.work
+    work.mkdir(parents=True, exist_ok=True)
+    runs, trees = [], []
+    for index, dtype in enumerate(args.runs.split(",")):
+        out = work / f"run_{index}_{dtype}"
+        if out.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+        record = run_demo(out, dtype, args.limit, args.num_simulations)
+        runs.append(record)
+        trees.append(read_tree_file(out / "trees.jsonl"))
+        print(f"run {index} ({dtype}): {record['problems_with_correct_terminal']}/{record['problems']} with a correct "
+              f"terminal, {record['nodes']} nodes, {record['wall_seconds']} s", flush=True)
+    comparisons = {f"run_0 vs run_{i}": compare(trees[0], trees[i]) for i in range(1, len(trees))}
+    results = {"machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                           "auto_dtype": cpu_engine_dtype()},
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                        text=True).stdout.strip(),
+               "limit": args.limit, "num_simulations": args.num_simulations, "runs": runs, "comparisons": comparisons}
+    atomic_write_json(work / "results.json", results)
+    if args.publish:
+        atomic_write_json(REPO / "benchmarks" / "demo_reproducibility.json", results)
+    for name, result in comparisons.items():
+        print(f"{name}: {result['identical_trees']}/{result['trees']} identical trees; first differences: "
+              f"{result['first_difference']}")
+
+
+if __name__ == "__main__":
+    main()
