@@ -29,35 +29,50 @@ sys.path.insert(0, str(REPO))
 from mcts_po.io_utils import atomic_write_json  # noqa: E402
 from mcts_po.tree_io import read_tree_file  # noqa: E402
 
-# what two runs must agree on, per node (timings and cache counters vary run to run by design)
-NODE_FIELDS = ("node_id", "parent", "children", "text", "logprob_sum", "prior", "visits", "value_sum", "self_eval",
-               "rollout_value", "rollout_text", "terminal", "answer", "correct")
+# What a node generated (its own content, in creation order). The search statistics (visits,
+# value sums, children) are left out of the search for the first difference: they change at the
+# root as soon as anything below it differs, so they would always point at node 0.
+OWN_FIELDS = ("parent", "kind", "text", "logprob_sum", "prior", "self_eval", "rollout_value", "rollout_text", "terminal",
+              "answer", "correct")
+STAT_FIELDS = ("children", "visits", "value_sum")
 
 
-def tree_signature(tree) -> list[tuple]:
-    """The comparable content of a tree: for every node, the fields of NODE_FIELDS it has."""
-    signature = []
-    for node in tree.to_dict()["nodes"]:
-        signature.append(tuple((name, json.dumps(node.get(name), sort_keys=True)) for name in NODE_FIELDS))
-    return signature
+def node_records(tree) -> list[dict]:
+    return tree.to_dict()["nodes"]
+
+
+def first_difference(a: list[dict], b: list[dict]) -> dict | None:
+    """The first node (by creation order) whose own content differs, with the fields that differ;
+    None when both trees have the same nodes with the same content and statistics."""
+    for index, (x, y) in enumerate(zip(a, b)):
+        fields = [name for name in OWN_FIELDS if x.get(name) != y.get(name)]
+        if fields:
+            return {"node": index, "depth": x.get("depth"), "wave": x.get("wave"), "fields": fields,
+                    "text": [str(x.get("text"))[:120], str(y.get("text"))[:120]]}
+    if len(a) != len(b):
+        return {"node": min(len(a), len(b)), "depth": None, "fields": ["node count"], "text": None}
+    for index, (x, y) in enumerate(zip(a, b)):
+        fields = [name for name in STAT_FIELDS if x.get(name) != y.get(name)]
+        if fields:
+            return {"node": index, "depth": None, "fields": fields, "text": None}
+    return None
 
 
 def compare(reference: list, other: list) -> dict:
     """Per-problem agreement of two runs' trees (matched by problem id)."""
     ref = {t.problem_id: t for t in reference}
     oth = {t.problem_id: t for t in other}
-    same, first_difference = [], {}
+    same, differences = [], {}
     for problem_id in sorted(ref):
-        a, b = tree_signature(ref[problem_id]), tree_signature(oth.get(problem_id)) if problem_id in oth else None
-        if a == b:
+        if problem_id not in oth:
+            differences[problem_id] = "missing"
+            continue
+        difference = first_difference(node_records(ref[problem_id]), node_records(oth[problem_id]))
+        if difference is None:
             same.append(problem_id)
-            continue
-        if b is None:
-            first_difference[problem_id] = "missing"
-            continue
-        index = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        first_difference[problem_id] = f"node {index}"
-    return {"identical_trees": len(same), "trees": len(ref), "first_difference": first_difference}
+        else:
+            differences[problem_id] = difference
+    return {"identical_trees": len(same), "trees": len(ref), "first_difference": differences}
 
 
 def run_demo(out: Path, dtype: str, limit: int, simulations: int) -> dict:
@@ -109,8 +124,9 @@ def main() -> None:
     if args.publish:
         atomic_write_json(REPO / "benchmarks" / "demo_reproducibility.json", results)
     for name, result in comparisons.items():
-        print(f"{name}: {result['identical_trees']}/{result['trees']} identical trees; first differences: "
-              f"{result['first_difference']}")
+        print(f"{name}: {result['identical_trees']}/{result['trees']} identical trees", flush=True)
+        for problem_id, difference in result["first_difference"].items():
+            print(f"  {problem_id}: {difference}", flush=True)
 
 
 if __name__ == "__main__":
