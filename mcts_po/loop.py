@@ -29,7 +29,14 @@ configs/accelerate/ddp_one_node.yaml"` and each round's training phase runs as
 loop under `accelerate launch` / `torchrun` is refused (docs/scale_out_training.md).
 
 Round k searches train problems `train_offset + k * problems_per_round ...` (a fresh slice each
-round). The reference of round k's training is the initial policy (`reference: initial`) or
+round).
+
+Flat baselines (`method: rft` or `outcome-dpo`, mcts_po/flat_baselines.py): round k's search phase
+samples whole solutions of the same slice instead, until the generated tokens reach round k's
+budget: the search tokens of round k of a tree method's run folder (`flat_budget_run`, equal
+compute) or `flat_tokens_per_round`; RUN/round_k/search/samples.jsonl holds the samples and the
+marker both counts. The extract phase keeps the verified-correct samples (rft: SFT rows, trained
+with `sft`) or pairs correct with wrong solutions (outcome-dpo: DPO rows, trained with `dpo`). The reference of round k's training is the initial policy (`reference: initial`) or
 policy k, the one being trained (`reference: previous`).
 
     from mcts_po.loop import LoopConfig, run_loop
@@ -52,6 +59,7 @@ from typing import Any, Callable
 
 from mcts_po.config_utils import build_dataclass, route_options
 from mcts_po.extract.config import ExtractConfig
+from mcts_po.flat_baselines import FLAT_METHODS, SAMPLES_FILE
 from mcts_po.seeds import loop_round_seeds, loop_seeds
 from mcts_po.io_utils import UserError, atomic_write_json, read_jsonl
 from mcts_po.llm.config import SamplingConfig
@@ -60,7 +68,7 @@ from mcts_po.progress import StageBar, write_line
 from mcts_po.search.config import SearchConfig
 from mcts_po.train.config import TrainConfig
 
-LOOP_METHODS = ("step-dpo", "step-apo", "tpo", "dpo")
+LOOP_METHODS = ("step-dpo", "step-apo", "tpo", "dpo", *FLAT_METHODS)  # the flat ones: rft, outcome-dpo
 REFERENCES = ("initial", "previous")
 PHASES = ("search", "extract", "train", VALUE_PHASE, "eval")  # value: only with a `value:` method (loop_value.py)
 CONFIG_FILE = "loop_config.json"
@@ -104,6 +112,9 @@ class LoopConfig:
     problems_in_flight: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "the loop's one seed: round k's search and training seeds and the engine and evaluation seeds are derived from it (mcts_po/seeds.py) and recorded in each round's phase results; search.seed and train.seed are not set in a loop config"})
     progress: bool = field(default=True, metadata={"help": "progress bars (off when not a terminal): the loop's over rounds x phases, each phase's below it"})
+    flat_budget_run: str = field(default="", metadata={"help": "rft / outcome-dpo: a tree method's loop run folder; round k samples until as many tokens were generated as that run's round-k search generated (equal compute)"})
+    flat_tokens_per_round: int = field(default=0, metadata={"help": "rft / outcome-dpo without flat_budget_run: generated tokens sampled per round"})
+    flat_max_tokens: int = field(default=256, metadata={"help": "rft / outcome-dpo: generated tokens per sampled solution (a sample cut there is not trained on)"})
     train_launcher: str = field(default="", metadata={"help": "empty: train in the loop's process; else run each round's training as `<this> -m mcts_po.cli train ...` in a subprocess, e.g. 'accelerate launch --config_file configs/accelerate/ddp_one_node.yaml' or 'torchrun --nproc_per_node 8' (docs/scale_out_training.md)"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -139,13 +150,34 @@ class LoopConfig:
         if not self.value.enabled and self.search.value_model_weight > 0:
             raise ValueError("search.value_model_weight > 0 needs a value model: set value.method (value or ppm) "
                              "so that each round trains one")
+        if self.method in FLAT_METHODS:
+            if bool(self.flat_budget_run) == bool(self.flat_tokens_per_round):
+                raise ValueError(f"method {self.method} samples flat to a token budget per round: set exactly one of "
+                                 "flat_budget_run (a tree method's loop run folder: equal compute) and "
+                                 f"flat_tokens_per_round (got {self.flat_budget_run!r} and {self.flat_tokens_per_round})")
+            if self.value.enabled:
+                raise ValueError(f"method {self.method} builds no trees, so no value model: set value.method: none")
+            if self.sampling.temperature <= 0:
+                raise ValueError(f"method {self.method}: flat sampling at sampling.temperature 0 repeats one greedy "
+                                 "solution per problem; set sampling.temperature > 0")
+        elif self.flat_budget_run or self.flat_tokens_per_round:
+            raise ValueError(f"flat_budget_run / flat_tokens_per_round apply to the flat methods "
+                             f"({', '.join(FLAT_METHODS)}), not to {self.method}")
+        if self.flat_tokens_per_round < 0 or self.flat_max_tokens < 1:
+            raise ValueError("LoopConfig.flat_tokens_per_round must be >= 0 and flat_max_tokens >= 1")
         if self.value.enabled and self.search.tree == "plan":
             raise ValueError("value.method: value rows are not extracted from plan trees (search.tree: plan); "
                              "use step trees or value.method: none")
 
     @property
+    def flat(self) -> bool:
+        return self.method in FLAT_METHODS
+
+    @property
     def extract_format(self) -> str:
-        return self.method
+        """The rows' format, file name and training method: the method's own, or for a flat
+        baseline the format it trains with (rft: sft, outcome-dpo: dpo)."""
+        return FLAT_METHODS.get(self.method, self.method)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -252,6 +284,8 @@ class LoopPhases:
                             **self.config.backend_options)
 
     def search(self, round_index: int, policy: str, out: Path, value_model: str | None = None) -> dict[str, Any]:
+        if self.config.flat:
+            return self.sample_flat(round_index, policy, out)
         from mcts_po.search_runner import SearchJob, run_search_job
 
         c = self.config
@@ -272,7 +306,51 @@ class LoopPhases:
             result["value_model"] = value_model
         return {**result, "seed": seeds["search"], "engine_seed": loop_seeds(c.seed)["engine"]}
 
+    def flat_budget(self, round_index: int) -> tuple[int, str]:
+        """Round k's generated-token budget for flat sampling and where it comes from."""
+        c = self.config
+        if c.flat_tokens_per_round:
+            return c.flat_tokens_per_round, "flat_tokens_per_round"
+        marker_dir = Path(c.flat_budget_run) / f"round_{round_index}"
+        marker = read_marker(marker_dir, "search")
+        if marker is None:
+            raise UserError(f"flat_budget_run: {marker_path(marker_dir, 'search')} is missing: run round "
+                            f"{round_index}'s search of that tree-method loop first (its generated tokens are "
+                            f"this round's budget)")
+        tokens = marker["result"].get("generated_tokens")
+        if not tokens:
+            raise UserError(f"{marker_path(marker_dir, 'search')} records no generated_tokens")
+        return int(tokens), str(marker_path(marker_dir, "search"))
+
+    def sample_flat(self, round_index: int, policy: str, out: Path) -> dict[str, Any]:
+        """rft / outcome-dpo: whole solutions of round k's slice until the round's token budget."""
+        from mcts_po.flat_baselines import sample_to_budget
+        from mcts_po.progress import progress_bar
+        from mcts_po.tasks import get_task
+
+        c = self.config
+        budget, source = self.flat_budget(round_index)
+        task = get_task(c.task, **c.task_options)
+        problems = task.load(split=c.train_split, limit=c.problems_per_round,
+                             path=c.data or None, offset=c.train_offset + round_index * c.problems_per_round)
+        if not problems:
+            raise UserError(f"task {c.task!r} gave no {c.train_split!r} problems for round {round_index}")
+        backend = self.engines.get(policy)
+        out.mkdir(parents=True, exist_ok=True)
+        bar = progress_bar(c.progress, total=budget, desc=f"round {round_index} flat samples", unit="tok")
+        try:
+            summary = sample_to_budget(backend, task, problems, budget, out_file=out / SAMPLES_FILE,
+                                       temperature=c.sampling.temperature, top_p=c.sampling.top_p,
+                                       max_tokens=c.flat_max_tokens,
+                                       on_wave=lambda wave_tokens, used: bar.update(min(wave_tokens, max(0, budget - bar.n))))
+        finally:
+            bar.close()
+        engine_seed = loop_seeds(c.seed)["engine"]
+        return {**summary, "budget_source": source, "engine_seed": engine_seed}
+
     def extract(self, round_index: int, trees_dir: Path, out: Path) -> dict[str, Any]:
+        if self.config.flat:
+            return self.extract_flat(trees_dir, out)
         from mcts_po.extract.pipeline import extract_to_disk
         from mcts_po.tree_io import read_tree_file
 
@@ -282,6 +360,21 @@ class LoopPhases:
         rows = sum(1 for _ in read_jsonl(out / f"{self.config.extract_format}.jsonl"))
         return {"rows": rows, "trees": len(trees), "format": self.config.extract_format,
                 "stats": stats.get(self.config.extract_format, {})}
+
+    def extract_flat(self, samples_dir: Path, out: Path) -> dict[str, Any]:
+        from mcts_po.extract.saving import save_dataset
+        from mcts_po.flat_baselines import flat_rows, read_samples
+
+        self.engines.release()
+        records = read_samples(samples_dir / SAMPLES_FILE)
+        counters: dict[str, int] = {}
+        rows, columns = flat_rows(self.config.method, records, self.config.extract, counters)
+        save_dataset(rows, out, self.config.extract_format, columns)
+        stats = {"method": self.config.method, "samples": len(records), "rows": len(rows),
+                 "problems_with_rows": len({r["problem_id"] for r in rows}), "dropped": counters,
+                 "extract": self.config.extract.to_dict(), "sources": [str(samples_dir)]}
+        atomic_write_json(out / "stats.json", stats)
+        return {"rows": len(rows), "samples": len(records), "format": self.config.extract_format, "stats": stats}
 
     def train(self, round_index: int, policy: str, reference: str, data_dir: Path, out: Path) -> dict[str, Any]:
         from mcts_po.train.trainer import train_preferences
@@ -297,7 +390,7 @@ class LoopPhases:
         if self.config.train_launcher:
             path = self._launch_training(policy, data_dir, train_config, out)
         else:
-            path = train_preferences(policy, rows, self.config.method, train_config, out)
+            path = train_preferences(policy, rows, self.config.extract_format, train_config, out)
         log = json.loads((Path(path) / "training_log.json").read_text(encoding="utf-8"))
         last = log["history"][-1] if log["history"] else {}
         return {"policy": str(path), "trained": True, "rows": len(rows), "optimizer_steps": log["optimizer_steps"],
@@ -324,7 +417,7 @@ class LoopPhases:
         runner = LAUNCHERS[launcher[0]]
         rest = launcher[2:] if launcher[0] == "accelerate" and launcher[1:2] == ["launch"] else launcher[1:]
         command = [sys.executable, *runner, *rest, "-m", "mcts_po.cli", "train", "--data", str(data_dir),
-                   "--method", self.config.method, "--model", policy, "--out", str(out), "--config", str(settings)]
+                   "--method", self.config.extract_format, "--model", policy, "--out", str(out), "--config", str(settings)]
         package_root = str(Path(__file__).resolve().parent.parent)  # the launched processes import this mcts_po
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         self.log(f"training under {self.config.train_launcher}: {shlex.join(command)}")
@@ -367,6 +460,8 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         previous.setdefault("value", LoopValueConfig().to_dict())  # added later; runs before it had no value model
+        for name in ("flat_budget_run", "flat_tokens_per_round", "flat_max_tokens"):  # added with the flat baselines
+            previous.setdefault(name, current[name] if previous.get("method") not in FLAT_METHODS else None)
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
             previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], path, use_self_eval)
@@ -519,13 +614,15 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def share_round0(source_run: str | Path, target_run: str | Path) -> list[str]:
+def share_round0(source_run: str | Path, target_run: str | Path, search: bool = True) -> list[str]:
     """Copy a run's baseline evaluation and round-0 search (outputs + markers) into another run, so
-    that several methods train from the SAME round-0 trees. Copies only what is finished and
+    that several methods train from the SAME round-0 trees (`search` False: the baseline only, for
+    a flat baseline, which samples instead of searching). Copies only what is finished and
     absent in the target; returns the phases copied."""
     source, target = Path(source_run), Path(target_run)
     copied = []
-    for sub, phase, folder in ((BASELINE_DIR, "eval", BASELINE_DIR), ("round_0", "search", "round_0/search")):
+    shared = ((BASELINE_DIR, "eval", BASELINE_DIR), ("round_0", "search", "round_0/search"))
+    for sub, phase, folder in shared[:2 if search else 1]:
         marker = marker_path(source / sub, phase)
         if not marker.exists() or marker_path(target / sub, phase).exists():
             continue

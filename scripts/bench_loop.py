@@ -1,5 +1,6 @@
 """Loop benchmark: two rounds of search → extract → train → evaluate on CPU, for step-dpo, step-apo and
-tpo trained from the SAME round-0 trees; held-out greedy accuracy by round → WORK/loop.md + .json.
+tpo trained from the SAME round-0 trees, and the flat baselines rft and outcome-dpo sampling the same
+problems at the same generated-token budget; held-out greedy accuracy by round → WORK/loop.md + .json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --budget-minutes 18
     # --methods tpo advances only that method in a piece (the round-0 search of step-dpo must exist)
@@ -19,7 +20,11 @@ anywhere). The committed files came from the command recorded in them, repeated 
 Settings come from configs/loop_arithmetic_cpu.yaml (`--config`), with `method` set per run. The
 first method's run (WORK/step-dpo) does the baseline evaluation and the round-0 search; the other
 methods copy those (`mcts_po.loop.share_round0`) before they start, so all three train from the
-same round-0 trees and are compared against the same baseline. Breadth first: a first pass takes
+same round-0 trees and are compared against the same baseline. The flat baselines (rft, outcome-dpo)
+copy the baseline evaluation only: round k samples whole solutions of round k's problems until they
+generated as many tokens as step-dpo's round-k search (`flat_budget_run`), so they wait for it.
+`--seed S` sets the loops' one seed and moves every method to a fresh slice of training problems
+(train_offset + S x rounds x problems_per_round); give each seed its own --work. Breadth first: a first pass takes
 every method through round 0 (train, evaluate policy 1) and its round-1 search; a second pass
 finishes round 1 (extract, train, evaluate policy 2), so a partial run still compares the methods.
 """
@@ -35,7 +40,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("step-dpo", "step-apo", "tpo")
+METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo")
+FLAT_METHODS = ("rft", "outcome-dpo")  # sample flat to step-dpo's search tokens of the same round
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
@@ -84,9 +90,10 @@ class BudgetedPhases:
 
 
 TASK_OPTIONS_OVERRIDE: dict | None = None  # --task-options
+SEED = 0  # --seed
 
 
-def load_config(path: Path, method: str):
+def load_config(path: Path, method: str, work: Path):
     from mcts_po.config_utils import load_yaml
     from mcts_po.loop import LoopConfig
 
@@ -94,6 +101,12 @@ def load_config(path: Path, method: str):
     values["method"] = method
     if TASK_OPTIONS_OVERRIDE is not None:
         values["task_options"] = dict(TASK_OPTIONS_OVERRIDE)
+    if SEED:
+        values["seed"] = SEED
+        values["train_offset"] = int(values.get("train_offset", 0)) + SEED * int(values.get("rounds", 2)) * int(
+            values.get("problems_per_round", 32))
+    if method in FLAT_METHODS:
+        values["flat_budget_run"] = str((work / METHODS[0]).resolve())
     return LoopConfig.from_yaml_dict(values, str(path))
 
 
@@ -105,7 +118,7 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
 
     deadline = time.monotonic() + budget_minutes * 60
     first = work / METHODS[0]
-    base_config = load_config(config_path, METHODS[0])
+    base_config = load_config(config_path, METHODS[0], work)
     # one engine cache for all three methods (one live engine, for one policy, at a time)
     if engines is None:
         engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend)
@@ -120,13 +133,13 @@ def _run_methods(work, config_path, first, deadline, budget_minutes, engines, me
     from mcts_po.loop import LoopPhases, marker_path, run_loop, share_round0, stderr_log
 
     for first_pass, method in [(True, m) for m in methods] + [(False, m) for m in methods]:
-        config = load_config(config_path, method)
+        config = load_config(config_path, method, work)
         run_dir = work / method
         if method != METHODS[0]:
             if not marker_path(first / "round_0", "search").exists():
                 stderr_log(f"{method}: waiting for the shared round-0 search of {METHODS[0]}")
                 return False
-            copied = share_round0(first, run_dir)
+            copied = share_round0(first, run_dir, search=method not in FLAT_METHODS)
             if copied:
                 stderr_log(f"{method}: reusing {', '.join(copied)} from {first}")
         phases = BudgetedPhases(LoopPhases(config, stderr_log, engines=engines), deadline, first_pass)
@@ -148,7 +161,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     for method in METHODS:
         run_dir = work / method
         if (run_dir / "loop_config.json").exists():
-            results[method] = collect_metrics(run_dir, load_config(config_path, method))
+            results[method] = collect_metrics(run_dir, load_config(config_path, method, work))
     config_text = config_path.read_text(encoding="utf-8")
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
@@ -161,7 +174,9 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
              "Command (run under the shared CPU lock, repeated until it printed `all done`; it resumes per phase):", "",
              f"    {command}", "",
              f"Config: `{data['config_file']}` (method set per run); step-apo and tpo reuse step-dpo's baseline "
-             "evaluation and round-0 trees. Machine: " + data["machine"] + ".", "",
+             "evaluation and round-0 trees; rft and outcome-dpo reuse the baseline evaluation and sample whole "
+             "solutions of the same problems until they generated step-dpo's search tokens of the same round "
+             "(their `search` columns below are that sampling). Machine: " + data["machine"] + ".", "",
              *difficulty_lines(work),
              "## Held-out greedy accuracy by policy", "",
              "Policy 0 = SmolLM2-135M-Instruct; policy k+1 = trained in round k. 95 % Wilson interval in brackets.", "",
@@ -238,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
     parser.add_argument("--task-options", help="JSON object replacing the config's task_options (the difficulty)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the loops' one seed; also moves the training problems to a fresh slice (own --work per seed)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated methods to advance in this piece (the others wait for a later one)")
     args = parser.parse_args(argv)
@@ -245,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         parser.error(f"--methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(METHODS)}")
-    global TASK_OPTIONS_OVERRIDE
+    global TASK_OPTIONS_OVERRIDE, SEED
+    SEED = args.seed
     if args.task_options:
         TASK_OPTIONS_OVERRIDE = json.loads(args.task_options)
     if args.publish and args.report:
@@ -254,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     report = report_path(work, args.report, args.publish)
     command = ("flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py "
                f"--work {args.work} --config {os.path.relpath(config_path, REPO)} --budget-minutes {args.budget_minutes:g}"
-               + (f" --task-options '{args.task_options}'" if args.task_options else ""))
+               + (f" --task-options '{args.task_options}'" if args.task_options else "")
+               + (f" --seed {args.seed}" if args.seed else ""))
     finished = True
     if not args.report_only:
         finished = run_methods(work, config_path, args.budget_minutes, methods=methods)

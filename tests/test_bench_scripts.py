@@ -54,6 +54,21 @@ def test_bench_loop_report_goes_to_the_work_folder(tmp_path):
     assert bench_loop.report_path(tmp_path, str(tmp_path / "x.md"), publish=True) == tmp_path / "x.md"
 
 
+def test_bench_loop_flat_baselines_take_step_dpos_budget_and_a_seed_moves_every_methods_problems(tmp_path):
+    bench_loop = load_script("bench_loop.py")
+    config_path = REPO_ROOT / "configs" / "loop_arithmetic_cpu.yaml"
+    tree, flat = (bench_loop.load_config(config_path, m, tmp_path) for m in ("step-dpo", "rft"))
+    assert flat.flat_budget_run == str((tmp_path / "step-dpo").resolve()) and tree.flat_budget_run == ""
+    assert (flat.extract_format, tree.train_offset, tree.seed) == ("sft", 0, 0)
+    try:
+        bench_loop.SEED = 2
+        seeded = [bench_loop.load_config(config_path, m, tmp_path) for m in ("tpo", "outcome-dpo")]
+    finally:
+        bench_loop.SEED = 0
+    shift = 2 * tree.rounds * tree.problems_per_round
+    assert [(c.seed, c.train_offset) for c in seeded] == [(2, shift), (2, shift)]
+
+
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     bench_math = load_script("bench_math.py")
     text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"

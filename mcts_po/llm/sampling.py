@@ -1,7 +1,8 @@
 """Flat sampling of whole solutions: greedy baselines, maj@k, best-of-N.
 
 One batched backend call for all problems. Used by `mcts-po search` (the greedy
-baseline beside each tree), `mcts-po eval` and the search benchmarks.
+baseline beside each tree), `mcts-po eval`, the loop's flat baselines (`mcts_po.flat_baselines`,
+which ask a different number of samples per problem: `n` as a list) and the search benchmarks.
 
     solutions = sample_solutions(backend, task, problems, n=1, temperature=0.0)
 """
@@ -25,14 +26,19 @@ class SampledSolutions:
     prompt_tokens: int
     cached_prompt_tokens: int
     sample_tokens: list[int] = field(default_factory=list)  # generated tokens of each sample, in order
+    finish_reasons: list[str] = field(default_factory=list)  # of each sample: FINISH_STOP, FINISH_EOS or FINISH_LENGTH
 
 
-def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], n: int = 1,
+def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], n: int | Sequence[int] = 1,
                      temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 400) -> list[SampledSolutions]:
+    """`n` samples of each problem (a list: `n[i]` samples of problem i, each >= 1), in one engine call."""
+    counts = [n] * len(problems) if isinstance(n, int) else list(n)
+    if len(counts) != len(problems) or any(count < 1 for count in counts):
+        raise ValueError(f"sample_solutions: n must be >= 1 for each of the {len(problems)} problems, got {n!r}")
     requests = [
-        GenerationRequest(prompt=backend.render_chat(task.messages(p)), max_tokens=max_tokens, n=n,
+        GenerationRequest(prompt=backend.render_chat(task.messages(p)), max_tokens=max_tokens, n=count,
                           temperature=temperature, top_p=top_p if temperature > 0 else 1.0)
-        for p in problems
+        for p, count in zip(problems, counts)
     ]
     results = backend.generate(requests) if requests else []
     out = []
@@ -47,5 +53,6 @@ def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], 
             prompt_tokens=result.prompt_tokens,
             cached_prompt_tokens=result.cached_prompt_tokens,
             sample_tokens=[c.num_tokens for c in result.completions],
+            finish_reasons=[c.finish_reason for c in result.completions],
         ))
     return out
