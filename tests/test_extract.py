@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 CHAT_PROMPT = "<|im_start|>user\nWhat is 2 + 3 * 4?<|im_end|>\n<|im_start|>assistant\n"
 
 
+def rules(**options) -> ExtractConfig:
+    """The selection rules with `same_ending` off (it is on by default): the hand-built trees below
+    check each pairing rule on its own; `same_ending` has its own tests."""
+    return ExtractConfig(**{"same_ending": False, **options})
+
+
 def terminal(tree: Tree, parent: int, text: str, q: float, visits: int, correct: bool | None,
              answer: str | None = None, reason: str = "answer"):
     return tree.add_child(parent, text=text, q=q, visits=visits, value_sum=q * visits, terminal=True,
@@ -133,12 +139,12 @@ def keys(rows: list[dict]) -> list[tuple]:
 
 
 def pairs(trees, format="step-dpo", **options) -> list[tuple]:
-    return keys(extract_rows(trees, format, ExtractConfig(**options)))
+    return keys(extract_rows(trees, format, rules(**options)))
 
 
 # ---------------------------------------------------------------------------- step-dpo
 def test_step_dpo_full_rows_of_one_tree():
-    rows = extract_rows([tree_arithmetic()], "step-dpo")
+    rows = extract_rows([tree_arithmetic()], "step-dpo", rules())
     common = {"question": "What is 2 + 3 * 4?", "answer": "14", "dataset": "demo", "tree_id": "t1", "problem_id": "p1",
               "level": "step"}
     assert rows == [
@@ -238,7 +244,7 @@ def test_max_pairs_per_tree_keeps_the_largest_margins_in_tree_order():
     assert pairs([t1], max_pairs_per_tree=1) == [("t1", 1, 4, 5)]
     assert pairs([t1], max_pairs_per_tree=0) == pairs([t1])
     counters: dict = {}
-    extract_rows([t1], "step-dpo", ExtractConfig(max_pairs_per_tree=1), counters)
+    extract_rows([t1], "step-dpo", rules(max_pairs_per_tree=1), counters)
     assert counters == {"pairs_over_max_pairs_per_tree": 2}
 
 
@@ -251,7 +257,7 @@ def test_dedup_drops_near_identical_steps_but_not_different_numbers():
     # T1's terminal pair differs by one digit: ratio 0.95 but never a duplicate
     assert ("t1", 1, 4, 5) in pairs([tree_arithmetic()], dedup_threshold=0.5)
     counters: dict = {}
-    extract_rows([t2], "step-dpo", ExtractConfig(), counters)
+    extract_rows([t2], "step-dpo", rules(), counters)
     assert counters == {"pairs_near_duplicate": 1, "pairs_tied": 1}
 
 
@@ -292,13 +298,13 @@ def test_level_filter_on_a_plan_tree():
     levels = [r["level"] for r in extract_rows([t3], "step-dpo")]
     assert levels == ["plan", "step"]
     # the step pair's prompt holds the plan step as its prefix
-    assert extract_rows([t3], "step-dpo", ExtractConfig(level="step"))[0]["initial_reason_steps"] == \
+    assert extract_rows([t3], "step-dpo", rules(level="step"))[0]["initial_reason_steps"] == \
         "Plan: compute the total cost, then subtract it from 20.\n"
 
 
 # ---------------------------------------------------------------------------- step-apo
 def apo(trees, **options) -> list[tuple]:
-    rows = extract_rows(trees, "step-apo", ExtractConfig(**options))
+    rows = extract_rows(trees, "step-apo", rules(**options))
     return [(r["parent_id"], r["chosen_id"], r["rejected_id"], r["q_parent"], r["q_baseline"]) for r in rows]
 
 
@@ -373,7 +379,7 @@ def test_tpo_list_size_prefers_distinct_values():
     t1 = tree_arithmetic()
 
     def ids(size):
-        return extract_rows([t1], "tpo", ExtractConfig(max_list_size=size))[0]["terminal_ids"]
+        return extract_rows([t1], "tpo", rules(max_list_size=size))[0]["terminal_ids"]
 
     assert ids(2) == [4, 5]  # one per value first, not the two best (+1, +1)
     assert ids(3) == [4, 6, 5]
@@ -420,7 +426,7 @@ def test_dpo_full_row_and_pair_order():
 
 def test_dpo_rules():
     trees = all_trees()
-    assert [(r["tree_id"], r["chosen_id"], r["rejected_id"]) for r in extract_rows(trees, "dpo", ExtractConfig(max_pairs_per_tree=2))] == [
+    assert [(r["tree_id"], r["chosen_id"], r["rejected_id"]) for r in extract_rows(trees, "dpo", rules(max_pairs_per_tree=2))] == [
         ("t1", 4, 5), ("t1", 4, 9), ("t2", 3, 5), ("t2", 4, 5), ("t3", 5, 6), ("t3", 5, 7), ("t4", 1, 3)]
     # pairs are compared from the step where they part: a shared prefix does not make them duplicates
     t = Tree.new(problem_id="p", tree_id="t", question="Q?")
@@ -467,14 +473,14 @@ def test_unknown_format_lists_valid_names():
 ])
 def test_config_validation_names_field_and_choices(options, message):
     with pytest.raises(ValueError) as info:
-        ExtractConfig(**options)
+        rules(**options)
     assert message in str(info.value)
 
 
 # ---------------------------------------------------------------------------- stats
 def test_stats_report():
     trees = all_trees()
-    rows = {name: extract_rows(trees, name) for name in ("step-dpo", "tpo")}
+    rows = {name: extract_rows(trees, name, rules()) for name in ("step-dpo", "tpo")}
     stats = extraction_stats(trees, rows, {"step-dpo": {"pairs_tied": 1}})
     assert stats["trees_read"] == 5 and stats["problems_read"] == 5 and stats["trees_with_correct_answer"] == 4
     step = stats["formats"]["step-dpo"]
@@ -607,7 +613,7 @@ def test_cli_extracts_several_formats_and_writes_stats(tmp_path, capsys):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["config"]["scope"] == "correct_paths" and stats["config"]["max_pairs_per_tree"] == 1
     assert {k: v["rows"] for k, v in stats["formats"].items()} == {"step-dpo": 3, "tpo": 4}
-    expected = extract_rows(all_trees(), "step-dpo", ExtractConfig(scope="correct_paths", max_pairs_per_tree=1))
+    expected = extract_rows(all_trees(), "step-dpo", rules(scope="correct_paths", max_pairs_per_tree=1))
     assert [(r["tree_id"], r["parent_id"]) for r in expected] == [("t1", 1), ("t3", 0), ("t4", 0)]
     assert datasets.load_from_disk(str(out / "step-dpo")).to_list() == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -655,9 +661,9 @@ def test_whole_solutions_join_steps_with_the_trees_own_delimiter():
     paragraph_tree.sampling = {"step_delimiter": "\n\n"}
     expected_sft = "First, 3 * 4 = 12.{}Now we add them: 2 + 12 = 14. The answer is 14."
     for tree, delimiter in ((newline_tree, "\n"), (paragraph_tree, "\n\n")):
-        sft = extract_rows([tree], "sft", ExtractConfig())
+        sft = extract_rows([tree], "sft", rules())
         assert sft[0]["completion"] == expected_sft.format(delimiter)
-        step_dpo = extract_rows([tree], "step-dpo", ExtractConfig())
+        step_dpo = extract_rows([tree], "step-dpo", rules())
         root_pair = next(row for row in step_dpo if row["initial_reason_steps"] == "")
         assert root_pair["full_chosen"] == expected_sft.format(delimiter)
 
@@ -671,12 +677,12 @@ def test_rows_carry_the_trees_delimiter_and_training_appends_exactly_it():
     paragraph_tree = tree_arithmetic()
     paragraph_tree.sampling = {"step_delimiter": "\n\n"}
     for name in ("step-dpo", "step-apo", "dpo", "tpo"):
-        rows = extract_rows([paragraph_tree], name, ExtractConfig())
+        rows = extract_rows([paragraph_tree], name, rules())
         assert rows and all(row["step_delimiter"] == "\n\n" for row in rows), name
-    step_dpo = extract_rows([paragraph_tree], "step-dpo", ExtractConfig())
+    step_dpo = extract_rows([paragraph_tree], "step-dpo", rules())
     (root_pair,) = [row for row in step_dpo if row["initial_reason_steps"] == ""]
     (example,) = pair_examples_from_rows([root_pair], "step-dpo", TrainConfig())
     assert example.chosen == "First, 3 * 4 = 12.\n\n" and not example.chosen_eos
-    (tpo,) = extract_rows([paragraph_tree], "tpo", ExtractConfig())
+    (tpo,) = extract_rows([paragraph_tree], "tpo", rules())
     (listed,) = list_examples_from_rows([tpo], TrainConfig(max_list_size=8))
     assert all(text.endswith("\n\n") for segments in listed.segments for text in segments[:-1])

@@ -52,10 +52,11 @@ class ExtractConfig:
         "help": "drop a pair whose chosen and rejected texts are this similar (difflib ratio after "
                 "normalising case, whitespace and spacing around digits, and only when both hold the same "
                 "numbers); 1.0 drops only texts equal after normalisation"})
-    same_ending: bool = field(default=False, metadata={
+    same_ending: bool = field(default=True, metadata={
         "help": "pair only steps that both end the solution (state an answer or stop) or both do not "
                 "(step-dpo: the rejected step is the worst sibling ending like the chosen one): an unfinished "
-                "step preferred to a wrong final answer also teaches the policy not to answer (benchmarks/loop.md)"})
+                "step preferred to a wrong final answer also teaches the policy not to answer (benchmarks/loop.md); "
+                "on by default, --no-same-ending turns it off"})
     level: str = field(default="all", metadata={
         "help": f"which tree level pairs come from: {', '.join(LEVELS)} (plan = abstract plan steps)"})
     apo_rule: str = field(default="cpl", metadata={
