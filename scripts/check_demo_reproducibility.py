@@ -5,9 +5,13 @@ engine, same seed) into its own folder; the trees are compared node by node (tex
 values, verdicts; timings and token counts of the cache left out). Runs named in `--runs` may
 set a vLLM dtype, so that the effect of the engine's precision (which `dtype: auto` picks by
 processor: bfloat16 with bf16 instructions, float32 on AVX2-only CPUs) is measured too.
+`--engine-core` runs vLLM's engine core in the search's own process (`in-process`,
+`VLLM_ENABLE_V1_MULTIPROCESSING=0`: deterministic scheduling, mcts_po's default on small CPU
+machines) or in a process of its own (`own-process`, vLLM's default); the published file keeps
+one record per engine-core mode.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/check_demo_reproducibility.py \
-        --limit 4 --num-simulations 6 --runs auto,auto,bfloat16
+        --limit 6 --num-simulations 6 --runs auto,auto --engine-core own-process --publish
     # results: runs/demo_reproducibility/results.json (and a table on stdout);
     # --publish also writes benchmarks/demo_reproducibility.json
 """
@@ -75,13 +79,17 @@ def compare(reference: list, other: list) -> dict:
     return {"identical_trees": len(same), "trees": len(ref), "first_difference": differences}
 
 
-def run_demo(out: Path, dtype: str, limit: int, simulations: int) -> dict:
+ENGINE_CORE = {"in-process": "0", "own-process": "1"}  # -> VLLM_ENABLE_V1_MULTIPROCESSING
+
+
+def run_demo(out: Path, dtype: str, limit: int, simulations: int, engine_core: str) -> dict:
     command = [str(REPO / ".venv" / "bin" / "mcts-po"), "search", "--config", str(REPO / "configs" / "demo.yaml"),
                "--out", str(out), "--limit", str(limit), "--num-simulations", str(simulations), "--no-progress"]
     if dtype != "auto":
         command += ["--backend-option", f"dtype={dtype}"]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": ENGINE_CORE[engine_core]}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -96,6 +104,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=12, help="demo problems (the demo's own: 12)")
     parser.add_argument("--num-simulations", type=int, default=12, help="simulations per tree (the demo's own: 12)")
     parser.add_argument("--runs", default="auto,auto", help="comma-separated vLLM dtypes, one run each (auto = the demo's)")
+    parser.add_argument("--engine-core", choices=sorted(ENGINE_CORE), default="in-process",
+                        help="vLLM's engine core in the search's process (mcts_po's default on small CPU machines) or its own")
     parser.add_argument("--work", default="runs/demo_reproducibility")
     parser.add_argument("--publish", action="store_true", help="also write benchmarks/demo_reproducibility.json")
     args = parser.parse_args()
@@ -109,7 +119,7 @@ def main() -> None:
         out = work / f"run_{index}_{dtype}"
         if out.exists():
             subprocess.run(["rm", "-rf", str(out)], check=True)
-        record = run_demo(out, dtype, args.limit, args.num_simulations)
+        record = run_demo(out, dtype, args.limit, args.num_simulations, args.engine_core)
         runs.append(record)
         trees.append(read_tree_file(out / "trees.jsonl"))
         print(f"run {index} ({dtype}): {record['problems_with_correct_terminal']}/{record['problems']} with a correct "
@@ -119,10 +129,15 @@ def main() -> None:
                            "auto_dtype": cpu_engine_dtype()},
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                         text=True).stdout.strip(),
-               "limit": args.limit, "num_simulations": args.num_simulations, "runs": runs, "comparisons": comparisons}
+               "engine_core": args.engine_core, "limit": args.limit, "num_simulations": args.num_simulations,
+               "runs": runs, "comparisons": comparisons}
     atomic_write_json(work / "results.json", results)
     if args.publish:
-        atomic_write_json(REPO / "benchmarks" / "demo_reproducibility.json", results)
+        published = REPO / "benchmarks" / "demo_reproducibility.json"
+        records = json.loads(published.read_text(encoding="utf-8")) if published.exists() else {}
+        records = records if "runs" not in records else {}  # an older single-record file is replaced
+        records[f"engine core {args.engine_core}"] = results
+        atomic_write_json(published, records)
     for name, result in comparisons.items():
         print(f"{name}: {result['identical_trees']}/{result['trees']} identical trees", flush=True)
         for problem_id, difference in result["first_difference"].items():

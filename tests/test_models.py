@@ -99,3 +99,16 @@ def test_the_cpu_model_worker_gets_every_core_of_a_small_machine_unless_the_user
     # one core: nothing to share; a large machine keeps vLLM's NUMA-aware binding
     assert cpu_thread_binding({}, {0}) == {}
     assert cpu_thread_binding({}, set(range(16))) == {}
+
+
+def test_on_a_small_cpu_machine_the_engine_core_runs_in_process_for_deterministic_scheduling():
+    """Two demo searches with one seed: 6/6 identical trees in-process, 0/6 with the engine core in
+    its own process (benchmarks/demo_reproducibility.json)."""
+    from mcts_po.backends.vllm_backend import cpu_engine_environment
+
+    assert cpu_engine_environment({}, {0, 1}) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+                                                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert cpu_engine_environment({"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, {0, 1}) == {
+        "VLLM_CPU_OMP_THREADS_BIND": "0,1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_engine_environment({"VLLM_CPU_OMP_THREADS_BIND": "auto"}, {0, 1}) == {}
+    assert cpu_engine_environment({}, set(range(16))) == {}
