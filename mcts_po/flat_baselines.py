@@ -40,39 +40,28 @@ from typing import Any, Callable, Sequence
 from mcts_po.backends.base import FINISH_LENGTH
 from mcts_po.extract.config import ExtractConfig
 from mcts_po.extract.selection import count_event, near_duplicate, normalise_text
+from mcts_po.extract.sft_traces import COLUMNS as SFT_COLUMNS
+from mcts_po.extract.trajectory_pairs import COLUMNS as DPO_COLUMNS
 from mcts_po.extract.trajectory_pairs import ordered_pairs
 from mcts_po.io_utils import UserError, append_jsonl_lines, atomic_write_text, read_jsonl
 
 SAMPLES_FILE = "samples.jsonl"
 FLAT_METHODS = {"rft": "sft", "outcome-dpo": "dpo"}  # loop method -> the training method (and row format) it uses
 
-RFT_COLUMNS: dict[str, Any] = {
-    "prompt": "string",
-    "completion": "string",
-    "messages": [{"role": "string", "content": "string"}],
-    "question": "string",
-    "answer": "string",
-    "dataset": "string",
-    "problem_id": "string",
+SHARED_COLUMNS = ("question", "answer", "dataset", "problem_id")  # as the tree formats have them
+RFT_COLUMNS: dict[str, Any] = {  # the `sft` format's columns, with the sample's place instead of the tree's
+    **{name: SFT_COLUMNS[name] for name in ("prompt", "completion", "messages", *SHARED_COLUMNS)},
     "sample_index": "int64",
     "generated_tokens": "int64",
     "predicted_answer": "string",
     "ends_solution": "bool",
 }
-OUTCOME_DPO_COLUMNS: dict[str, Any] = {
-    "prompt": "string",
-    "chosen": "string",
-    "rejected": "string",
-    "question": "string",
-    "answer": "string",
-    "dataset": "string",
-    "problem_id": "string",
+OUTCOME_DPO_COLUMNS: dict[str, Any] = {  # the `dpo` format's, likewise
+    **{name: DPO_COLUMNS[name] for name in ("prompt", "chosen", "rejected", *SHARED_COLUMNS)},
     "chosen_index": "int64",
     "rejected_index": "int64",
-    "chosen_answer": "string",
-    "rejected_answer": "string",
-    "chosen_ends_solution": "bool",
-    "rejected_ends_solution": "bool",
+    **{name: DPO_COLUMNS[name] for name in ("chosen_answer", "rejected_answer", "chosen_ends_solution",
+                                             "rejected_ends_solution")},
 }
 
 
