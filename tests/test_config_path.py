@@ -107,3 +107,16 @@ def test_config_modules_import_no_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_loop_file_may_leave_to_a_flag_what_its_method_needs(tmp_path):
+    """`method: rft` in the file needs a budget; the flag gives it (flags are merged before the check)."""
+    from mcts_po.commands import loop
+
+    config = tmp_path / "l.yaml"
+    config.write_text("method: rft\nsampling: {temperature: 0.7}\n")
+    built = loop.build_config(parser_of(loop).parse_args(["--config", str(config), "--out", "r",
+                                                          "--flat-budget-run", "runs/tree"]))
+    assert (built.method, built.flat_budget_run, built.sampling.temperature) == ("rft", "runs/tree", 0.7)
+    with pytest.raises(UserError, match="exactly one of flat_budget_run"):
+        loop.build_config(parser_of(loop).parse_args(["--config", str(config), "--out", "r"]))

@@ -33,19 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The LoopConfig of a command line: defaults < the YAML file < top-level flags (the sections
-    search/sampling/extract/train come from the file)."""
-    from mcts_po.config_utils import build_dataclass, load_yaml
+    search/sampling/extract/train/value come from the file). The flags are merged into the file's
+    values before the config is checked, so a file may leave to a flag what its settings need
+    (`method: rft` in the file, `--flat-budget-run` on the command line)."""
+    from mcts_po.config_utils import flag_fields, load_yaml
     from mcts_po.loop import LoopConfig
 
     source = args.config or "command line"
-    config = LoopConfig.from_yaml_dict(load_yaml(args.config) if args.config else {}, source)
+    values = dict(load_yaml(args.config) or {}) if args.config else {}
+    values = {key.replace("-", "_"): value for key, value in values.items()}
     if args.no_progress:
         args.progress = False
     if args.base_url:
-        args.backend_options = {**(args.backend_options or config.backend_options), "base_url": args.base_url}
-    sections = {name: getattr(config, name) for name in ("search", "sampling", "extract", "train", "value")}
-    top = {k: v for k, v in config.to_dict().items() if k not in sections}
-    return build_dataclass(LoopConfig, top, args, source, **sections)
+        file_options = values.get("backend_options") or {}
+        args.backend_options = {**(args.backend_options or file_options), "base_url": args.base_url}
+    for f, _ in flag_fields(LoopConfig):
+        flagged = getattr(args, f.name, None)
+        if flagged is not None:
+            values[f.name] = flagged
+    return LoopConfig.from_yaml_dict(values, source)
 
 
 def run(args: argparse.Namespace) -> int:
