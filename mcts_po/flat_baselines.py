@@ -138,6 +138,7 @@ def sample_to_budget(backend: Any, task: Any, problems: Sequence[Any], budget_to
         lines, wave_tokens = [], 0
         for (problem, _), result in zip(chosen, results):
             prompt = backend.render_chat(task.messages(problem))
+            request_prompt_tokens = result.prompt_tokens  # the request's, counted on its first sample
             for text, answer, correct, tokens, finish in zip(result.texts, result.answers, result.correct,
                                                              result.sample_tokens, result.finish_reasons):
                 index = per_problem[index_of[problem.id]]
@@ -147,7 +148,9 @@ def sample_to_budget(backend: Any, task: Any, problems: Sequence[Any], budget_to
                     "problem_id": problem.id, "wave": wave, "sample_index": index, "prompt": prompt,
                     "question": problem.question, "gold": problem.answer, "dataset": task.name, "text": text,
                     "answer": answer, "correct": bool(correct), "generated_tokens": tokens,
-                    "cut_at_max_tokens": finish == FINISH_LENGTH}, ensure_ascii=False))
+                    "cut_at_max_tokens": finish == FINISH_LENGTH, "prompt_tokens": request_prompt_tokens},
+                    ensure_ascii=False))
+                request_prompt_tokens = 0
         if wave_tokens == 0:
             raise UserError(f"flat sampling: wave {wave} generated no tokens ({len(lines)} samples); the model "
                             "ends every solution at once, so no budget can be spent")
@@ -163,7 +166,8 @@ def sample_to_budget(backend: Any, task: Any, problems: Sequence[Any], budget_to
             "samples_cut_at_max_tokens": sum(1 for r in records if r["cut_at_max_tokens"]),
             "problems_with_correct_sample": len(correct_by_problem),
             "solved_share": round(len(correct_by_problem) / len(problems), 4),
-            "generated_tokens": used, "budget_tokens": budget_tokens,
+            "generated_tokens": used, "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in records),
+            "budget_tokens": budget_tokens,
             "budget_overshoot_tokens": used - budget_tokens}
 
 

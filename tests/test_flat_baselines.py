@@ -101,6 +101,8 @@ def test_sampling_reaches_the_budget_records_every_sample_and_counts(tmp_path):
     counts = [sum(1 for r in records if r["problem_id"] == p.id) for p in probs]
     assert max(counts) - min(counts) <= 1
     assert summary["samples"] == len(records) == sum(backend.seen)
+    # prompt tokens: 7 per request (the scripted backend's), counted once per request
+    assert summary["prompt_tokens"] == 7 * sum(len(call) for call in backend.calls)
     assert summary["correct_samples"] == sum(r["correct"] for r in records)
     assert summary["problems_with_correct_sample"] == 3 and summary["solved_share"] == 1.0
     assert all(r["prompt"] == "<q>" + next(p.question for p in probs if p.id == r["problem_id"]) for r in records)
