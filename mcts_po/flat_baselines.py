@@ -129,37 +129,36 @@ def sample_to_budget(backend: Any, task: Any, problems: Sequence[Any], budget_to
     used = sum(r["generated_tokens"] for r in records)
     wave = 1 + max((r["wave"] for r in records), default=-1)
     resumed_samples = len(records)
+    prompts = {p.id: backend.render_chat(task.messages(p)) for p in problems}  # as sample_solutions renders them
     while used < budget_tokens:
         size = next_wave_size(len(problems), used, sum(per_problem), budget_tokens, cap)
         counts = wave_counts(per_problem, size)
         chosen = [(p, c) for p, c in zip(problems, counts) if c]
         results = sample_solutions(backend, task, [p for p, _ in chosen], n=[c for _, c in chosen],
                                    temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-        lines, wave_tokens = [], 0
+        wave_records, wave_tokens = [], 0
         for (problem, _), result in zip(chosen, results):
-            prompt = backend.render_chat(task.messages(problem))
             request_prompt_tokens = result.prompt_tokens  # the request's, counted on its first sample
             for text, answer, correct, tokens, finish in zip(result.texts, result.answers, result.correct,
                                                              result.sample_tokens, result.finish_reasons):
                 index = per_problem[index_of[problem.id]]
                 per_problem[index_of[problem.id]] += 1
                 wave_tokens += tokens
-                lines.append(json.dumps({
-                    "problem_id": problem.id, "wave": wave, "sample_index": index, "prompt": prompt,
+                wave_records.append({
+                    "problem_id": problem.id, "wave": wave, "sample_index": index, "prompt": prompts[problem.id],
                     "question": problem.question, "gold": problem.answer, "dataset": task.name, "text": text,
                     "answer": answer, "correct": bool(correct), "generated_tokens": tokens,
-                    "cut_at_max_tokens": finish == FINISH_LENGTH, "prompt_tokens": request_prompt_tokens},
-                    ensure_ascii=False))
+                    "cut_at_max_tokens": finish == FINISH_LENGTH, "prompt_tokens": request_prompt_tokens})
                 request_prompt_tokens = 0
         if wave_tokens == 0:
-            raise UserError(f"flat sampling: wave {wave} generated no tokens ({len(lines)} samples); the model "
-                            "ends every solution at once, so no budget can be spent")
-        append_jsonl_lines(out_file, lines)
+            raise UserError(f"flat sampling: wave {wave} generated no tokens ({len(wave_records)} samples); the "
+                            "model ends every solution at once, so no budget can be spent")
+        append_jsonl_lines(out_file, [json.dumps(r, ensure_ascii=False) for r in wave_records])
+        records.extend(wave_records)
         used += wave_tokens
         wave += 1
         if on_wave is not None:
             on_wave(wave_tokens, used)
-    records = read_samples(out_file)
     correct_by_problem = {r["problem_id"] for r in records if r["correct"]}
     return {"problems": len(problems), "samples": len(records), "resumed_samples": resumed_samples, "waves": wave,
             "correct_samples": sum(1 for r in records if r["correct"]),

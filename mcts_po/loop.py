@@ -461,7 +461,7 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         previous.setdefault("value", LoopValueConfig().to_dict())  # added later; runs before it had no value model
         for name in ("flat_budget_run", "flat_tokens_per_round", "flat_max_tokens"):  # added with the flat baselines
-            previous.setdefault(name, current[name] if previous.get("method") not in FLAT_METHODS else None)
+            previous.setdefault(name, LoopConfig.__dataclass_fields__[name].default)
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)
             previous["sampling"] = SamplingConfig.check_recorded(previous["sampling"], path, use_self_eval)

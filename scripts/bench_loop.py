@@ -40,8 +40,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo")
-FLAT_METHODS = ("rft", "outcome-dpo")  # sample flat to step-dpo's search tokens of the same round
+METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo")  # the last two sample flat (mcts_po.flat_baselines)
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
@@ -95,6 +94,7 @@ SEED = 0  # --seed
 
 def load_config(path: Path, method: str, work: Path):
     from mcts_po.config_utils import load_yaml
+    from mcts_po.flat_baselines import FLAT_METHODS
     from mcts_po.loop import LoopConfig
 
     values = load_yaml(path)
@@ -139,7 +139,7 @@ def _run_methods(work, config_path, first, deadline, budget_minutes, engines, me
             if not marker_path(first / "round_0", "search").exists():
                 stderr_log(f"{method}: waiting for the shared round-0 search of {METHODS[0]}")
                 return False
-            copied = share_round0(first, run_dir, search=method not in FLAT_METHODS)
+            copied = share_round0(first, run_dir, search=not config.flat)
             if copied:
                 stderr_log(f"{method}: reusing {', '.join(copied)} from {first}")
         phases = BudgetedPhases(LoopPhases(config, stderr_log, engines=engines), deadline, first_pass)

@@ -240,7 +240,7 @@ def train_preferences(
         raise UserError(f"label_smoothing applies to dpo/step-dpo, not {method}")
     if config.conservative and method not in ("dpo", "step-dpo"):
         raise UserError(f"conservative (visit-count label smoothing) applies to dpo/step-dpo, not {method}")
-    if config.sft_weight != DEFAULT_SFT_WEIGHT and method in ("tpo", "sft"):  # one loop config serves all methods
+    if config.sft_weight not in (0.0, DEFAULT_SFT_WEIGHT) and method in ("tpo", "sft"):  # one loop config serves all methods
         print(f"train: sft_weight={config.sft_weight:g} applies to the pair methods dpo/step-dpo/step-apo; "
               f"{method} trains without it", file=sys.stderr)
     examples: list[Any]
