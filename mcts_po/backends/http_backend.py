@@ -4,7 +4,7 @@
     python -m vllm.entrypoints.openai.api_server --model ~/.cache/mcts_po/smollm2-135m \\
         --host 127.0.0.1 --port 8000 --seed 0 --block-size 32 --max-model-len 2048 \\
         --enable-prompt-tokens-details
-    # a search through it (several servers: comma-separated URLs, requests go round-robin):
+    # a search through it (several servers: comma-separated URLs, each tree sticks to one server):
     mcts-po search --backend http --base-url http://127.0.0.1:8000/v1 --model smollm2-135m ...
 
     from mcts_po.backends import make_backend
@@ -15,6 +15,12 @@ top_p, max_tokens, stop, logprobs=k, seed); the requests of one `generate` call 
 parallel (`max_concurrency` threads) and their results come back in request order. The
 server batches concurrent requests itself (vLLM's continuous batching), and its prefix
 cache serves shared prompt prefixes.
+
+Several servers (comma-separated URLs): `mcts_po.backends.routing.ServerRouter` sends every
+request with the same `route_key` (the LLM layer sets the problem id) to the same server, so
+that server's prefix cache holds the whole tree; new keys go to the server with the fewest live
+keys; requests without a key go round-robin. A server that refuses or drops connections is
+avoided for 30 s and its trees move to their next server.
 
 Responses map to `Completion` exactly as the offline vLLM backend maps `RequestOutput`:
 - finish_reason "length" -> "length"; "stop" with a string `stop_reason` (vLLM reports the
@@ -50,7 +56,7 @@ when not given (`served_model=`): the one named like `model` or its resolved fol
 
 Faults: a refused or reset connection, a timeout, HTTP 5xx, 408 or 429 is retried with
 exponential backoff (0.5 s doubling, at most `backoff_max_s` apart; every retry goes to the
-next base URL) until `retry_budget_s` (default 120 s) has passed since the first failure
+request's next server, `ServerRouter.fallback`) until `retry_budget_s` (default 120 s) has passed since the first failure
 (the last try falls at the budget's end); then a `UserError` names the URL and the failure. Other 4xx answers fail at once with the
 server's message. A search stopped this way resumes when rerun (finished trees are kept).
 """
@@ -82,6 +88,7 @@ from mcts_po.backends.base import (
     plain_chat,
     validate_request,
 )
+from mcts_po.backends.routing import ServerRouter
 from mcts_po.backends.stats import BackendStats, StatsCounter
 from mcts_po.io_utils import UserError
 from mcts_po.models import resolve_model
@@ -92,7 +99,12 @@ RETRYABLE_HTTP_CODES = (408, 429)
 
 
 class RetryableError(Exception):
-    """A failure worth retrying (server down, restarting, overloaded or slow)."""
+    """A failure worth retrying (server down, restarting, overloaded or slow); `server_down`: the
+    connection itself failed (refused, reset, unreachable), so the router avoids that server."""
+
+    def __init__(self, message: str, server_down: bool = False):
+        super().__init__(message)
+        self.server_down = server_down
 
 
 class _Aborted(Exception):
@@ -254,7 +266,7 @@ class HTTPBackend:
         self.retries = 0  # failed attempts that were retried, over the backend's life
         self._calls = 0
         self._counter = StatsCounter(reports_cache=False)
-        self._next_url = 0
+        self.router = ServerRouter(len(self.base_urls))
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="mcts_po-http")
@@ -279,7 +291,7 @@ class HTTPBackend:
                             f"prompts: {exc}; pass tokenizer=FOLDER") from None
 
     def _find_served_model(self) -> str:
-        data = self._call("GET", "/models", None, url_index=0)
+        data = self._call("GET", "/models", None, server=0)
         names = [m.get("id") for m in data.get("data") or [] if isinstance(m, dict) and m.get("id")]
         path = resolve_model(self.model)
         for candidate in (self.model, path):
@@ -307,12 +319,11 @@ class HTTPBackend:
         with self._lock:
             call_index = self._calls
             self._calls += 1
-            first_url = self._next_url
-            self._next_url = (self._next_url + len(requests)) % len(self.base_urls)
+        servers = self.router.route([request.route_key for request in requests])
         self._abort.clear()
         futures = [
-            self._pool.submit(self._complete, request, self.payload(request, call_index, i), first_url + i)
-            for i, request in enumerate(requests)
+            self._pool.submit(self._complete, request, self.payload(request, call_index, i), server)
+            for i, (request, server) in enumerate(zip(requests, servers))
         ]
         try:
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -364,23 +375,25 @@ class HTTPBackend:
 
     # ---------------------------------------------------------------- transport
 
-    def _complete(self, request: GenerationRequest, body: dict[str, Any], url_index: int) -> GenerationResult:
+    def _complete(self, request: GenerationRequest, body: dict[str, Any], server: int) -> GenerationResult:
         def parse(data: dict[str, Any]) -> GenerationResult:
             result = result_from_response(data, request, self.eos_token_ids, self.eos_texts)
             if (data.get("usage") or {}).get("prompt_tokens_details") is not None:
                 self._counter.cache_reported()  # this server counts prefix-cache hits
             return result
 
-        return self._call("POST", "/completions", body, url_index, parse=parse)
+        return self._call("POST", "/completions", body, server, parse=parse, route_key=request.route_key)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, url_index: int, parse=None):
-        """One API call with retries; `parse` turns the JSON answer into the result (it may raise RetryableError)."""
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, server: int, parse=None,
+              route_key: str = ""):
+        """One API call with retries, first to `server` (an index into base_urls), then to the
+        router's fallbacks; `parse` turns the JSON answer into the result (it may raise RetryableError)."""
         first_failure: float | None = None
         attempt = 0
         while True:
             if self._abort.is_set():
                 raise _Aborted()
-            url = self.base_urls[(url_index + attempt) % len(self.base_urls)] + path
+            url = self.base_urls[server] + path
             try:
                 data = self._send(method, url, body)
                 return parse(data) if parse is not None else data
@@ -398,7 +411,11 @@ class HTTPBackend:
                 delay = min(0.5 * 2**attempt, self.backoff_max_s, remaining)
                 with self._lock:
                     self.retries += 1
-                logger.warning("http backend: %s %s failed (%s); retrying in %.1f s", method, url, exc, delay)
+                if exc.server_down:
+                    self.router.mark_down(server)
+                server = self.router.fallback(route_key, server)
+                logger.warning("http backend: %s %s failed (%s); retrying on %s in %.1f s", method, url, exc,
+                               self.base_urls[server], delay)
                 if self._abort.wait(delay):
                     raise _Aborted() from None
                 attempt += 1
@@ -421,9 +438,12 @@ class HTTPBackend:
                 raise RetryableError(f"HTTP {exc.code}: {message}") from None
             raise UserError(f"http backend: {method} {url} was refused: HTTP {exc.code}: {message}") from None
         except urllib.error.URLError as exc:
-            raise RetryableError(f"cannot reach the server ({exc.reason})") from None
-        except (ConnectionError, http.client.HTTPException, TimeoutError, socket.timeout) as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection lost'}") from None
+            timed_out = isinstance(exc.reason, (TimeoutError, socket.timeout))
+            raise RetryableError(f"cannot reach the server ({exc.reason})", server_down=not timed_out) from None
+        except (TimeoutError, socket.timeout) as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc or 'timed out'}") from None
+        except (ConnectionError, http.client.HTTPException) as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection lost'}", server_down=True) from None
         try:
             answer = json.loads(raw)
         except ValueError:

@@ -147,6 +147,7 @@ class LLMSearchPolicy:
                 temperature=s.temperature,
                 top_p=s.top_p,
                 stop=(s.step_delimiter,),
+                route_key=self.problems[r.tree_index].id,
             )
             for r in requests
         ]
@@ -194,13 +195,14 @@ class LLMSearchPolicy:
             if self_eval_prompt is not None:
                 generation.append(GenerationRequest(
                     prompt=self_eval_prompt, max_tokens=1, n=1,
-                    temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs,
+                    temperature=1.0, top_p=1.0, top_logprobs=s.self_eval_top_logprobs, route_key=problem.id,
                 ))
                 slots.append((index, "self_eval"))
             if "rollout" in self.weights:
                 generation.append(GenerationRequest(
                     prompt=self.rollout_prompt(tree, request.tree_index, request.node_id),
                     max_tokens=s.rollout_max_tokens, n=1, temperature=s.temperature, top_p=s.top_p,
+                    route_key=problem.id,
                 ))
                 slots.append((index, "rollout"))
         if self.value_guide is not None:

@@ -37,7 +37,7 @@ def sample_solutions(backend: Backend, task: Task, problems: Sequence[Problem], 
         raise ValueError(f"sample_solutions: n must be >= 1 for each of the {len(problems)} problems, got {n!r}")
     requests = [
         GenerationRequest(prompt=backend.render_chat(task.messages(p)), max_tokens=max_tokens, n=count,
-                          temperature=temperature, top_p=top_p if temperature > 0 else 1.0)
+                          temperature=temperature, top_p=top_p if temperature > 0 else 1.0, route_key=p.id)
         for p, count in zip(problems, counts)
     ]
     results = backend.generate(requests) if requests else []
