@@ -1,5 +1,5 @@
-"""Loop benchmark: two rounds of search → extract → train → evaluate on CPU, for step-dpo, step-apo and
-tpo trained from the SAME round-0 trees, and the flat baselines rft and outcome-dpo sampling the same
+"""Loop benchmark: two rounds of search → extract → train → evaluate on CPU, for step-dpo, step-apo,
+tpo and step-dpo-value (+ a value model each round) trained from the SAME round-0 trees, and the flat baselines rft and outcome-dpo sampling the same
 problems at the same generated-token budget; held-out greedy accuracy by round → WORK/loop.md + .json.
 
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --budget-minutes 18
@@ -23,6 +23,11 @@ methods copy those (`mcts_po.loop.share_round0`) before they start, so all three
 same round-0 trees and are compared against the same baseline. The flat baselines (rft, outcome-dpo)
 copy the baseline evaluation only: round k samples whole solutions of round k's problems until they
 generated as many tokens as step-dpo's round-k search (`flat_budget_run`), so they wait for it.
+step-dpo-value is step-dpo with a value model trained each round (mcts_po.loop_value) and mixed
+into the next round's search, with the `value:` section and search weights of
+configs/loop_arithmetic_value_cpu.yaml: its round 0 searches without a value model, so it shares
+step-dpo's round-0 trees; its report adds each round's value-model and self-evaluation AUC on
+that round's fresh trees.
 `--seed S` sets the loops' one seed and moves every method to a fresh slice of training problems
 (train_offset + S x rounds x problems_per_round); give each seed its own --work. Breadth first: a first pass takes
 every method through round 0 (train, evaluate policy 1) and its round-1 search; a second pass
@@ -40,7 +45,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo")  # the last two sample flat (mcts_po.flat_baselines)
+METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo", "step-dpo-value")  # rft, outcome-dpo sample flat (mcts_po.flat_baselines)
+# step-dpo-value: step-dpo plus a value model trained each round (mcts_po.loop_value), its `value:`
+# section and search weights from this file; every other setting is --config's
+VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithmetic_value_cpu.yaml")}
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
@@ -98,6 +106,12 @@ def load_config(path: Path, method: str, work: Path):
     from mcts_po.loop import LoopConfig
 
     values = load_yaml(path)
+    if method in VALUE_METHODS:
+        method, value_path = VALUE_METHODS[method]
+        with_value = load_yaml(value_path)
+        values["value"] = with_value["value"]
+        weights = ("self_eval_weight", "rollout_weight", "value_model_weight")
+        values["search"] = {**values.get("search", {}), **{k: with_value["search"][k] for k in weights if k in with_value["search"]}}
     values["method"] = method
     if TASK_OPTIONS_OVERRIDE is not None:
         values["task_options"] = dict(TASK_OPTIONS_OVERRIDE)
@@ -105,7 +119,7 @@ def load_config(path: Path, method: str, work: Path):
         values["seed"] = SEED
         values["train_offset"] = int(values.get("train_offset", 0)) + SEED * int(values.get("rounds", 2)) * int(
             values.get("problems_per_round", 32))
-    if method in FLAT_METHODS:
+    if values["method"] in FLAT_METHODS:
         values["flat_budget_run"] = str((work / METHODS[0]).resolve())
     return LoopConfig.from_yaml_dict(values, str(path))
 
@@ -156,6 +170,7 @@ def _run_methods(work, config_path, first, deadline, budget_minutes, engines, me
 
 def write_report(work: Path, config_path: Path, report: Path, command: str) -> dict:
     from mcts_po.loop import collect_metrics
+    from mcts_po.loop_value import quality_by_round
 
     results = {}
     for method in METHODS:
@@ -173,7 +188,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
              "Written by `scripts/bench_loop.py` from the runs' outputs (the Notes section is WORK/NOTES.md).", "",
              "Command (run under the shared CPU lock, repeated until it printed `all done`; it resumes per phase):", "",
              f"    {command}", "",
-             f"Config: `{data['config_file']}` (method set per run); step-apo and tpo reuse step-dpo's baseline "
+             f"Config: `{data['config_file']}` (method set per run); step-apo, tpo and step-dpo-value reuse step-dpo's baseline "
              "evaluation and round-0 trees; rft and outcome-dpo reuse the baseline evaluation and sample whole "
              "solutions of the same problems until they generated step-dpo's search tokens of the same round "
              "(their `search` columns below are that sampling). Machine: " + data["machine"] + ".", "",
@@ -207,7 +222,20 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
         baseline = next((p for p in metrics["policies"] if p["policy"] == 0), None)
         if baseline and method == METHODS[0]:
             lines.append(f"| {method} | baseline eval | | | | {baseline['eval_seconds']:.1f} | | | |")
-    lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo and tpo "
+    valued = {m: quality_by_round(metrics["rounds"]) for m, metrics in results.items()}
+    if any(valued.values()):
+        lines += ["", "## Value model vs self-evaluation on each round's fresh trees", "",
+                  "Round k's search trees are problems no earlier round searched; value model k was trained on "
+                  "the trees of rounds < k (none in round 0). AUC and Brier score against the subtree outcome of "
+                  "every non-terminal step node (mcts_po/score_quality.py; value v counts as p = (v + 1) / 2).", "",
+                  "| method | round | nodes | value model AUC | value model Brier | self-eval AUC | self-eval Brier |",
+                  "|---|---|---|---|---|---|---|"]
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"
+        for method, rows in valued.items():
+            for q in rows:
+                lines.append(f"| {method} | {q['round']} | {q['nodes']} | {fmt(q['value_model_auc'])} | "
+                             f"{fmt(q['value_model_brier'])} | {fmt(q['self_eval_auc'])} | {fmt(q['self_eval_brier'])} |")
+    lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo, tpo and step-dpo-value "
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
     notes = work / "NOTES.md"  # measured side notes written during the runs (e.g. backend speed)

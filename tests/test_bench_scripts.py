@@ -69,6 +69,28 @@ def test_bench_loop_flat_baselines_take_step_dpos_budget_and_a_seed_moves_every_
     assert [(c.seed, c.train_offset) for c in seeded] == [(2, shift), (2, shift)]
 
 
+def test_bench_loop_value_arm_is_step_dpo_plus_the_value_configs_value_settings(tmp_path):
+    import dataclasses
+
+    from mcts_po.config_utils import load_yaml
+
+    bench_loop = load_script("bench_loop.py")
+    config_path = REPO_ROOT / "configs" / "loop_arithmetic_cpu.yaml"
+    tree, valued = (bench_loop.load_config(config_path, m, tmp_path) for m in ("step-dpo", "step-dpo-value"))
+    assert valued.method == "step-dpo" and valued.value.enabled and not tree.value.enabled
+    assert valued.search.value_model_weight == 1.0 and tree.search.value_model_weight == 0.0
+    same = dataclasses.replace(valued, value=tree.value, search=dataclasses.replace(valued.search, value_model_weight=0.0))
+    assert same == tree  # round 0 (no value model yet) searches and trains exactly as step-dpo
+    # the shipped value config is the plain one plus its value settings, so `mcts-po loop` with it
+    # compares with the plain config's run
+    plain, with_value = load_yaml(config_path), load_yaml(bench_loop.VALUE_METHODS["step-dpo-value"][1])
+    with_value.pop("value")
+    assert with_value["search"].pop("value_model_weight") == 1.0
+    assert {k: with_value["search"].pop(k) for k in ("self_eval_weight", "rollout_weight")} == {
+        "self_eval_weight": 0.5, "rollout_weight": 0.5}  # the defaults, which the plain config leaves out
+    assert with_value == plain
+
+
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     bench_math = load_script("bench_math.py")
     text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"
