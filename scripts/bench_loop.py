@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("step-dpo", "step-apo", "tpo", "rft", "outcome-dpo", "step-dpo-value")  # rft, outcome-dpo sample flat (mcts_po.flat_baselines)
+METHODS = ("step-dpo", "step-dpo-value", "step-apo", "tpo", "rft", "outcome-dpo")  # rft, outcome-dpo sample flat (mcts_po.flat_baselines)
 # step-dpo-value: step-dpo plus a value model trained each round (mcts_po.loop_value), its `value:`
 # section and search weights from this file; every other setting is --config's
 VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithmetic_value_cpu.yaml")}

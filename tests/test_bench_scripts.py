@@ -20,7 +20,8 @@ from conftest import REPO_ROOT
 
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
-              "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py"}
+              "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
+              "bench_value.py"}
 
 
 def load_script(name: str):
@@ -89,6 +90,25 @@ def test_bench_loop_value_arm_is_step_dpo_plus_the_value_configs_value_settings(
     assert {k: with_value["search"].pop(k) for k in ("self_eval_weight", "rollout_weight")} == {
         "self_eval_weight": 0.5, "rollout_weight": 0.5}  # the defaults, which the plain config leaves out
     assert with_value == plain
+
+
+def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_votes():
+    bench_value = load_script("bench_value.py")
+
+    def sample(problem, wave, index, tokens, answer, correct):
+        return {"problem_id": problem, "wave": wave, "sample_index": index, "generated_tokens": tokens,
+                "answer": answer, "correct": correct}
+
+    records = [sample("b", 0, 0, 10, "1", False), sample("a", 0, 0, 10, "7", True),
+               sample("a", 1, 1, 10, "3", False), sample("a", 1, 2, 10, "3", False),
+               sample("b", 1, 1, 10, "2", True), sample("b", 1, 2, 10, None, False)]
+    taken = bench_value.take_to_tokens(records, 25)  # wave 0 (a, b), then wave 1's first by problem id: a
+    assert [(r["problem_id"], r["sample_index"]) for r in taken] == [("a", 0), ("b", 0), ("a", 1)]
+    assert bench_value.best_and_majority(taken, 2) == (1, 1, 30)  # a: 7 (correct) and 3 tie, the earlier wins
+    everything = bench_value.best_and_majority(records, 2)
+    assert everything == (2, 0, 60)  # a: "3" twice beats the correct "7"; b: 1 and 2 tie, the earlier (wrong) wins
+    entry = bench_value.solved_entry(3, 10, 99)
+    assert entry["solved"] == 3 and entry["ci95"][0] < 0.3 < entry["ci95"][1] and entry["generated_tokens"] == 99
 
 
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():

@@ -1,0 +1,341 @@
+"""Value-model benchmark: AUC vs self-evaluation on held-out trees, and MCTS with the value model vs MCTS
+as shipped vs best-of-N / maj@N at equal generated tokens → WORK/value.md + .json (--publish: benchmarks/).
+
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_value.py \\
+        --value-model runs/bench_loop_s0/step-dpo-value/round_0/value_model --budget-minutes 15
+    # rerun the same command until it prints "all done" (each section is saved when it finishes,
+    # and a search resumes per tree); then
+    .venv/bin/python scripts/bench_value.py --value-model ... --report-only --publish
+
+The value model is one trained from trees (`mcts-po train --method value`, or a loop's
+`round_k/value_model`); the policy is --model (SmolLM2-135M-Instruct by default). For each task
+(`arithmetic`: the first --arith-problems test problems at the loop's difficulty, num_ops 1,
+max_value 50, which no loop round searches; `gsm8k`: the first --gsm8k-problems test problems),
+in this order, each a section of WORK/results.json:
+
+- `mcts_default_T`: the search as shipped (self-evaluation 0.5 + rollout 0.5) → WORK/T/mcts_default;
+- `mcts_value_T`: the same search with the value model alone (value_model_weight 1, the others 0):
+  no verdict or rollout tokens; the value model's forward seconds are timed on their own;
+- `auc_T`: the value model's and the stored self-evaluation's AUC / Brier against the subtree
+  outcome on the step nodes of `mcts_default_T`'s trees (problems the value model never saw);
+- `flat_T`: whole solutions sampled (`mcts_po.flat_baselines.sample_to_budget`, temperature 0.7)
+  to the larger of the two searches' generated tokens; best-of-N (a correct sample) and maj@N (the
+  most frequent answer is correct) at each search's tokens use every problem's samples in the
+  order they were drawn until that many tokens were generated.
+
+Solved counts carry 95 % Wilson intervals. "solved" of a search = a verified-correct terminal
+in its tree; `solved_with_rollouts` also counts a correct rollout. Throughput: generated tokens
+over wall seconds of each search and of the flat sampling, on the same vllm engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcts_po.evaluation import wilson_interval  # noqa: E402
+from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+
+TASKS = ("arithmetic", "gsm8k")
+ARITH_OPTIONS = {"num_ops": 1, "max_value": 50}  # configs/loop_arithmetic_cpu.yaml's difficulty
+SECTIONS = ("mcts_default", "mcts_value", "auc", "flat")
+
+
+class BudgetSpent(Exception):
+    pass
+
+
+def search_settings(kind: str):
+    """The loop configs' search and sampling; `kind` "value" scores by the value model alone."""
+    from mcts_po.llm.config import SamplingConfig
+    from mcts_po.search.config import SearchConfig
+
+    weights = ({"self_eval_weight": 0.0, "rollout_weight": 0.0, "value_model_weight": 1.0,
+                "use_self_eval": False, "use_rollout": False} if kind == "value" else {})
+    search = SearchConfig(num_simulations=8, num_children=4, leaves_per_wave=2, max_depth=6, max_tokens=256,
+                          seed=0, **weights)
+    sampling = SamplingConfig(temperature=0.7, top_p=0.95, step_delimiter="\n", max_step_tokens=64,
+                              rollout_max_tokens=160)
+    return search, sampling
+
+
+def task_source(args, task: str) -> dict[str, Any]:
+    if task == "arithmetic":
+        return {"task": "arithmetic", "task_options": dict(ARITH_OPTIONS), "split": "test", "limit": args.arith_problems}
+    return {"task": "gsm8k", "task_options": {}, "split": "test", "limit": args.gsm8k_problems, "data": args.gsm8k_data}
+
+
+def solved_entry(solved: int, problems: int, tokens: int, **extra: Any) -> dict[str, Any]:
+    low, high = wilson_interval(solved, problems)
+    return {"solved": solved, "problems": problems, "ci95": [round(low, 4), round(high, 4)],
+            "generated_tokens": int(tokens), **extra}
+
+
+def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any]:
+    from mcts_po.llm import value_guide
+    from mcts_po.search_runner import SearchJob, run_search_job
+    from mcts_po.tree_io import read_tree_file
+
+    search, sampling = search_settings(kind)
+    out = work / task / f"mcts_{kind}"
+    job = SearchJob(out=str(out), model=args.model, backend="vllm", search=search, sampling=sampling,
+                    problems_in_flight=32, greedy_baseline=False, progress=False,
+                    value_model=args.value_model if kind == "value" else None, value_model_device="cpu",
+                    **task_source(args, task))
+    timed = {"seconds": 0.0, "calls": 0, "nodes": 0}
+    original = value_guide.ValueGuide.score
+
+    def score(self, trees, nodes):  # the value model's forward time, apart from the engine's
+        started = time.perf_counter()
+        try:
+            return original(self, trees, nodes)
+        finally:
+            timed["seconds"] += time.perf_counter() - started
+            timed["calls"] += 1
+            timed["nodes"] += len(nodes)
+
+    value_guide.ValueGuide.score = score
+    started = time.perf_counter()
+    try:
+        summary = run_search_job(job, backend=backend)
+    finally:
+        value_guide.ValueGuide.score = original
+    wall = time.perf_counter() - started
+    trees = read_tree_file(out / "trees.jsonl")
+    with_rollouts = sum(1 for t in trees if t.has_correct_terminal() or any(
+        (n.rollout_value or 0) > 0 for n in t.nodes))
+    resumed = summary["this_invocation"].get("problems_searched_now", len(trees)) != len(trees)
+    return solved_entry(summary["problems_with_correct_terminal"], len(trees), summary["generated_tokens"],
+                        solved_with_rollouts=with_rollouts, nodes=summary["nodes"], wall_seconds=round(wall, 1),
+                        generated_tokens_per_second=round(summary["generated_tokens"] / wall, 1) if not resumed else None,
+                        value_model_seconds=round(timed["seconds"], 1), value_model_calls=timed["calls"],
+                        value_model_nodes=timed["nodes"], run=str(out))
+
+
+def run_auc(args, task: str, work: Path) -> dict[str, Any]:
+    from mcts_po.llm.value_guide import ValueGuide
+    from mcts_po.score_quality import step_nodes, value_and_self_eval_quality
+    from mcts_po.tree_io import read_tree_file
+
+    trees = read_tree_file(work / task / "mcts_default" / "trees.jsonl")
+    keys = step_nodes(trees)
+    started = time.perf_counter()
+    guide = ValueGuide(args.value_model, device="cpu", batch_size=16)
+    scores = dict(zip(keys, guide.score(trees, keys))) if keys else {}
+    quality = value_and_self_eval_quality(trees, scores)
+    quality["score_seconds"] = round(time.perf_counter() - started, 1)
+    return quality
+
+
+def take_to_tokens(records: list[dict[str, Any]], tokens: int) -> list[dict[str, Any]]:
+    """The samples in the order drawn (wave, then position) until `tokens` generated tokens."""
+    taken, used = [], 0
+    for record in sorted(records, key=lambda r: (r["wave"], r["problem_id"], r["sample_index"])):
+        if used >= tokens:
+            break
+        taken.append(record)
+        used += record["generated_tokens"]
+    return taken
+
+
+def best_and_majority(records: list[dict[str, Any]], problems: int) -> tuple[int, int, int]:
+    """(problems with a correct sample, problems whose most frequent answer is correct, tokens)."""
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_problem.setdefault(record["problem_id"], []).append(record)
+    best = sum(1 for rs in by_problem.values() if any(r["correct"] for r in rs))
+    majority = 0
+    for rs in by_problem.values():
+        answers = Counter(r["answer"] for r in rs if r["answer"] is not None)
+        if answers:
+            top = max(answers.items(), key=lambda item: (item[1], -min(r["sample_index"] for r in rs if r["answer"] == item[0])))[0]
+            majority += any(r["correct"] for r in rs if r["answer"] == top)
+    return best, majority, sum(r["generated_tokens"] for r in records)
+
+
+def run_flat(args, task: str, work: Path, results: dict[str, Any], backend) -> dict[str, Any]:
+    from mcts_po.flat_baselines import read_samples, sample_to_budget
+    from mcts_po.tasks import get_task
+
+    source = task_source(args, task)
+    task_obj = get_task(task, **source["task_options"])
+    problems = task_obj.load(split="test", limit=source["limit"], path=source.get("data"))
+    arms = {kind: results[f"mcts_{kind}_{task}"] for kind in ("default", "value")}
+    budget = max(arm["generated_tokens"] for arm in arms.values())
+    out_file = work / task / "flat" / "samples.jsonl"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary = sample_to_budget(backend, task_obj, problems, budget, out_file=out_file, temperature=0.7, top_p=0.95,
+                               max_tokens=400)
+    wall = time.perf_counter() - started
+    records = read_samples(out_file)
+    entry: dict[str, Any] = {"sampling": summary, "wall_seconds": round(wall, 1),
+                             "generated_tokens_per_second": round(summary["generated_tokens"] / wall, 1)
+                             if summary["resumed_samples"] == 0 else None}
+    for kind, arm in arms.items():
+        best, majority, tokens = best_and_majority(take_to_tokens(records, arm["generated_tokens"]), len(problems))
+        entry[f"at_mcts_{kind}_tokens"] = {"best_of_n": solved_entry(best, len(problems), tokens),
+                                          "maj_at_n": solved_entry(majority, len(problems), tokens)}
+    return entry
+
+
+def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The keys issue #20 asks for, for one task (None until its sections ran)."""
+    need = [f"{s}_{task}" for s in SECTIONS]
+    if any(k not in results for k in need):
+        return None
+    flat = results[f"flat_{task}"]
+    at_value = flat["at_mcts_value_tokens"]
+    auc = results[f"auc_{task}"]
+    value_run = results[f"mcts_value_{task}"]
+    flat_speed = flat["generated_tokens_per_second"]
+    return {
+        "auc": {"value_model": auc["value_model"]["auc"] if auc["value_model"] else None,
+                "self_eval": auc["self_eval"]["auc"] if auc["self_eval"] else None,
+                "value_model_brier": auc["value_model"]["brier"] if auc["value_model"] else None,
+                "self_eval_brier": auc["self_eval"]["brier"] if auc["self_eval"] else None,
+                "nodes": auc["value_model"]["nodes"] if auc["value_model"] else 0},
+        "equal_tokens": {
+            "mcts_value": {k: value_run[k] for k in ("solved", "problems", "ci95", "generated_tokens")},
+            "mcts_default": {k: results[f"mcts_default_{task}"][k] for k in ("solved", "problems", "ci95", "generated_tokens")},
+            "best_of_n": at_value["best_of_n"], "maj_at_n": at_value["maj_at_n"],
+            "best_of_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["best_of_n"],
+            "maj_at_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["maj_at_n"],
+        },
+        "throughput_vs_flat": {
+            "mcts_value": round(value_run["generated_tokens_per_second"] / flat_speed, 3)
+            if value_run.get("generated_tokens_per_second") and flat_speed else None,
+            "mcts_default": round(results[f"mcts_default_{task}"]["generated_tokens_per_second"] / flat_speed, 3)
+            if results[f"mcts_default_{task}"].get("generated_tokens_per_second") and flat_speed else None,
+            "value_model_seconds": value_run["value_model_seconds"], "mcts_value_wall_seconds": value_run["wall_seconds"],
+        },
+    }
+
+
+def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) -> None:
+    data = {"meta": meta, **{task: headline(results, task) for task in TASKS}, "sections": results}
+    atomic_write_json(target.with_suffix(".json"), data)
+    lines = ["# Value model: AUC and equal-token search on held-out problems", "",
+             f"Written by `scripts/bench_value.py` ({meta['command']}), commit {meta['commit']}, {meta['machine']}. "
+             f"Value model: `{meta['value_model']}`; policy {meta['model']}. 95 % Wilson intervals.", ""]
+    for task in TASKS:
+        lines.append(f"## {task}")
+        lines.append("")
+        done = [s for s in SECTIONS if f"{s}_{task}" in results]
+        if not done:
+            lines += ["(not run yet)", ""]
+            continue
+        auc = results.get(f"auc_{task}")
+        if auc:
+            fmt = lambda q, k: "—" if not q else f"{q[k]:.3f}"
+            lines += ["| scores | nodes | AUC | Brier |", "|---|---|---|---|",
+                      f"| value model | {auc['value_model']['nodes'] if auc['value_model'] else 0} | "
+                      f"{fmt(auc['value_model'], 'auc')} | {fmt(auc['value_model'], 'brier')} |",
+                      f"| self-evaluation | {auc['self_eval']['nodes'] if auc['self_eval'] else 0} | "
+                      f"{fmt(auc['self_eval'], 'auc')} | {fmt(auc['self_eval'], 'brier')} |", ""]
+        lines += ["| method | solved | 95 % CI | generated tokens | tok/s | note |", "|---|---|---|---|---|---|"]
+        for kind in ("default", "value"):
+            arm = results.get(f"mcts_{kind}_{task}")
+            if arm:
+                note = (f"with rollouts {arm['solved_with_rollouts']}; value model {arm['value_model_seconds']} s"
+                        if kind == "value" else f"with rollouts {arm['solved_with_rollouts']}")
+                lines.append(f"| MCTS {'+ value model' if kind == 'value' else 'as shipped'} | {arm['solved']}/{arm['problems']} | "
+                             f"[{arm['ci95'][0]:.3f}, {arm['ci95'][1]:.3f}] | {arm['generated_tokens']} | "
+                             f"{arm['generated_tokens_per_second']} | {note} |")
+        flat = results.get(f"flat_{task}")
+        if flat:
+            for kind in ("default", "value"):
+                for name, label in (("best_of_n", "best-of-N"), ("maj_at_n", "maj@N")):
+                    e = flat[f"at_mcts_{kind}_tokens"][name]
+                    lines.append(f"| {label} at MCTS {kind}'s tokens | {e['solved']}/{e['problems']} | "
+                                 f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] | {e['generated_tokens']} | "
+                                 f"{flat['generated_tokens_per_second']} | |")
+        lines.append("")
+    atomic_write_text(target, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--value-model", required=True, help="folder of a trained value model")
+    parser.add_argument("--model", default="smollm2-135m", help="the policy")
+    parser.add_argument("--work", default=str(REPO / "runs" / "bench_value"))
+    parser.add_argument("--publish", action="store_true", help="write benchmarks/value.md and .json")
+    parser.add_argument("--arith-problems", type=int, default=300)
+    parser.add_argument("--gsm8k-problems", type=int, default=100)
+    parser.add_argument("--gsm8k-data", default=str(REPO.parent / "shared" / "data" / "gsm8k"))
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--budget-minutes", type=float, default=15.0, help="start no new section after this many minutes")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not Path(args.value_model).is_dir():
+        raise UserError(f"--value-model {args.value_model} is not a folder (train one: mcts-po train --method value)")
+    tasks = [t for t in args.tasks.split(",") if t]
+    if any(t not in TASKS for t in tasks):
+        parser.error(f"--tasks takes {', '.join(TASKS)}")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    settings = {"value_model": str(Path(args.value_model).resolve()), "model": args.model,
+                "arith_problems": args.arith_problems, "gsm8k_problems": args.gsm8k_problems}
+    if results.get("settings", settings) != settings:
+        raise UserError(f"{results_path} holds results of other settings ({results['settings']}); use another --work")
+    results["settings"] = settings
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    meta = {"command": "scripts/bench_value.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "value_model": args.value_model, "model": args.model}
+    target = REPO / "benchmarks" / "value.md" if args.publish else work / "value.md"
+    finished = True
+    if not args.report_only:
+        finished = run_sections(args, tasks, work, results, results_path)
+    write_report({k: v for k, v in results.items() if k != "settings"}, meta, target)
+    if not args.report_only:
+        print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
+    return 0
+
+
+def run_sections(args, tasks, work: Path, results: dict[str, Any], results_path: Path) -> bool:
+    from mcts_po.backends import make_backend
+
+    deadline = time.monotonic() + args.budget_minutes * 60
+    backend = None
+    try:
+        for task in tasks:
+            for section in SECTIONS:
+                name = f"{section}_{task}"
+                if name in results:
+                    continue
+                if time.monotonic() > deadline:
+                    print(f"budget of {args.budget_minutes:g} min spent before {name}", file=sys.stderr)
+                    return False
+                if section != "auc" and backend is None:
+                    backend = make_backend("vllm", model=args.model, seed=0)
+                print(f"[bench_value {time.strftime('%H:%M:%S')}] {name}: started", file=sys.stderr, flush=True)
+                if section == "auc":
+                    results[name] = run_auc(args, task, work)
+                elif section == "flat":
+                    results[name] = run_flat(args, task, work, results, backend)
+                else:
+                    results[name] = run_search(args, task, section.split("_")[1], work, backend)
+                atomic_write_json(results_path, results)
+                print(f"[bench_value {time.strftime('%H:%M:%S')}] {name}: done", file=sys.stderr, flush=True)
+        return True
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
