@@ -28,6 +28,8 @@ into the next round's search, with the `value:` section and search weights of
 configs/loop_arithmetic_value_cpu.yaml: its round 0 searches without a value model, so it shares
 step-dpo's round-0 trees; its report adds each round's value-model and self-evaluation AUC on
 that round's fresh trees.
+Ablations (only with --methods): step-dpo-any-ending (extract.same_ending off) and step-dpo-no-sft
+(train.sft_weight 0), each against step-dpo with both on, also from the shared round-0 trees.
 `--seed S` sets the loops' one seed and moves every method to a fresh slice of training problems
 (train_offset + S x rounds x problems_per_round); give each seed its own --work. Breadth first: a first pass takes
 every method through round 0 (train, evaluate policy 1) and its round-1 search; a second pass
@@ -49,6 +51,11 @@ METHODS = ("step-dpo", "step-dpo-value", "step-apo", "tpo", "rft", "outcome-dpo"
 # step-dpo-value: step-dpo plus a value model trained each round (mcts_po.loop_value), its `value:`
 # section and search weights from this file; every other setting is --config's
 VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithmetic_value_cpu.yaml")}
+# ablations of the two settings that changed together before (issue #21): each turns one of them off
+# for step-dpo; run them with --methods (not in the default list)
+ABLATIONS = {"step-dpo-any-ending": ("step-dpo", "extract", "same_ending", False),
+             "step-dpo-no-sft": ("step-dpo", "train", "sft_weight", 0.0)}
+ALL_METHODS = METHODS + tuple(ABLATIONS)
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
@@ -112,6 +119,9 @@ def load_config(path: Path, method: str, work: Path):
         values["value"] = with_value["value"]
         weights = ("self_eval_weight", "rollout_weight", "value_model_weight")
         values["search"] = {**values.get("search", {}), **{k: with_value["search"][k] for k in weights if k in with_value["search"]}}
+    if method in ABLATIONS:
+        method, section, key, value = ABLATIONS[method]
+        values[section] = {**values.get(section, {}), key: value}
     values["method"] = method
     if TASK_OPTIONS_OVERRIDE is not None:
         values["task_options"] = dict(TASK_OPTIONS_OVERRIDE)
@@ -173,7 +183,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     from mcts_po.loop_value import quality_by_round
 
     results = {}
-    for method in METHODS:
+    for method in ALL_METHODS:
         run_dir = work / method
         if (run_dir / "loop_config.json").exists():
             results[method] = collect_metrics(run_dir, load_config(config_path, method, work))
@@ -284,12 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="the loops' one seed; also moves the training problems to a fresh slice (own --work per seed)")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated methods to advance in this piece (the others wait for a later one)")
+                        help="comma-separated methods to advance in this piece (the others wait for a later one); "
+                             f"default the six, the ablations {', '.join(ABLATIONS)} only when named")
     args = parser.parse_args(argv)
     methods = tuple(m for m in args.methods.split(",") if m)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        parser.error(f"--methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(METHODS)}")
+        parser.error(f"--methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(ALL_METHODS)}")
     global TASK_OPTIONS_OVERRIDE, SEED
     SEED = args.seed
     if args.task_options:

@@ -92,6 +92,19 @@ def test_bench_loop_value_arm_is_step_dpo_plus_the_value_configs_value_settings(
     assert with_value == plain
 
 
+def test_bench_loop_ablations_turn_off_one_setting_each(tmp_path):
+    import dataclasses
+
+    bench_loop = load_script("bench_loop.py")
+    config_path = REPO_ROOT / "configs" / "loop_arithmetic_cpu.yaml"
+    tree, any_ending, no_sft = (bench_loop.load_config(config_path, m, tmp_path)
+                                for m in ("step-dpo", "step-dpo-any-ending", "step-dpo-no-sft"))
+    assert (tree.extract.same_ending, tree.train.sft_weight) == (True, 1.0)
+    assert any_ending == dataclasses.replace(tree, extract=dataclasses.replace(tree.extract, same_ending=False))
+    assert no_sft == dataclasses.replace(tree, train=dataclasses.replace(tree.train, sft_weight=0.0))
+    assert "step-dpo-no-sft" not in bench_loop.METHODS and "step-dpo-no-sft" in bench_loop.ALL_METHODS
+
+
 def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_votes():
     bench_value = load_script("bench_value.py")
 
