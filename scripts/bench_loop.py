@@ -42,9 +42,11 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("step-dpo", "step-dpo-value", "step-apo", "tpo", "rft", "outcome-dpo")  # rft, outcome-dpo sample flat (mcts_po.flat_baselines)
@@ -143,14 +145,41 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
     deadline = time.monotonic() + budget_minutes * 60
     first = work / METHODS[0]
     base_config = load_config(config_path, METHODS[0], work)
-    # one engine cache for all three methods (one live engine, for one policy, at a time)
+    # one engine cache for all the methods (one live engine, for one policy, at a time)
     if engines is None:
         engines = BackendCache(LoopPhases(base_config, stderr_log)._make_backend)
+    before, started = finished_phases(work), time.time()
     try:
         return _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods)
     finally:
         engines.close()
         stderr_log(f"engines started: {engines.engines_started}")
+        log_piece(work, started, sorted(finished_phases(work) - before))
+
+
+def finished_phases(work: Path) -> set[str]:
+    """The done-markers under WORK, as 'method/round_k/phase' (baseline: 'method/baseline_eval/eval')."""
+    return {str(p.relative_to(work)).removesuffix(".done.json") for p in work.glob("*/*/*.done.json")}
+
+
+def piece_machine() -> dict[str, Any]:
+    from mcts_po.precision import cpu_has_native_bf16
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    return {"cpu": model, "cores": os.cpu_count(), "bf16_instructions": cpu_has_native_bf16(), "host": platform.node()}
+
+
+def log_piece(work: Path, started: float, phases: list[str]) -> None:
+    """Append this piece (commit, machine, the phases it finished) to WORK/pieces.jsonl."""
+    from mcts_po.io_utils import append_jsonl_lines
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    record = {"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+              "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": commit or "unknown",
+              "machine": piece_machine(), "phases": phases}
+    work.mkdir(parents=True, exist_ok=True)
+    append_jsonl_lines(work / "pieces.jsonl", [json.dumps(record)])
 
 
 def _run_methods(work, config_path, first, deadline, budget_minutes, engines, methods) -> bool:
@@ -248,11 +277,29 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo, tpo and step-dpo-value "
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
+    lines += pieces_lines(work)
     notes = work / "NOTES.md"  # measured side notes written during the runs (e.g. backend speed)
     if notes.exists():
         lines += ["## Notes", "", notes.read_text(encoding="utf-8").strip(), ""]
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return data
+
+
+def pieces_lines(work: Path) -> list[str]:
+    """A table of the pieces that ran (WORK/pieces.jsonl): when, which commit, which machine, what they finished."""
+    path = work / "pieces.jsonl"
+    if not path.exists():
+        return []
+    lines = ["## Pieces (which ran where)", "",
+             "Each invocation of the command above, from WORK/pieces.jsonl. Phases finished before this log "
+             "existed (2026-12-04, commits e52b1c9 and d21569a, the 2-core avx512_bf16 machine) are not listed.", "",
+             "| started (UTC) | finished | commit | machine | phases finished |", "|---|---|---|---|---|"]
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        m = r["machine"]
+        machine = f"{m['cores']} cores, {m['cpu']}, {'bf16' if m['bf16_instructions'] else 'no bf16 (AVX2-only)'}"
+        lines.append(f"| {r['started']} | {r['finished']} | {r['commit']} | {machine} | {', '.join(r['phases']) or '—'} |")
+    return lines + [""]
 
 
 def difficulty_lines(work: Path) -> list[str]:

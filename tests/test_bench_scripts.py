@@ -105,6 +105,21 @@ def test_bench_loop_ablations_turn_off_one_setting_each(tmp_path):
     assert "step-dpo-no-sft" not in bench_loop.METHODS and "step-dpo-no-sft" in bench_loop.ALL_METHODS
 
 
+def test_bench_loop_logs_each_piece_with_its_commit_machine_and_phases(tmp_path):
+    bench_loop = load_script("bench_loop.py")
+    (tmp_path / "step-dpo" / "round_0").mkdir(parents=True)
+    (tmp_path / "step-dpo" / "round_0" / "search.done.json").write_text("{}")
+    before = bench_loop.finished_phases(tmp_path)
+    assert before == {"step-dpo/round_0/search"}
+    (tmp_path / "step-dpo" / "round_0" / "train.done.json").write_text("{}")
+    bench_loop.log_piece(tmp_path, 0.0, sorted(bench_loop.finished_phases(tmp_path) - before))
+    [record] = [json.loads(line) for line in (tmp_path / "pieces.jsonl").read_text().splitlines()]
+    assert record["phases"] == ["step-dpo/round_0/train"] and record["started"] == "1970-01-01 00:00"
+    assert record["machine"]["cores"] >= 1 and isinstance(record["machine"]["bf16_instructions"], bool)
+    table = bench_loop.pieces_lines(tmp_path)
+    assert table[-2].startswith("| 1970-01-01 00:00 |") and "step-dpo/round_0/train" in table[-2]
+
+
 def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_votes():
     bench_value = load_script("bench_value.py")
 
