@@ -97,6 +97,10 @@ class BudgetedPhases:
         self._check("train")
         return self.inner.train(*args)
 
+    def value(self, *args):
+        self._check("value")
+        return self.inner.value(*args)
+
     def evaluate(self, *args):
         self._check("eval")
         return self.inner.evaluate(*args)

@@ -120,6 +120,19 @@ def test_bench_loop_logs_each_piece_with_its_commit_machine_and_phases(tmp_path)
     assert table[-2].startswith("| 1970-01-01 00:00 |") and "step-dpo/round_0/train" in table[-2]
 
 
+def test_bench_loop_budget_wraps_every_phase_the_loop_calls():
+    import inspect
+    import re
+
+    from mcts_po import loop
+
+    bench_loop = load_script("bench_loop.py")
+    called = set(re.findall(r"phases\.(\w+)\(", inspect.getsource(loop.run_loop)))
+    assert {"search", "extract", "train", "value", "evaluate", "close"} <= called
+    wrapped = {name for name in vars(bench_loop.BudgetedPhases) if not name.startswith("_")}
+    assert called <= wrapped, called - wrapped  # a phase the wrapper lacks fails mid-run
+
+
 def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_votes():
     bench_value = load_script("bench_value.py")
 
