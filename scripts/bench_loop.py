@@ -83,27 +83,27 @@ class BudgetedPhases:
         if time.monotonic() > self.deadline:
             raise BudgetSpent(name)
 
-    def search(self, *args):
+    def search(self, *args, **kwargs):
         self._check("search")
-        return self.inner.search(*args)
+        return self.inner.search(*args, **kwargs)
 
-    def extract(self, *args):
+    def extract(self, *args, **kwargs):
         self._check("extract")
-        return self.inner.extract(*args)
+        return self.inner.extract(*args, **kwargs)
 
-    def train(self, *args):
+    def train(self, *args, **kwargs):
         if self.first_pass and args[0] >= 1:
             raise PassDone()
         self._check("train")
-        return self.inner.train(*args)
+        return self.inner.train(*args, **kwargs)
 
-    def value(self, *args):
+    def value(self, *args, **kwargs):
         self._check("value")
-        return self.inner.value(*args)
+        return self.inner.value(*args, **kwargs)
 
-    def evaluate(self, *args):
+    def evaluate(self, *args, **kwargs):
         self._check("eval")
-        return self.inner.evaluate(*args)
+        return self.inner.evaluate(*args, **kwargs)
 
     def close(self):
         self.inner.close()

@@ -133,6 +133,23 @@ def test_bench_loop_budget_wraps_every_phase_the_loop_calls():
     assert called <= wrapped, called - wrapped  # a phase the wrapper lacks fails mid-run
 
 
+def test_bench_loop_budget_wrapper_runs_a_value_loop_like_the_bare_phases(tmp_path):
+    import time as clock
+
+    from test_loop_value import ValuePhases, run, value_config
+
+    bench_loop = load_script("bench_loop.py")
+    config = value_config(rounds=2)
+    bare, wrapped = ValuePhases(config), ValuePhases(config)
+    run(config, tmp_path / "bare", bare)
+    with pytest.raises(bench_loop.PassDone):  # the first pass stops at round 1's training
+        run(config, tmp_path / "wrapped", bench_loop.BudgetedPhases(wrapped, clock.monotonic() + 60, first_pass=True))
+    run(config, tmp_path / "wrapped", bench_loop.BudgetedPhases(wrapped, clock.monotonic() + 60))
+    same_folders = json.dumps(wrapped.calls).replace(str(tmp_path / "wrapped"), str(tmp_path / "bare"))
+    assert same_folders == json.dumps(bare.calls)  # value_model= reaches round 1's search, the value phase runs
+    assert ("search", 1, "m0+r0", str(tmp_path / "wrapped" / "round_0" / "value_model")) in wrapped.calls
+
+
 def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_votes():
     bench_value = load_script("bench_value.py")
 
