@@ -227,8 +227,12 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
     data = {"meta": meta, **{task: headline(results, task) for task in TASKS}, "sections": results}
     atomic_write_json(target.with_suffix(".json"), data)
     lines = ["# Value model: AUC and equal-token search on held-out problems", "",
-             f"Written by `scripts/bench_value.py` ({meta['command']}), commit {meta['commit']}, {meta['machine']}. "
+             f"Report written by `scripts/bench_value.py` ({meta['command']}), commit {meta['commit']}, {meta['machine']}. "
              f"Value model: `{meta['value_model']}`; policy {meta['model']}. 95 % Wilson intervals.", ""]
+    for piece in meta.get("pieces", []):
+        lines.append(f"- measured by `{piece['command']}` at commit {piece['commit']} ({piece['machine']}): "
+                     f"{', '.join(piece['sections'])}")
+    lines.append("")
     for task in TASKS:
         lines.append(f"## {task}")
         lines.append("")
@@ -299,8 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     target = REPO / "benchmarks" / "value.md" if args.publish else work / "value.md"
     finished = True
     if not args.report_only:
+        done_before = set(results)
         finished = run_sections(args, tasks, work, results, results_path)
-    write_report({k: v for k, v in results.items() if k != "settings"}, meta, target)
+        ran = sorted(set(results) - done_before)
+        if ran:  # which command, commit and machine measured which sections
+            results.setdefault("pieces", []).append({**{k: meta[k] for k in ("command", "commit", "machine")}, "sections": ran})
+            atomic_write_json(results_path, results)
+    meta["pieces"] = results.get("pieces", [])
+    write_report({k: v for k, v in results.items() if k not in ("settings", "pieces")}, meta, target)
     if not args.report_only:
         print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
     return 0
