@@ -297,7 +297,7 @@ def pieces_lines(work: Path) -> list[str]:
     lines = ["## Pieces (which ran where)", "",
              "Each invocation of the command above, from WORK/pieces.jsonl. Phases finished before this log "
              "existed (2026-12-04, commits e52b1c9 and d21569a, the 2-core avx512_bf16 machine) are not listed.", "",
-             "| started (UTC) | finished | commit | machine | phases finished |", "|---|---|---|---|---|"]
+             "| started (UTC) | finished | commit | machine | phases finished (run, or copied from step-dpo's run) |", "|---|---|---|---|---|"]
     for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         m = r["machine"]
