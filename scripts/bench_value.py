@@ -37,14 +37,13 @@ import platform
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mcts_po.evaluation import wilson_interval  # noqa: E402
+from mcts_po.evaluation import majority_answer, normalise_answer, wilson_interval  # noqa: E402
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
 
 TASKS = ("arithmetic", "gsm8k")
@@ -150,17 +149,18 @@ def take_to_tokens(records: list[dict[str, Any]], tokens: int) -> list[dict[str,
 
 
 def best_and_majority(records: list[dict[str, Any]], problems: int) -> tuple[int, int, int]:
-    """(problems with a correct sample, problems whose most frequent answer is correct, tokens)."""
+    """(problems with a correct sample, problems whose most frequent answer is correct, tokens);
+    the vote is `mcts_po.evaluation.majority_answer` over each problem's samples in drawing order."""
     by_problem: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
+    for record in sorted(records, key=lambda r: r["sample_index"]):
         by_problem.setdefault(record["problem_id"], []).append(record)
     best = sum(1 for rs in by_problem.values() if any(r["correct"] for r in rs))
     majority = 0
     for rs in by_problem.values():
-        answers = Counter(r["answer"] for r in rs if r["answer"] is not None)
-        if answers:
-            top = max(answers.items(), key=lambda item: (item[1], -min(r["sample_index"] for r in rs if r["answer"] == item[0])))[0]
-            majority += any(r["correct"] for r in rs if r["answer"] == top)
+        top = majority_answer([r["answer"] for r in rs])
+        if top is not None:
+            majority += any(r["correct"] for r in rs
+                            if r["answer"] is not None and normalise_answer(r["answer"]) == normalise_answer(top))
     return best, majority, sum(r["generated_tokens"] for r in records)
 
 
