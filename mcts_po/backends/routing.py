@@ -70,8 +70,8 @@ class ServerRouter:
             call = self._call
             up = self._up_servers()
             load = [0] * self.num_servers
-            for key, last in self.last_call.items():
-                if call - last <= self.live_calls and self.assigned.get(key) is not None:
+            for key in self.last_call:
+                if self._live(key, call) and key in self.assigned:
                     load[self.assigned[key]] += 1
             out = []
             for key in keys:
@@ -81,22 +81,25 @@ class ServerRouter:
                 else:
                     server = self.assigned.get(key)
                     if server is None or server not in up:
-                        live = server is not None and call - self.last_call.get(key, -10**9) <= self.live_calls
                         if server is not None:
                             self.moved_keys += 1
-                            if live:
+                            if self._live(key, call):
                                 load[server] -= 1
                         order = rendezvous_order(key, self.num_servers)
                         server = min((s for s in order if s in up), key=lambda s: (load[s], order.index(s)))
                         self.assigned[key] = server
                         load[server] += 1
-                    elif call - self.last_call.get(key, -10**9) > self.live_calls:
+                    elif not self._live(key, call):
                         load[server] += 1  # an old key coming back counts again
                     self.last_call[key] = call
                 self.requests_per_server[server] += 1
                 out.append(server)
             self._forget(call)
             return out
+
+    def _live(self, key: str, call: int) -> bool:
+        """The key was used in the last `live_calls` calls (this one included)."""
+        return key in self.last_call and call - self.last_call[key] <= self.live_calls
 
     def mark_down(self, server: int) -> None:
         """The server refused or dropped a connection: avoid it for `down_cooldown_s`."""
