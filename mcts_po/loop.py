@@ -298,7 +298,8 @@ class LoopPhases:
                         data=c.data or None, model=policy, backend=c.backend, backend_options=dict(c.backend_options),
                         search=search, sampling=c.sampling, problems_in_flight=c.problems_in_flight,
                         greedy_baseline=False, progress=c.progress, value_model=value_model,
-                        value_model_device=c.value.score_device, value_model_batch_size=c.value.score_batch_size)
+                        value_model_backend=c.value.score_backend, value_model_device=c.value.score_device,
+                        value_model_batch_size=c.value.score_batch_size)
         summary = run_search_job(job, backend=self.engines.get(policy))
         result = {key: summary[key] for key in ("problems", "problems_with_correct_terminal", "solved_share", "nodes",
                                                 "generated_tokens", "prompt_tokens")}
@@ -460,6 +461,10 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         previous.setdefault("value", LoopValueConfig().to_dict())  # added later; runs before it had no value model
+        if isinstance(previous["value"], dict) and isinstance(current.get("value"), dict):
+            # what runs the value model may change: vLLM's pooling runner and transformers give the same
+            # float32 scores (tests/test_value_search_job.py), so a run resumes on either
+            previous["value"]["score_backend"] = current["value"].get("score_backend")
         for name in ("flat_budget_run", "flat_tokens_per_round", "flat_max_tokens"):  # added with the flat baselines
             previous.setdefault(name, LoopConfig.__dataclass_fields__[name].default)
         if isinstance(previous.get("sampling"), dict):

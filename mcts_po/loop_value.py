@@ -62,7 +62,8 @@ class LoopValueConfig:
     replay_rounds: int = field(default=0, metadata={"help": "replay buffer: the value model of round k trains on the trees of the last R rounds (k-R+1 .. k); 0 = every round so far"})
     init: str = field(default="policy", metadata={"help": f"start of value model k+1: policy (a new head on policy k+1, as `mcts-po train --method value`) or previous (value model k trained on; round 0: the policy)"})
     score_device: str = field(default="auto", metadata={"help": f"device of the value model when it scores (the search's value_model_device and the metrics): {', '.join(DEVICES)}"})
-    score_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass when scoring"})
+    score_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass when scoring (transformers)"})
+    score_backend: str = field(default="auto", metadata={"help": "what runs the value model in the search (the search's value_model_backend): auto (vllm for a vllm loop), vllm or transformers; the per-round AUC / Brier metrics score with transformers"})
     train: TrainConfig = field(default_factory=TrainConfig)
     options: ValueConfig = field(default_factory=ValueConfig)
 
@@ -75,6 +76,8 @@ class LoopValueConfig:
             raise ValueError(f"value.score_device = {self.score_device!r} is not one of: {', '.join(DEVICES)}")
         if int(self.replay_rounds) < 0:
             raise ValueError(f"value.replay_rounds must be >= 0 (0 = every round), got {self.replay_rounds!r}")
+        if self.score_backend not in ("auto", "vllm", "transformers"):
+            raise ValueError(f"value.score_backend = {self.score_backend!r} is not one of: auto, vllm, transformers")
         if int(self.score_batch_size) < 1:
             raise ValueError(f"value.score_batch_size must be >= 1, got {self.score_batch_size!r}")
         if self.train.seed != 0:

@@ -87,8 +87,9 @@ class SearchJob:
     greedy_max_tokens: int = field(default=400, metadata={"help": "generated tokens of each greedy baseline solution"})
     progress: bool = field(default=True, metadata={"help": "progress bar (off when not a terminal)"})
     value_model: str | None = field(default=None, metadata={"help": "folder of a value model (mcts-po train --method value|ppm) scoring new non-terminal steps, weighted by search.value_model_weight; its tokenizer must be the policy's"})
+    value_model_backend: str = field(default="auto", metadata={"help": "what runs the value model: vllm (pooling runner, prefix cache), transformers, or auto (vllm when the search's backend is vllm, else transformers)"})
     value_model_device: str = field(default="auto", metadata={"help": "device of the value model (transformers): auto, cpu, cuda"})
-    value_model_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass"})
+    value_model_batch_size: int = field(default=16, metadata={"help": "paths per value-model forward pass (transformers)"})
     ray_address: str = field(default="", metadata={"help": "search over Ray workers (the ray extra: pip install -e '.[ray]'): 'local' starts a Ray cluster on this machine, 'auto' attaches to the running one (`ray start --head`), or a cluster address (host:6379, ray://host:10001); empty: one process, no Ray"})
     workers: int = field(default=1, metadata={"help": "Ray workers (actors), each with its own engine; the problems' chunks are spread over them (with --ray-address)"})
     num_gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs Ray reserves for each worker (1 = one GPU each; 0 = CPU workers)"})
@@ -141,7 +142,19 @@ def make_value_guide(job: SearchJob, checked: bool = False) -> Any:
         return None
     from mcts_po.llm.value_guide import ValueGuide
 
-    return ValueGuide(str(job.value_model), device=job.value_model_device, batch_size=job.value_model_batch_size)
+    return ValueGuide(str(job.value_model), device=job.value_model_device, batch_size=job.value_model_batch_size,
+                      backend=value_backend(job.value_model_backend, job.backend))
+
+
+def value_backend(choice: str, search_backend: str) -> str:
+    """The value model's backend: `choice`, where "auto" is vllm for a vllm search, else transformers."""
+    from mcts_po.llm.value_guide import VALUE_BACKENDS
+
+    if choice == "auto":
+        return "vllm" if search_backend == "vllm" else "transformers"
+    if choice not in VALUE_BACKENDS:
+        raise UserError(f"value_model_backend {choice!r} is not one of: auto, {', '.join(VALUE_BACKENDS)}")
+    return choice
 
 
 def _repair_torn_tail(path: Path) -> None:
@@ -272,6 +285,8 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
                 append_jsonl_lines(greedy_path, greedy_lines(backend, task, missing, job))
     finally:
         meter.close()
+        if guide is not None:
+            guide.close()
         if owns_backend and backend is not None:
             backend.close()
     summary = summarize_run(out, job, stats)
@@ -441,6 +456,7 @@ def _search_chunk(backend, task, chunk, job: SearchJob, skip_ids: set[str] = fro
     if meter is not None:
         meter.start_chunk()
     started = time.perf_counter()
+    guide_before = (guide.seconds, guide.calls, guide.nodes, guide.load_seconds) if guide is not None else None
     on_progress = None if meter is None else (lambda progress: meter.wave(progress, trees, chunk_tokens()))
     run_search(trees, policy, job.search, on_progress=on_progress)
     elapsed = time.perf_counter() - started
@@ -459,6 +475,11 @@ def _search_chunk(backend, task, chunk, job: SearchJob, skip_ids: set[str] = fro
         stats["cached_prompt_tokens"] += counts.get("cached_prompt", 0)
     stats["search_seconds"] = elapsed
     stats["engine_calls"] = policy.engine_calls
+    if guide_before is not None:  # the value model's share of search_seconds (its loading included)
+        stats["value_model_seconds"] = guide.seconds - guide_before[0]
+        stats["value_model_calls"] = guide.calls - guide_before[1]
+        stats["value_model_nodes"] = guide.nodes - guide_before[2]
+        stats["value_model_load_seconds"] = guide.load_seconds - guide_before[3]
     return lines, stats
 
 

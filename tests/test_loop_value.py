@@ -279,6 +279,22 @@ def test_a_run_recorded_before_the_value_section_resumes(tmp_path):
         run(value_config(rounds=1), run_dir, FakePhases())
 
 
+def test_the_value_models_backend_may_change_on_resume(tmp_path):
+    """value.score_backend is not part of the run's identity (both backends give the same float32
+    scores): a run recorded without it, or with another one, resumes; another value method is refused."""
+    valued = tmp_path / "valued"
+    pinned = value_config(rounds=1, score_backend="transformers")
+    run(pinned, valued, ValuePhases(pinned))
+    data = json.loads((valued / CONFIG_FILE).read_text())
+    data["value"].pop("score_backend")
+    (valued / CONFIG_FILE).write_text(json.dumps(data))
+    resumed = ValuePhases(value_config(rounds=1))
+    run(value_config(rounds=1), valued, resumed)
+    assert resumed.calls == [] and json.loads((valued / CONFIG_FILE).read_text())["value"]["score_backend"] == "auto"
+    with pytest.raises(UserError, match=r"value differ"):
+        run(value_config(rounds=1, method="ppm"), valued, ValuePhases(value_config(rounds=1, method="ppm")))
+
+
 def test_loop_search_phase_passes_the_value_model_and_zeroes_its_weight_without_one(tmp_path, monkeypatch):
     import mcts_po.search_runner as runner
     from mcts_po.loop import BackendCache
@@ -298,6 +314,7 @@ def test_loop_search_phase_passes_the_value_model_and_zeroes_its_weight_without_
     assert (jobs[0].value_model, jobs[0].search.value_model_weight) == (None, 0.0)
     assert (jobs[1].value_model, jobs[1].search.value_model_weight) == ("vm1", 1.0)
     assert (jobs[1].value_model_device, jobs[1].value_model_batch_size) == ("cpu", 5)
+    assert jobs[1].value_model_backend == "auto"
     assert (first["value_model"], second["value_model"]) == (None, "vm1")
 
 

@@ -112,3 +112,43 @@ def test_weight_knobs_that_contradict_are_errors():
     with pytest.raises(ValueError, match="needs a value model"):
         search(SearchConfig(value_model_weight=1.0), None)
     assert SearchConfig().value_weights() == {"self_eval": 0.5, "rollout": 0.5}
+
+
+class LastStepScorer(ScriptedScorer):
+    """Like ScriptedScorer, and also offers `score_last_steps` (as both real scorers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_calls = 0
+
+    def score_last_steps(self, prompts, step_lists):
+        self.last_calls += 1
+        return [per_path[-1] + 0.5 for per_path in self.score_paths(prompts, step_lists)]
+
+
+def test_guide_prefers_score_last_steps_and_counts_what_it_scored():
+    config = SearchConfig(num_simulations=6, num_children=2, leaves_per_wave=2, max_depth=4, max_tokens=1000,
+                          self_eval_weight=0, rollout_weight=0, use_self_eval=False, use_rollout=False,
+                          value_model_weight=1.0)
+    scorer = LastStepScorer()
+    guide = ValueGuide("scripted", scorer=scorer)
+    tree, _, _ = search(config, guide)
+    inner = [n for n in tree.nodes[1:] if not n.terminal]
+    for node in inner:  # the +0.5 shows the search took score_last_steps' numbers
+        assert node.initial_value == pytest.approx(0.1 * len(tree.path(node.node_id)) - 0.25 + 0.5, abs=1e-12)
+    assert guide.calls == scorer.last_calls == len(scorer.calls) and guide.nodes == len(inner)
+    assert guide.seconds >= 0.0
+    guide.close()  # a scripted scorer has no close(): nothing to free, no error
+
+
+def test_value_backend_choice():
+    from mcts_po.io_utils import UserError
+    from mcts_po.search_runner import value_backend
+
+    assert value_backend("auto", "vllm") == "vllm"
+    assert value_backend("auto", "transformers") == "transformers" and value_backend("auto", "http") == "transformers"
+    assert value_backend("transformers", "vllm") == "transformers"
+    with pytest.raises(UserError, match="value_model_backend 'onnx' is not one of: auto, transformers, vllm"):
+        value_backend("onnx", "vllm")
+    with pytest.raises(ValueError, match="backend 'onnx' is not one of"):
+        ValueGuide("x", backend="onnx")

@@ -1,6 +1,7 @@
 """`mcts-po search --value-model DIR`: a tiny random Llama policy and a value model trained one
 step from it drive a real transformers-backend search; the trees record the model, its scores
-are the nodes' values, and a resume with a changed value model is refused.
+are the nodes' values, and a resume with a changed value model is refused; slow tests: SmolLM2
+policy and value model on transformers, and a vllm search whose value model runs on vLLM's pooling runner.
 
     PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_value_search_job.py
 """
@@ -127,3 +128,49 @@ def test_smollm2_search_guided_by_a_smollm2_value_model(tmp_path):
             assert node.self_eval is None and node.rollout_value in (1.0, -1.0)
             expected = (2.0 * per_step[-1] + 0.5 * node.rollout_value) / 2.5
             assert node.initial_value == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_vllm_search_scored_by_vllms_pooling_runner(tmp_path):
+    """A vllm search with a SmolLM2 value model and value_model_backend auto: the value model runs on
+    a second vLLM engine (pooling runner, LAST token, no activation, prefix cache) in the same
+    process. Its node values agree with the transformers scorer on the same paths (the search's
+    pooling engine runs in the CPU's dtype; a float32 pooling engine matches transformers to 1e-3),
+    and the summary counts the value model's nodes, calls and seconds."""
+    from mcts_po.backends.vllm_value import VLLMValueScorer
+    from mcts_po.models import resolve_model
+
+    base = resolve_model("smollm2-135m")
+    config = TrainConfig(device="cpu", progress=False, batch_size=1, max_steps=2, max_length=64, learning_rate=1e-4)
+    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value"))
+    out = tmp_path / "run"
+    argv = ["search", "--task", "arithmetic", "--limit", "2", "--backend", "vllm", "--model", "smollm2-135m",
+            "--out", str(out), "--no-greedy-baseline", "--num-simulations", "4", "--num-children", "2",
+            "--max-depth", "3", "--max-step-tokens", "24", "--value-model", value, "--value-model-weight", "1",
+            "--self-eval-weight", "0", "--no-use-self-eval", "--rollout-weight", "0", "--no-use-rollout",
+            "--no-progress"]
+    assert main(argv) == 0
+    trees = read_trees(out / "trees.jsonl")
+    inner = [(tree, n) for tree in trees for n in tree.nodes[1:] if not n.terminal]
+    assert len(trees) == 2 and inner
+    now = json.loads((out / "summary.json").read_text())["this_invocation"]
+    assert now["value_model_nodes"] == len(inner) and now["value_model_calls"] >= 2
+    assert 0 < now["value_model_load_seconds"] < now["value_model_seconds"] < now["search_seconds"]
+    pairs = [ValueGuide.texts([tree], [(0, n.node_id)])[0] for tree, n in inner]
+    prompts, step_lists = [p for p, _ in pairs], [s for _, s in pairs]
+    reference = [s[-1] for s in ValueScorer(value, device="cpu").score_paths(prompts, step_lists)]
+    searched = [n.initial_value for _, n in inner]
+    assert max(abs(a - b) for a, b in zip(searched, reference)) < 0.05
+    exact = VLLMValueScorer(value, dtype="float32")
+    try:
+        float32 = exact.score_last_steps(prompts, step_lists)
+        per_step = exact.score_paths(prompts[:2], step_lists[:2])
+        stats = exact.stats()
+    finally:
+        exact.close()
+    assert max(abs(a - b) for a, b in zip(float32, reference)) < 1e-3
+    assert [s[-1] for s in per_step] == pytest.approx(float32[:2], abs=1e-4)
+    assert stats["cached_prompt_tokens"] > 0  # the root prompt is shared by every path
+    print(f"\nvllm value scorer: {len(inner)} nodes, max |search - transformers| "
+          f"{max(abs(a - b) for a, b in zip(searched, reference)):.4f}, float32 "
+          f"{max(abs(a - b) for a, b in zip(float32, reference)):.2e}")

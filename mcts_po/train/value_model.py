@@ -472,21 +472,24 @@ class ValueScorer:
 
     @torch.no_grad()
     def score_paths(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]], raw: bool = False) -> list[list[float]]:
-        """Per path, one score per step: tanh(head) in [-1, 1] (raw=True: the head itself)."""
+        """Per path, one score per step: tanh(head) in [-1, 1] (raw=True: the head itself).
+        Paths are batched longest first (by characters), so a batch pads to similar lengths."""
         if len(prompts) != len(step_lists):
             raise ValueError(f"{len(prompts)} prompts but {len(step_lists)} step lists")
-        out: list[list[float]] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk_steps = [list(steps) for steps in step_lists[start : start + self.batch_size]]
-            batch = build_path_batch(self.tokenizer, prompts[start : start + self.batch_size], chunk_steps,
+        order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + sum(len(s) for s in step_lists[i])))
+        out: list[list[float] | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            chunk_steps = [list(step_lists[i]) for i in rows]
+            batch = build_path_batch(self.tokenizer, [prompts[i] for i in rows], chunk_steps,
                                      self.delimiter).to(self.device)
             scores = step_scores(self.model, batch)
             self.forward_calls += 1
             if not raw:
                 scores = torch.tanh(scores)
-            for row, steps in enumerate(chunk_steps):
-                out.append(scores[row, : len(steps)].tolist())
-        return out
+            for row, (index, steps) in enumerate(zip(rows, chunk_steps)):
+                out[index] = scores[row, : len(steps)].tolist()
+        return out  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=4)
