@@ -15,7 +15,10 @@ in this order, each a section of WORK/results.json:
 
 - `mcts_default_T`: the search as shipped (self-evaluation 0.5 + rollout 0.5) → WORK/T/mcts_default;
 - `mcts_value_T`: the same search with the value model alone (value_model_weight 1, the others 0):
-  no verdict or rollout tokens; the value model's forward seconds are timed on their own;
+  no verdict or rollout tokens; the value model runs on --value-backend (vllm: the pooling runner
+  with prefix caching, `mcts_po.backends.vllm_value`; transformers: the whole path each time) and
+  its seconds, and of them its one-time load, are reported on their own (the search summary's
+  `value_model_seconds` / `value_model_load_seconds`);
 - `auc_T`: the value model's and the stored self-evaluation's AUC / Brier against the subtree
   outcome on the step nodes of `mcts_default_T`'s trees (problems the value model never saw);
 - `flat_T`: whole solutions sampled (`mcts_po.flat_baselines.sample_to_budget`, temperature 0.7)
@@ -82,7 +85,6 @@ def solved_entry(solved: int, problems: int, tokens: int, **extra: Any) -> dict[
 
 
 def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any]:
-    from mcts_po.llm import value_guide
     from mcts_po.search_runner import SearchJob, run_search_job
     from mcts_po.tree_io import read_tree_file
 
@@ -91,35 +93,26 @@ def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any
     job = SearchJob(out=str(out), model=args.model, backend="vllm", search=search, sampling=sampling,
                     problems_in_flight=32, greedy_baseline=False, progress=False,
                     value_model=args.value_model if kind == "value" else None, value_model_device="cpu",
-                    **task_source(args, task))
-    timed = {"seconds": 0.0, "calls": 0, "nodes": 0}
-    original = value_guide.ValueGuide.score
-
-    def score(self, trees, nodes):  # the value model's forward time, apart from the engine's
-        started = time.perf_counter()
-        try:
-            return original(self, trees, nodes)
-        finally:
-            timed["seconds"] += time.perf_counter() - started
-            timed["calls"] += 1
-            timed["nodes"] += len(nodes)
-
-    value_guide.ValueGuide.score = score
+                    value_model_backend=args.value_backend, **task_source(args, task))
     started = time.perf_counter()
-    try:
-        summary = run_search_job(job, backend=backend)
-    finally:
-        value_guide.ValueGuide.score = original
+    summary = run_search_job(job, backend=backend)
     wall = time.perf_counter() - started
     trees = read_tree_file(out / "trees.jsonl")
     with_rollouts = sum(1 for t in trees if t.has_correct_terminal() or any(
         (n.rollout_value or 0) > 0 for n in t.nodes))
-    resumed = summary["this_invocation"].get("problems_searched_now", len(trees)) != len(trees)
-    return solved_entry(summary["problems_with_correct_terminal"], len(trees), summary["generated_tokens"],
+    now = summary["this_invocation"]
+    resumed = now.get("problems_searched_now", len(trees)) != len(trees)
+    load = now.get("value_model_load_seconds", 0.0)  # the value model's one-time start (a vLLM engine)
+    tokens = summary["generated_tokens"]
+    return solved_entry(summary["problems_with_correct_terminal"], len(trees), tokens,
                         solved_with_rollouts=with_rollouts, nodes=summary["nodes"], wall_seconds=round(wall, 1),
-                        generated_tokens_per_second=round(summary["generated_tokens"] / wall, 1) if not resumed else None,
-                        value_model_seconds=round(timed["seconds"], 1), value_model_calls=timed["calls"],
-                        value_model_nodes=timed["nodes"], run=str(out))
+                        generated_tokens_per_second=round(tokens / wall, 1) if not resumed else None,
+                        generated_tokens_per_second_after_load=round(tokens / (wall - load), 1)
+                        if not resumed and kind == "value" else None,
+                        value_model_seconds=round(now.get("value_model_seconds", 0.0), 1),
+                        value_model_load_seconds=round(load, 1), value_model_calls=now.get("value_model_calls", 0),
+                        value_model_nodes=now.get("value_model_nodes", 0),
+                        value_backend=args.value_backend if kind == "value" else None, run=str(out))
 
 
 def run_auc(args, task: str, work: Path) -> dict[str, Any]:
@@ -218,7 +211,12 @@ def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
             if value_run.get("generated_tokens_per_second") and flat_speed else None,
             "mcts_default": round(results[f"mcts_default_{task}"]["generated_tokens_per_second"] / flat_speed, 3)
             if results[f"mcts_default_{task}"].get("generated_tokens_per_second") and flat_speed else None,
-            "value_model_seconds": value_run["value_model_seconds"], "mcts_value_wall_seconds": value_run["wall_seconds"],
+            "mcts_value_after_load": round(value_run["generated_tokens_per_second_after_load"] / flat_speed, 3)
+            if value_run.get("generated_tokens_per_second_after_load") and flat_speed else None,
+            "value_model_seconds": value_run["value_model_seconds"],
+            "value_model_load_seconds": value_run.get("value_model_load_seconds"),
+            "value_backend": value_run.get("value_backend") or "transformers",
+            "mcts_value_wall_seconds": value_run["wall_seconds"],
         },
     }
 
@@ -252,7 +250,9 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
         for kind in ("default", "value"):
             arm = results.get(f"mcts_{kind}_{task}")
             if arm:
-                note = (f"with rollouts {arm['solved_with_rollouts']}; value model {arm['value_model_seconds']} s"
+                note = (f"with rollouts {arm['solved_with_rollouts']}; value model ({arm.get('value_backend') or 'transformers'}) "
+                        f"{arm['value_model_seconds']} s, of which loading {arm.get('value_model_load_seconds', '?')} s; "
+                        f"tok/s after loading {arm.get('generated_tokens_per_second_after_load') or '—'}"
                         if kind == "value" else f"with rollouts {arm['solved_with_rollouts']}")
                 lines.append(f"| MCTS {'+ value model' if kind == 'value' else 'as shipped'} | {arm['solved']}/{arm['problems']} | "
                              f"[{arm['ci95'][0]:.3f}, {arm['ci95'][1]:.3f}] | {arm['generated_tokens']} | "
@@ -275,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m", help="the policy")
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_value"))
     parser.add_argument("--publish", action="store_true", help="write benchmarks/value.md and .json")
+    parser.add_argument("--report", help="write the report here instead (the .json goes beside it)")
     parser.add_argument("--arith-problems", type=int, default=300)
     parser.add_argument("--gsm8k-problems", type=int, default=100)
     parser.add_argument("--gsm8k-data", default=str(REPO.parent / "shared" / "data" / "gsm8k"))
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--budget-minutes", type=float, default=15.0, help="start no new section after this many minutes")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--value-backend", default="vllm", choices=("vllm", "transformers"),
+                        help="what runs the value model in the search (the AUC section scores with transformers)")
     args = parser.parse_args(argv)
     if not Path(args.value_model).is_dir():
         raise UserError(f"--value-model {args.value_model} is not a folder (train one: mcts-po train --method value)")
@@ -292,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     settings = {"value_model": str(Path(args.value_model).resolve()), "model": args.model,
-                "arith_problems": args.arith_problems, "gsm8k_problems": args.gsm8k_problems}
+                "arith_problems": args.arith_problems, "gsm8k_problems": args.gsm8k_problems,
+                "value_backend": args.value_backend}
+    if "settings" in results:
+        results["settings"].setdefault("value_backend", "transformers")  # the only one before the option
     if results.get("settings", settings) != settings:
         raise UserError(f"{results_path} holds results of other settings ({results['settings']}); use another --work")
     results["settings"] = settings
@@ -300,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": "scripts/bench_value.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "value_model": args.value_model, "model": args.model}
-    target = REPO / "benchmarks" / "value.md" if args.publish else work / "value.md"
+    target = Path(args.report) if args.report else REPO / "benchmarks" / "value.md" if args.publish else work / "value.md"
     finished = True
     if not args.report_only:
         done_before = set(results)

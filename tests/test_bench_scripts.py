@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
-              "bench_value.py"}
+              "bench_value.py", "probe_value_scorers.py"}
 
 
 def load_script(name: str):
@@ -186,3 +186,10 @@ def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     assert found["no_answer_but_mentions_answer_count"] == 1
     rate = bench_math.rate(3, 10)
     assert rate["count"] == 3 and rate["ci95"][0] < 0.3 < rate["ci95"][1]
+
+
+def test_probe_value_scorers_compares_score_lists():
+    probe = load_script("probe_value_scorers.py")
+    assert probe.compare([0.1, 0.5, -0.2], [0.1, 0.4, 0.0]) == {"max_abs_diff": 0.2, "mean_abs_diff": 0.1,
+                                                               "correlation": pytest.approx(0.9803, abs=1e-3)}
+    assert probe.compare([0.3, 0.3], [0.1, 0.2])["correlation"] is None  # constant scores: no correlation
