@@ -310,11 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     finished = True
     if not args.report_only:
         done_before = set(results)
-        finished = run_sections(args, tasks, work, results, results_path)
-        ran = sorted(set(results) - done_before)
-        if ran:  # which command, commit and machine measured which sections
-            results.setdefault("pieces", []).append({**{k: meta[k] for k in ("command", "commit", "machine")}, "sections": ran})
-            atomic_write_json(results_path, results)
+        try:
+            finished = run_sections(args, tasks, work, results, results_path)
+        finally:  # also when a section failed: the sections finished before it keep their record
+            ran = sorted(set(results) - done_before)
+            if ran:  # which command, commit and machine measured which sections
+                results.setdefault("pieces", []).append({**{k: meta[k] for k in ("command", "commit", "machine")},
+                                                         "sections": ran})
+                atomic_write_json(results_path, results)
     meta["pieces"] = results.get("pieces", [])
     write_report({k: v for k, v in results.items() if k not in ("settings", "pieces")}, meta, target)
     if not args.report_only:
