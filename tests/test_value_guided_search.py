@@ -115,7 +115,7 @@ def test_weight_knobs_that_contradict_are_errors():
 
 
 class LastStepScorer(ScriptedScorer):
-    """Like ScriptedScorer, and also offers `score_last_steps` (as both real scorers do)."""
+    """Like ScriptedScorer, and also offers `score_last_steps` (as VLLMValueScorer does)."""
 
     def __init__(self):
         super().__init__()

