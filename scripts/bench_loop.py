@@ -215,15 +215,20 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     from mcts_po.loop import collect_metrics
     from mcts_po.loop_value import quality_by_round
 
-    results = {}
+    results, held_out = {}, None
     for method in ALL_METHODS:
         run_dir = work / method
         if (run_dir / "loop_config.json").exists():
             results[method] = collect_metrics(run_dir, load_config(config_path, method, work))
+            for policy in results[method]["policies"]:  # which held-out problems it solved, for paired tests
+                graded = greedy_correct_ids(policy_eval_dir(run_dir, policy["policy"]))
+                if graded is not None:
+                    held_out = held_out or graded[0]
+                    policy["correct_problem_ids"] = graded[1]
     config_text = config_path.read_text(encoding="utf-8")
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
-            "results": results}
+            "held_out_problem_ids": held_out, "results": results, "paired": paired_rows(results, held_out)}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -278,6 +283,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
             for q in rows:
                 lines.append(f"| {method} | {q['round']} | {q['nodes']} | {fmt(q['value_model_auc'])} | "
                              f"{fmt(q['value_model_brier'])} | {fmt(q['self_eval_auc'])} | {fmt(q['self_eval_brier'])} |")
+    lines += paired_lines(data["paired"])
     lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo, tpo and step-dpo-value "
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
@@ -287,6 +293,74 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
         lines += ["## Notes", "", notes.read_text(encoding="utf-8").strip(), ""]
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return data
+
+
+def policy_eval_dir(run_dir: Path, policy: int) -> Path:
+    """Where the loop evaluated policy k: the baseline evaluation for 0, round k-1's eval phase else."""
+    from mcts_po.loop import BASELINE_DIR
+
+    return run_dir / BASELINE_DIR if policy == 0 else run_dir / f"round_{policy - 1}" / "eval"
+
+
+def greedy_correct_ids(eval_dir: Path) -> tuple[list[str], list[str]] | None:
+    """(all problem ids, the ids answered correctly) from an evaluation's results.jsonl; None if absent."""
+    from mcts_po.evaluation import RESULTS_FILE
+    from mcts_po.io_utils import read_jsonl
+
+    path = eval_dir / RESULTS_FILE
+    if not path.exists():
+        return None
+    records = [record for _, record in read_jsonl(path)]
+    return [r["problem_id"] for r in records], sorted(r["problem_id"] for r in records if r["greedy_correct"])
+
+
+PAIRED_REFERENCES = ("step-dpo", "rft")  # each method's last policy is paired with these methods' last policies
+
+
+def last_policy(metrics: dict) -> dict | None:
+    """The method's latest evaluated policy that carries its correct problem ids (None without one)."""
+    graded = [p for p in metrics["policies"] if "correct_problem_ids" in p and p["policy"] > 0]
+    return max(graded, key=lambda p: p["policy"]) if graded else None
+
+
+def paired_rows(results: dict, held_out: list[str] | None) -> list[dict]:
+    """Each method's last policy against step-dpo's and rft's at the same round, on the same held-out problems."""
+    from mcts_po.comparisons import mcnemar_exact, paired_counts
+
+    rows = []
+    if not held_out:
+        return rows
+    for method, metrics in results.items():
+        mine = last_policy(metrics)
+        for reference in PAIRED_REFERENCES:
+            if reference == method or reference not in results or mine is None:
+                continue
+            theirs = next((p for p in results[reference]["policies"]
+                           if p["policy"] == mine["policy"] and "correct_problem_ids" in p), None)
+            if theirs is None:
+                continue
+            counts = paired_counts(mine["correct_problem_ids"], theirs["correct_problem_ids"], held_out)
+            rows.append({"method": method, "reference": reference, "policy": mine["policy"], **counts,
+                         "difference": (counts["a_only"] - counts["b_only"]) / counts["problems"],
+                         "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])})
+    return rows
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+    """The markdown table of paired_rows (nothing when no evaluation recorded its problems)."""
+    if not rows:
+        return []
+    lines = ["", "## Paired comparisons on the same held-out problems", "",
+             "Each method's last evaluated policy against step-dpo's (the tree baseline) and rft's (the flat "
+             "baseline) of the same round: problems only one of the two solves, and the exact two-sided McNemar "
+             "p-value on those (mcts_po/comparisons.py). p < 0.05 is a difference on this seed; one seed is still "
+             "one seed.", "",
+             "| method | vs | policy | both | method only | other only | neither | difference | McNemar p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['reference']} | {r['policy']} | {r['both']} | {r['a_only']} | "
+                     f"{r['b_only']} | {r['neither']} | {100 * r['difference']:+.1f} pts | {r['mcnemar_p']:.3g} |")
+    return lines
 
 
 def pieces_lines(work: Path) -> list[str]:

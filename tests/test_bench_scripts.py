@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
-              "bench_value.py", "probe_value_scorers.py"}
+              "bench_value.py", "probe_value_scorers.py", "loop_grid.py"}
 
 
 def load_script(name: str):
@@ -193,3 +193,67 @@ def test_probe_value_scorers_compares_score_lists():
     assert probe.compare([0.1, 0.5, -0.2], [0.1, 0.4, 0.0]) == {"max_abs_diff": 0.2, "mean_abs_diff": 0.1,
                                                                "correlation": pytest.approx(0.9803, abs=1e-3)}
     assert probe.compare([0.3, 0.3], [0.1, 0.2])["correlation"] is None  # constant scores: no correlation
+
+
+def test_bench_loop_pairs_each_methods_last_policy_with_step_dpo_and_rft_on_the_same_problems(tmp_path):
+    bench_loop = load_script("bench_loop.py")
+    held_out = [f"p{i}" for i in range(10)]
+    for method, solved in {"step-dpo": ["p0", "p1"], "step-apo": ["p0", "p2", "p3", "p4", "p5", "p6"]}.items():
+        eval_dir = bench_loop.policy_eval_dir(tmp_path / method, 2)
+        eval_dir.mkdir(parents=True)
+        (eval_dir / "results.jsonl").write_text("".join(
+            json.dumps({"problem_id": p, "greedy_correct": p in solved}) + "\n" for p in held_out))
+    assert bench_loop.policy_eval_dir(tmp_path, 0) == tmp_path / "baseline_eval"
+    assert bench_loop.greedy_correct_ids(tmp_path / "nowhere") is None
+    ids, correct = bench_loop.greedy_correct_ids(bench_loop.policy_eval_dir(tmp_path / "step-apo", 2))
+    assert ids == held_out and correct == ["p0", "p2", "p3", "p4", "p5", "p6"]
+    policy = lambda method, k: {"policy": k, "correct_problem_ids":
+                                bench_loop.greedy_correct_ids(bench_loop.policy_eval_dir(tmp_path / method, k))[1]}
+    results = {"step-dpo": {"policies": [{"policy": 0}, policy("step-dpo", 2)]},
+               "step-apo": {"policies": [{"policy": 0}, policy("step-apo", 2)]},
+               "tpo": {"policies": [{"policy": 0}]}}  # nothing trained yet: not paired
+    rows = bench_loop.paired_rows(results, held_out)
+    assert len(rows) == 1  # step-apo vs step-dpo only (no rft run, step-dpo not against itself)
+    row = rows[0]
+    assert (row["method"], row["reference"], row["policy"]) == ("step-apo", "step-dpo", 2)
+    assert (row["both"], row["a_only"], row["b_only"], row["neither"]) == (1, 5, 1, 3)
+    assert row["difference"] == pytest.approx(0.4) and row["mcnemar_p"] == pytest.approx(2 * 7 / 64)
+    table = bench_loop.paired_lines(rows)
+    assert "| step-apo | step-dpo | 2 | 1 | 5 | 1 | 3 | +40.0 pts | 0.219 |" in table
+    assert bench_loop.paired_lines([]) == []
+
+
+def test_loop_grid_means_over_seeds_and_sums_paired_counts_of_the_seeds_that_have_them(tmp_path):
+    loop_grid = load_script("loop_grid.py")
+    held_out = [f"p{i}" for i in range(10)]
+
+    def report(correct, ids=None):
+        results = {}
+        for method, (base, final) in correct.items():
+            final_policy = {"policy": 2, "correct": final if ids is None else len(ids[method]), "problems": 10}
+            if ids is not None:
+                final_policy["correct_problem_ids"] = ids[method]
+            results[method] = {"policies": [{"policy": 0, "correct": base, "problems": 10}, final_policy]}
+        return {"results": results, "held_out_problem_ids": held_out if ids else None}
+
+    seed0 = report({"step-dpo": (1, 3), "rft": (1, 5)})  # an old report: counts only
+    seed1 = report({"step-dpo": (1, None), "rft": (1, None)},
+                   ids={"step-dpo": ["p0", "p1"], "rft": ["p0", "p2", "p3", "p4"]})
+    for seed, data in ((0, seed0), (1, seed1)):
+        (tmp_path / f"seed{seed}.json").write_text(json.dumps(data))
+    (tmp_path / "summary.json").write_text("{}")  # not a seed
+    seeds = loop_grid.load_seeds(tmp_path)
+    assert list(seeds) == [0, 1]
+    summary = loop_grid.summarize(seeds)
+    rft = summary["methods"]["rft"]
+    assert rft["seeds"][0]["correct"] == 5 and rft["seeds"][1]["correct"] == 4
+    mean, low, high = rft["mean_accuracy"]
+    assert mean == pytest.approx(0.45) and high - mean == pytest.approx(12.706 * (0.05 * 2 ** 0.5) / 2 ** 0.5)
+    assert summary["methods"]["step-dpo"]["mean_gain"][0] == pytest.approx(0.15)  # (0.2 + 0.1) / 2
+    (pair,) = [r for r in summary["paired"] if r["method"] == "rft"]  # rft vs step-dpo, seed 1 only
+    assert pair["seeds"] == [1] and (pair["a_only"], pair["b_only"]) == (3, 1)
+    assert pair["mcnemar_p"] == pytest.approx(2 * 5 / 16)
+    text = loop_grid.markdown(summary, tmp_path)
+    assert "| rft | 5/10 = 50.0 [23.7, 76.3] | 4/10 = 40.0 [16.8, 68.7] | 2 |" in text
+    assert loop_grid.main(["--grid", str(tmp_path), "--out", str(tmp_path / "out" / "s.md")]) == 0
+    assert json.loads((tmp_path / "out" / "s.json").read_text())["seeds"] == [0, 1]
