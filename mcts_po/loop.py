@@ -39,6 +39,11 @@ marker both counts. The extract phase keeps the verified-correct samples (rft: S
 with `sft`) or pairs correct with wrong solutions (outcome-dpo: DPO rows, trained with `dpo`). The reference of round k's training is the initial policy (`reference: initial`) or
 policy k, the one being trained (`reference: previous`).
 
+Equal rows (`rows_budget_run`: another loop's run folder): round k trains on a random subset,
+drawn with the round's training seed, of as many rows as that run's round k extracted, so that a
+method with more rows per tree (step-apo) can be compared with another (step-dpo) at the same
+amount of data; the train result records `rows` (trained) and `rows_extracted`.
+
     from mcts_po.loop import LoopConfig, run_loop
     metrics = run_loop(LoopConfig.from_yaml_dict(yaml.safe_load(open("configs/loop_arithmetic_cpu.yaml"))), "runs/loop")
 """
@@ -115,6 +120,7 @@ class LoopConfig:
     flat_budget_run: str = field(default="", metadata={"help": "rft / outcome-dpo: a tree method's loop run folder; round k samples until as many tokens were generated as that run's round-k search generated (equal compute)"})
     flat_tokens_per_round: int = field(default=0, metadata={"help": "rft / outcome-dpo without flat_budget_run: generated tokens sampled per round"})
     flat_max_tokens: int = field(default=256, metadata={"help": "rft / outcome-dpo: generated tokens per sampled solution (a sample cut there is not trained on)"})
+    rows_budget_run: str = field(default="", metadata={"help": "tree methods: another loop run folder; round k trains on a seeded random subset of this run's rows, as many as that run's round k extracted (equal rows: e.g. step-apo at step-dpo's row count); empty = all rows"})
     train_launcher: str = field(default="", metadata={"help": "empty: train in the loop's process; else run each round's training as `<this> -m mcts_po.cli train ...` in a subprocess, e.g. 'accelerate launch --config_file configs/accelerate/ddp_one_node.yaml' or 'torchrun --nproc_per_node 8' (docs/scale_out_training.md)"})
     search: SearchConfig = field(default_factory=SearchConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -163,6 +169,12 @@ class LoopConfig:
         elif self.flat_budget_run or self.flat_tokens_per_round:
             raise ValueError(f"flat_budget_run / flat_tokens_per_round apply to the flat methods "
                              f"({', '.join(FLAT_METHODS)}), not to {self.method}")
+        if self.rows_budget_run and self.method in FLAT_METHODS:
+            raise ValueError(f"rows_budget_run caps a tree method's rows; {self.method} has its own budget "
+                             "(flat_budget_run)")
+        if self.rows_budget_run and self.train_launcher:
+            raise ValueError("rows_budget_run subsets the rows in the loop's process; it does not work with "
+                             "train_launcher (the launched training reads the whole extracted folder)")
         if self.flat_tokens_per_round < 0 or self.flat_max_tokens < 1:
             raise ValueError("LoopConfig.flat_tokens_per_round must be >= 0 and flat_max_tokens >= 1")
         if self.value.enabled and self.search.tree == "plan":
@@ -386,6 +398,10 @@ class LoopPhases:
             self.log(f"round {round_index}: no training rows; policy {round_index + 1} = policy {round_index}")
             return {"policy": policy, "trained": False, "rows": 0}
         train_seed = loop_round_seeds(self.config.seed, round_index)["train"]
+        extracted = len(rows)
+        if self.config.rows_budget_run:
+            rows = rows_within_budget(rows, self.rows_budget(round_index), train_seed)
+            self.log(f"round {round_index}: training on {len(rows)} of {extracted} rows (rows_budget_run)")
         train_config = dataclasses.replace(self.config.train, ref_model=reference,
                                            progress=self.config.progress, seed=train_seed)
         if self.config.train_launcher:
@@ -397,7 +413,16 @@ class LoopPhases:
         return {"policy": str(path), "trained": True, "rows": len(rows), "optimizer_steps": log["optimizer_steps"],
                 "train_seconds": log["seconds"], "final_loss": last.get("loss"),
                 "final_reward_margin": last.get("reward_margin"), "final_ordered_pair_fraction": last.get("ordered_pair_fraction"),
-                "seed": train_seed}
+                "seed": train_seed, **({"rows_extracted": extracted} if self.config.rows_budget_run else {})}
+
+    def rows_budget(self, round_index: int) -> int:
+        """Round k's row budget: the rows that `rows_budget_run`'s round k extracted."""
+        marker_dir = Path(self.config.rows_budget_run) / f"round_{round_index}"
+        marker = read_marker(marker_dir, "extract")
+        if marker is None:
+            raise UserError(f"rows_budget_run: {marker_path(marker_dir, 'extract')} is missing: run round "
+                            f"{round_index}'s extraction of that loop first (its row count is this round's budget)")
+        return int(marker["result"]["rows"])
 
     def value(self, round_index: int, policy: str, value_model: str | None, buffer: list[tuple[int, Path]],
               fresh_dir: Path, out: Path) -> dict[str, Any]:
@@ -453,6 +478,16 @@ class LoopPhases:
 # ---------------------------------------------------------------- the loop
 
 
+def rows_within_budget(rows: list[Any], budget: int, seed: int) -> list[Any]:
+    """At most `budget` of `rows`: a random subset drawn with `seed`, in the rows' order (all when they fit)."""
+    import random
+
+    if len(rows) <= budget:
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), budget))
+    return [rows[i] for i in keep]
+
+
 def check_run_config(run_dir: Path, config: LoopConfig) -> None:
     """Write RUN/loop_config.json, or refuse a rerun whose settings differ (other than `rounds`)."""
     path = run_dir / CONFIG_FILE
@@ -465,7 +500,8 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
             # what runs the value model may change: vLLM's pooling runner and transformers give the same
             # float32 scores (tests/test_value_search_job.py), so a run resumes on either
             previous["value"]["score_backend"] = current["value"].get("score_backend")
-        for name in ("flat_budget_run", "flat_tokens_per_round", "flat_max_tokens"):  # added with the flat baselines
+        for name in ("flat_budget_run", "flat_tokens_per_round", "flat_max_tokens",  # added with the flat baselines
+                     "rows_budget_run"):  # added with the equal-rows ablation
             previous.setdefault(name, LoopConfig.__dataclass_fields__[name].default)
         if isinstance(previous.get("sampling"), dict):
             use_self_eval = (previous.get("search") or {}).get("use_self_eval", True)

@@ -29,7 +29,9 @@ configs/loop_arithmetic_value_cpu.yaml: its round 0 searches without a value mod
 step-dpo's round-0 trees; its report adds each round's value-model and self-evaluation AUC on
 that round's fresh trees.
 Ablations (only with --methods): step-dpo-any-ending (extract.same_ending off) and step-dpo-no-sft
-(train.sft_weight 0), each against step-dpo with both on, also from the shared round-0 trees.
+(train.sft_weight 0), each against step-dpo with both on, also from the shared round-0 trees;
+step-apo-equal-rows: step-apo trained each round on a seeded random subset of its rows, as many as
+step-dpo extracted that round (the loop's `rows_budget_run`), against step-apo with all its rows.
 `--seed S` sets the loops' one seed and moves every method to a fresh slice of training problems
 (train_offset + S x rounds x problems_per_round); give each seed its own --work. Breadth first: a first pass takes
 every method through round 0 (train, evaluate policy 1) and its round-1 search; a second pass
@@ -56,7 +58,9 @@ VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithme
 # ablations of the two settings that changed together before (issue #21): each turns one of them off
 # for step-dpo; run them with --methods (not in the default list)
 ABLATIONS = {"step-dpo-any-ending": ("step-dpo", "extract", "same_ending", False),
-             "step-dpo-no-sft": ("step-dpo", "train", "sft_weight", 0.0)}
+             "step-dpo-no-sft": ("step-dpo", "train", "sft_weight", 0.0),
+             # step-apo trained on as many rows as step-dpo extracted in the same round (a seeded random subset)
+             "step-apo-equal-rows": ("step-apo", None, "rows_budget_run", METHODS[0])}
 ALL_METHODS = METHODS + tuple(ABLATIONS)
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
@@ -127,7 +131,10 @@ def load_config(path: Path, method: str, work: Path):
         values["search"] = {**values.get("search", {}), **{k: with_value["search"][k] for k in weights if k in with_value["search"]}}
     if method in ABLATIONS:
         method, section, key, value = ABLATIONS[method]
-        values[section] = {**values.get(section, {}), key: value}
+        if key == "rows_budget_run":  # a method of this benchmark: its run folder in WORK
+            values[key] = str((work / value).resolve())
+        else:
+            values[section] = {**values.get(section, {}), key: value}
     values["method"] = method
     if TASK_OPTIONS_OVERRIDE is not None:
         values["task_options"] = dict(TASK_OPTIONS_OVERRIDE)
@@ -228,7 +235,8 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     config_text = config_path.read_text(encoding="utf-8")
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
-            "held_out_problem_ids": held_out, "results": results, "paired": paired_rows(results, held_out)}
+            "held_out_problem_ids": held_out, "results": results, "paired": paired_rows(results, held_out),
+            "ablation_of": {m: ABLATIONS[m][0] for m in results if m in ABLATIONS}}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -252,7 +260,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
             cells.append(f"{entry['accuracy']:.3f} [{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}] ({entry['correct']}/{entry['problems']})"
                          if entry else "not run")
         gain = f"{100 * metrics['accuracy_gain']:+.1f} pts" if metrics["accuracy_gain"] is not None and len(metrics["policies"]) == 3 else "—"
-        rows = " / ".join(str(r.get("rows", "—")) for r in metrics["rounds"]) or "—"
+        rows = " / ".join(trained_rows(r) for r in metrics["rounds"]) or "—"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {gain} | {rows} |")
     if not any(metrics["policies"] for metrics in results.values()):
         lines.append("| (no evaluation has finished yet) | | | | | |")
@@ -317,6 +325,19 @@ def greedy_correct_ids(eval_dir: Path) -> tuple[list[str], list[str]] | None:
 PAIRED_REFERENCES = ("step-dpo", "rft")  # each method's last policy is paired with these methods' last policies
 
 
+def paired_references(method: str) -> tuple[str, ...]:
+    """step-dpo and rft, and for an ablation also the method it changes."""
+    return PAIRED_REFERENCES + ((ABLATIONS[method][0],) if method in ABLATIONS else ())
+
+
+def trained_rows(round_entry: dict) -> str:
+    """The rows a round trained on ('41 of 92' when rows_budget_run took a subset of the extracted ones)."""
+    train = round_entry.get("train") or {}
+    if "rows_extracted" in train:
+        return f"{train['rows']} of {train['rows_extracted']}"
+    return str(round_entry.get("rows", "—"))
+
+
 def last_policy(metrics: dict) -> dict | None:
     """The method's latest evaluated policy that carries its correct problem ids (None without one)."""
     graded = [p for p in metrics["policies"] if "correct_problem_ids" in p and p["policy"] > 0]
@@ -332,7 +353,7 @@ def paired_rows(results: dict, held_out: list[str] | None) -> list[dict]:
         return rows
     for method, metrics in results.items():
         mine = last_policy(metrics)
-        for reference in PAIRED_REFERENCES:
+        for reference in paired_references(method):
             if reference == method or reference not in results or mine is None:
                 continue
             theirs = next((p for p in results[reference]["policies"]
@@ -351,8 +372,8 @@ def paired_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Paired comparisons on the same held-out problems", "",
-             "Each method's last evaluated policy against step-dpo's (the tree baseline) and rft's (the flat "
-             "baseline) of the same round: problems only one of the two solves, and the exact two-sided McNemar "
+             "Each method's last evaluated policy against step-dpo's (the tree baseline), rft's (the flat "
+             "baseline) and, for an ablation, the method it changes, at the same round: problems only one of the two solves, and the exact two-sided McNemar "
              "p-value on those (mcts_po/comparisons.py). p < 0.05 is a difference on this seed; one seed is still "
              "one seed.", "",
              "| method | vs | policy | both | method only | other only | neither | difference | McNemar p |",

@@ -4,9 +4,9 @@ Reads benchmarks/loop_grid/seed*.json (each written by `bench_loop.py --report-o
 benchmarks/loop_grid/seedN.md` from a finished or partial run) and writes
 benchmarks/loop_grid/summary.md and summary.json: per method, each seed's held-out greedy accuracy
 of its last policy with its Wilson interval, the mean over seeds with a 95 % Student-t interval,
-the mean gain over policy 0, and paired exact McNemar tests against step-dpo (the tree baseline)
-and rft (the flat baseline at the same generated tokens), summed over the seeds whose reports
-carry per-problem results (mcts_po/comparisons.py). No model runs here; it takes a second.
+the mean gain over policy 0, and paired exact McNemar tests against step-dpo (the tree baseline),
+rft (the flat baseline at the same generated tokens) and, for an ablation, the method it changes,
+summed over the seeds whose reports carry per-problem results (mcts_po/comparisons.py). No model runs here; it takes a second.
 
     .venv/bin/python scripts/loop_grid.py              # -> runs/loop_grid/summary.md (+ .json)
     .venv/bin/python scripts/loop_grid.py --publish    # -> benchmarks/loop_grid/summary.md (committed)
@@ -75,17 +75,25 @@ def summarize(seeds: dict[int, dict[str, Any]], rounds: int = 2) -> dict[str, An
     return {"rounds": rounds, "seeds": list(seeds), "methods": table, "paired": pooled_paired(seeds, methods, rounds)}
 
 
+def references(report: dict[str, Any], method: str) -> tuple[str, ...]:
+    """What a method is paired with: step-dpo and rft, and for an ablation the method it changes."""
+    base = (report.get("ablation_of") or {}).get(method)
+    return REFERENCES + ((base,) if base else ())
+
+
 def pooled_paired(seeds: dict[int, dict[str, Any]], methods: list[str], rounds: int) -> list[dict[str, Any]]:
     """Each method's final policy against each reference's, discordant counts summed over the seeds
     whose reports hold per-problem results for both."""
     rows = []
     for method in methods:
-        for reference in REFERENCES:
+        for reference in dict.fromkeys(r for report in seeds.values() for r in references(report, method)):
             if reference == method:
                 continue
             total = {"a_only": 0, "b_only": 0, "both": 0, "neither": 0, "problems": 0}
             used = []
             for seed, report in seeds.items():
+                if reference not in references(report, method):
+                    continue
                 mine, theirs = (report["results"].get(m) for m in (method, reference))
                 if not mine or not theirs or not report.get("held_out_problem_ids"):
                     continue

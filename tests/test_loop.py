@@ -315,3 +315,42 @@ def test_one_real_round_raises_the_log_ratio_margin_of_its_pairs(tmp_path):
                                      TrainConfig(max_length=384, device="cpu", batch_size=8))
     mean_margin = sum(margins) / len(margins)
     assert mean_margin > 0, f"training did not raise chosen-minus-rejected log-ratio: {margins}"
+
+
+def test_rows_budget_run_trains_on_a_seeded_subset_of_that_runs_row_count(tmp_path, monkeypatch):
+    import mcts_po.train.trainer as trainer
+    from mcts_po.llm.config import SamplingConfig
+    from mcts_po.loop import LoopPhases, rows_within_budget
+    from mcts_po.seeds import loop_round_seeds
+
+    assert rows_within_budget([1, 2, 3], 5, seed=0) == [1, 2, 3]
+    subset = rows_within_budget(list(range(100)), 10, seed=7)
+    assert len(subset) == 10 and subset == sorted(subset) and subset == rows_within_budget(list(range(100)), 10, seed=7)
+    assert subset != rows_within_budget(list(range(100)), 10, seed=8)
+
+    budget_run = tmp_path / "step-dpo"
+    (budget_run / "round_0").mkdir(parents=True)
+    marker_path(budget_run / "round_0", "extract").write_text(json.dumps({"result": {"rows": 4}, "seconds": 1.0}))
+    config = fake_config(method="step-apo", rows_budget_run=str(budget_run))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "step-apo.jsonl").write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(9)))
+    seen = []
+
+    def fake_train(policy, rows, method, train_config, out):
+        seen.append(rows)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "training_log.json").write_text(json.dumps({"history": [], "optimizer_steps": 1, "seconds": 0.1}))
+        return out
+
+    monkeypatch.setattr(trainer, "train_preferences", fake_train)
+    phases = LoopPhases(config, log=lambda message: None)
+    result = phases.train(0, "m0", "m0", data, tmp_path / "policy")
+    assert (result["rows"], result["rows_extracted"]) == (4, 9)
+    expected = rows_within_budget([{"prompt": f"p{i}"} for i in range(9)], 4, loop_round_seeds(0, 0)["train"])
+    assert seen == [expected]
+    with pytest.raises(UserError, match="round_1/extract.done.json is missing"):
+        phases.train(1, "m0", "m0", data, tmp_path / "policy1")
+    with pytest.raises(ValueError, match="rows_budget_run caps a tree method"):
+        fake_config(method="rft", flat_tokens_per_round=100, rows_budget_run=str(budget_run),
+                    sampling=SamplingConfig(temperature=0.7))
