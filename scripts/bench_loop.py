@@ -55,8 +55,8 @@ METHODS = ("step-dpo", "step-dpo-value", "step-apo", "tpo", "rft", "outcome-dpo"
 # step-dpo-value: step-dpo plus a value model trained each round (mcts_po.loop_value), its `value:`
 # section and search weights from this file; every other setting is --config's
 VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithmetic_value_cpu.yaml")}
-# ablations of the two settings that changed together before (issue #21): each turns one of them off
-# for step-dpo; run them with --methods (not in the default list)
+# ablations (issue #21), run with --methods (not in the default list): the two settings that changed
+# together before, each turned off for step-dpo; and step-apo at step-dpo's rows
 ABLATIONS = {"step-dpo-any-ending": ("step-dpo", "extract", "same_ending", False),
              "step-dpo-no-sft": ("step-dpo", "train", "sft_weight", 0.0),
              # step-apo trained on as many rows as step-dpo extracted in the same round (a seeded random subset)
