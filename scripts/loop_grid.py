@@ -5,8 +5,8 @@ benchmarks/loop_grid/seedN.md` from a finished or partial run) and writes
 benchmarks/loop_grid/summary.md and summary.json: per method, each seed's held-out greedy accuracy
 of its last policy with its Wilson interval, the mean over seeds with a 95 % Student-t interval,
 the mean gain over policy 0, and paired exact McNemar tests against step-dpo (the tree baseline),
-rft (the flat baseline at the same generated tokens) and, for an ablation, the method it changes,
-summed over the seeds whose reports carry per-problem results (mcts_po/comparisons.py). No model runs here; it takes a second.
+rft (the flat baseline at the same generated tokens) and, for an ablation, the method it changes:
+the paired rows each seed's report holds (bench_loop.py pairs them), counts summed over seeds. No model runs here; it takes a second.
 
     .venv/bin/python scripts/loop_grid.py              # -> runs/loop_grid/summary.md (+ .json)
     .venv/bin/python scripts/loop_grid.py --publish    # -> benchmarks/loop_grid/summary.md (committed)
@@ -25,11 +25,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mcts_po.comparisons import mcnemar_exact, mean_interval, paired_counts  # noqa: E402
+from mcts_po.comparisons import mcnemar_exact, mean_interval  # noqa: E402
 from mcts_po.evaluation import wilson_interval  # noqa: E402
 
 GRID = REPO / "benchmarks" / "loop_grid"
-REFERENCES = ("step-dpo", "rft")
 
 
 def load_seeds(grid: Path) -> dict[int, dict[str, Any]]:
@@ -72,43 +71,25 @@ def summarize(seeds: dict[int, dict[str, Any]], rounds: int = 2) -> dict[str, An
         table[method] = {"seeds": per_seed,
                          "mean_accuracy": list(mean_interval(accuracies)) if accuracies else None,
                          "mean_gain": list(mean_interval(gains)) if gains else None}
-    return {"rounds": rounds, "seeds": list(seeds), "methods": table, "paired": pooled_paired(seeds, methods, rounds)}
+    return {"rounds": rounds, "seeds": list(seeds), "methods": table, "paired": pooled_paired(seeds, rounds)}
 
 
-def references(report: dict[str, Any], method: str) -> tuple[str, ...]:
-    """What a method is paired with: step-dpo and rft, and for an ablation the method it changes."""
-    base = (report.get("ablation_of") or {}).get(method)
-    return REFERENCES + ((base,) if base else ())
-
-
-def pooled_paired(seeds: dict[int, dict[str, Any]], methods: list[str], rounds: int) -> list[dict[str, Any]]:
-    """Each method's final policy against each reference's, discordant counts summed over the seeds
-    whose reports hold per-problem results for both."""
-    rows = []
-    for method in methods:
-        for reference in dict.fromkeys(r for report in seeds.values() for r in references(report, method)):
-            if reference == method:
+def pooled_paired(seeds: dict[int, dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
+    """The seeds' paired rows of the final policies (each report's `paired`, written by
+    scripts/bench_loop.py), discordant counts summed per (method, reference) over the seeds."""
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for seed, report in seeds.items():
+        for row in report.get("paired") or []:
+            if row["policy"] != rounds:
                 continue
-            total = {"a_only": 0, "b_only": 0, "both": 0, "neither": 0, "problems": 0}
-            used = []
-            for seed, report in seeds.items():
-                if reference not in references(report, method):
-                    continue
-                mine, theirs = (report["results"].get(m) for m in (method, reference))
-                if not mine or not theirs or not report.get("held_out_problem_ids"):
-                    continue
-                a, b = final_policy(mine, rounds), final_policy(theirs, rounds)
-                if a is None or b is None or "correct_problem_ids" not in a or "correct_problem_ids" not in b:
-                    continue
-                counts = paired_counts(a["correct_problem_ids"], b["correct_problem_ids"], report["held_out_problem_ids"])
-                for key in total:
-                    total[key] += counts[key]
-                used.append(seed)
-            if used:
-                rows.append({"method": method, "reference": reference, "seeds": used, **total,
-                             "difference": (total["a_only"] - total["b_only"]) / total["problems"],
-                             "mcnemar_p": mcnemar_exact(total["a_only"], total["b_only"])})
-    return rows
+            total = totals.setdefault((row["method"], row["reference"]), {
+                "method": row["method"], "reference": row["reference"], "seeds": [],
+                "a_only": 0, "b_only": 0, "both": 0, "neither": 0, "problems": 0})
+            for key in ("a_only", "b_only", "both", "neither", "problems"):
+                total[key] += row[key]
+            total["seeds"].append(seed)
+    return [{**t, "difference": (t["a_only"] - t["b_only"]) / t["problems"],
+             "mcnemar_p": mcnemar_exact(t["a_only"], t["b_only"])} for t in totals.values()]
 
 
 def percent(value: float | None) -> str:

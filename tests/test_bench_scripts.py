@@ -224,7 +224,7 @@ def test_bench_loop_pairs_each_methods_last_policy_with_step_dpo_and_rft_on_the_
 
 
 def test_loop_grid_means_over_seeds_and_sums_paired_counts_of_the_seeds_that_have_them(tmp_path):
-    loop_grid = load_script("loop_grid.py")
+    loop_grid, bench_loop = load_script("loop_grid.py"), load_script("bench_loop.py")
     held_out = [f"p{i}" for i in range(10)]
 
     def report(correct, ids=None):
@@ -234,7 +234,8 @@ def test_loop_grid_means_over_seeds_and_sums_paired_counts_of_the_seeds_that_hav
             if ids is not None:
                 final_policy["correct_problem_ids"] = ids[method]
             results[method] = {"policies": [{"policy": 0, "correct": base, "problems": 10}, final_policy]}
-        return {"results": results, "held_out_problem_ids": held_out if ids else None}
+        return {"results": results, "held_out_problem_ids": held_out if ids else None,
+                "paired": bench_loop.paired_rows(results, held_out) if ids else []}
 
     seed0 = report({"step-dpo": (1, 3), "rft": (1, 5)})  # an old report: counts only
     seed1 = report({"step-dpo": (1, None), "rft": (1, None)},
