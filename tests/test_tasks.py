@@ -234,6 +234,12 @@ def test_numeric_extract_answer(text, expected):
     ("First \\boxed{1}, then \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
     ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
     ("The answer is 7", "7"),
+    # what SmolLM2 writes after the phrase: text after the closing `$`, markdown bold, a next sentence
+    ("The answer is $6.3$. The student should check the units.", "6.3"),
+    ("The answer is **7**.", "7"),
+    ("The answer is **$\\frac{1}{2}$**.", "\\frac{1}{2}"),
+    ("The answer is 3.5. Next, we check.", "3.5"),
+    ("The answer is 12 apples. So she has more.", "12 apples"),
     ("We factor $x^2 - 1 = (x-1)(x+1)$.", None),
     ("The answer is \\boxed{\\frac{1}{2}", None),
     ("The answer is", None),
@@ -259,6 +265,8 @@ def test_is_correct_for_math_task():
     assert task.is_correct("The answer is \\boxed{\\dfrac{1}{2}}.", problem)
     assert task.is_correct("The answer is \\boxed{0.5}.", problem)
     assert not task.is_correct("The answer is \\boxed{\\frac{1}{3}}.", problem)
+    assert task.is_correct("The answer is **$\\frac{1}{2}$**. We are done.", problem)
+    assert not task.is_correct("The answer is $\\frac{1}{3}$. The student said 1/2.", problem)
 
 
 def test_messages_hold_question_and_answer_format():

@@ -37,10 +37,43 @@ MATH_TRAIN_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
 MATH500_SPLITS = ("test", "math500")
 
 
+# Markdown emphasis around a stated answer: "The answer is **7**." (SmolLM2 writes it).
+_MARKDOWN_EMPHASIS = re.compile(r"^(\*\*|\*|__)(?P<inner>.+?)\1")
+_INLINE_MATH = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+# The end of the stated answer's sentence in plain text: a full stop followed by whitespace
+# ("7. The student..."); a decimal point ("3.5") is not followed by whitespace.
+_SENTENCE_END = re.compile(r"\.(?=\s)")
+
+
+def stated_answer(tail: str) -> str | None:
+    """The answer at the start of what follows "The answer is": markdown emphasis removed, the
+    first inline math group if the tail opens with one (`$6.3$. The student...` -> `6.3`), else
+    the text up to the end of its sentence (`7. Next...` -> `7`), without a final full stop.
+    None when nothing is left."""
+    answer, in_math = tail.strip(), False
+    for _ in range(2):  # "**$6.3$**" and "$**6.3**$" both peel to 6.3
+        emphasis = _MARKDOWN_EMPHASIS.match(answer)
+        if emphasis is not None:
+            answer = emphasis.group("inner").strip()
+        for opener, closer in _INLINE_MATH:
+            if answer.startswith(opener):
+                end = answer.find(closer, len(opener))
+                answer = answer[len(opener):] if end < 0 else answer[len(opener):end]  # unclosed: the rest
+                answer, in_math = answer.strip(), True
+                break
+    if not in_math:
+        sentence_end = _SENTENCE_END.search(answer)
+        if sentence_end is not None:
+            answer = answer[:sentence_end.start()]
+    answer = answer.strip().rstrip(".").strip()
+    return answer or None
+
+
 def math_final_answer(text: str) -> str | None:
     """The final answer stated in `text`: the content of the last `\\boxed{}`, else the
-    text after the last "The answer is" up to the end of its line (without `$` and a final
-    full stop); None when the text states none (or its box is cut off)."""
+    answer after the last "The answer is" on its line (`stated_answer`: the first inline math
+    group or the rest of the sentence, markdown emphasis removed); None when the text states
+    none (or its box is cut off)."""
     if not isinstance(text, str):
         return None
     from mcts_po.verifiers import extract_boxed
@@ -51,8 +84,7 @@ def math_final_answer(text: str) -> str | None:
     tail = final_answer_tail(text)
     if tail is None or "\\boxed" in tail or "\\fbox" in tail:  # no phrase, or an unclosed box
         return None
-    answer = tail.strip().rstrip(".").strip().strip("$").strip().rstrip(".").strip()
-    return answer or None
+    return stated_answer(tail)
 
 
 def normalize_level(level: Any) -> Any:
