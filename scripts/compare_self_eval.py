@@ -52,6 +52,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def score_correlation(a: list[float], b: list[float]) -> float | None:
+    """Pearson correlation of two layouts' scores, rounded; None when either is constant (or fewer
+    than two nodes), where statistics.correlation raises instead of answering."""
+    try:
+        return round(statistics.correlation(a, b), 4)
+    except statistics.StatisticsError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", type=Path, default=REPO / "runs" / "bench_search" / "scale_50" / "trees.jsonl")
@@ -141,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "rollout": score_quality(outcome_points(trees, stored, "rollout"))}
     names = list(scores_by_layout)
     results["layout_score_correlation"] = {
-        f"{a}/{b}": round(statistics.correlation([scores_by_layout[a][k] for k in nodes],
-                                                 [scores_by_layout[b][k] for k in nodes]), 4)
+        f"{a}/{b}": score_correlation([scores_by_layout[a][k] for k in nodes],
+                                      [scores_by_layout[b][k] for k in nodes])
         for j, a in enumerate(names) for b in names[j + 1:]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, results)

@@ -28,7 +28,8 @@ tests (tests/conftest.py keeps its run folder when MCTS_PO_KEEP_REAL_RUN is set)
     MCTS_PO_KEEP_REAL_RUN=runs/realpipe10b flock /tmp/mcts_po_cpu.lock .venv/bin/python -m pytest -q -m slow tests/test_real_pipeline.py
     .venv/bin/python scripts/measure_extraction.py --run runs/realpipe10b --no-viewer --publish
 
-(its last section, the caveats, is written by hand: the script rewrites the whole file.)
+(its last section, the caveats, is written by hand: a rerun keeps it, from its heading to the end of
+the file, and rewrites the rest.)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from mcts_po.extract import FORMATS, ExtractConfig, extract_rows  # noqa: E402
 PUBLISHED_REPORT = REPO_ROOT / "benchmarks" / "extraction.md"  # written with --publish
 PUBLISHED_SCREENSHOT = REPO_ROOT / "docs" / "viewer_real_gsm8k.png"  # shown by docs/graphs.md
 from mcts_po.extract.stats import extraction_stats  # noqa: E402
+from mcts_po.io_utils import atomic_write_text  # noqa: E402
 from mcts_po.search.tree import Tree  # noqa: E402
 
 # A page responds "at once" within 100 ms (RAIL); a first view within 1 s keeps the user's flow.
@@ -322,6 +324,21 @@ def render_report(run: Path, figures: dict[str, Any], extraction: dict[str, Any]
     return "\n".join(lines)
 
 
+HAND_WRITTEN_HEADING = "## Caveats of this measurement (written by hand)"
+
+
+def with_hand_written_section(text: str, report: Path) -> str:
+    """`text` with the hand-written caveats section of the report it replaces (from its heading to
+    the end of the file) appended, so that a rerun with --publish keeps what a person wrote."""
+    if not report.exists():
+        return text
+    old = report.read_text(encoding="utf-8")
+    start = old.find(HAND_WRITTEN_HEADING)
+    if start < 0:
+        return text
+    return text.rstrip("\n") + "\n\n" + old[start:].rstrip("\n") + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/gsm8k50", help="run folder (its trees.jsonl); created with --search")
@@ -364,7 +381,8 @@ def main() -> int:
     viewer = None if args.no_viewer else viewer_figures(trees, args.viewer_sizes, args.repeats, screenshot)
     command = "python scripts/measure_extraction.py " + " ".join(sys.argv[1:])
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(run, figures, extraction, viewer, command, report.parent), encoding="utf-8")
+    text = render_report(run, figures, extraction, viewer, command, report.parent)
+    atomic_write_text(report, with_hand_written_section(text, report))
     json_out = Path(args.json_out) if args.json_out else run / "extraction_stats.json"
     json_out.write_text(json.dumps({"run": figures, "extraction": extraction, "viewer": viewer}, indent=1,
                                    ensure_ascii=False) + "\n", encoding="utf-8")

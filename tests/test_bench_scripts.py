@@ -258,3 +258,24 @@ def test_loop_grid_means_over_seeds_and_sums_paired_counts_of_the_seeds_that_hav
     assert "| rft | 5/10 = 50.0 [23.7, 76.3] | 4/10 = 40.0 [16.8, 68.7] | 2 |" in text
     assert loop_grid.main(["--grid", str(tmp_path), "--out", str(tmp_path / "out" / "s.md")]) == 0
     assert json.loads((tmp_path / "out" / "s.json").read_text())["seeds"] == [0, 1]
+
+
+def test_compare_self_eval_correlation_of_constant_scores_is_none():
+    module = load_script("compare_self_eval.py")
+    assert module.score_correlation([0.5, 0.5, 0.5], [0.1, 0.9, 0.4]) is None  # statistics would raise
+    assert module.score_correlation([0.1], [0.2]) is None
+    assert module.score_correlation([0.0, 1.0, 2.0], [0.0, 2.0, 4.0]) == 1.0
+    assert module.score_correlation([0.0, 1.0, 2.0], [2.0, 1.0, 0.0]) == -1.0
+
+
+def test_measure_extraction_keeps_the_hand_written_caveats(tmp_path):
+    module = load_script("measure_extraction.py")
+    report = tmp_path / "extraction.md"
+    new = "# Extraction\n\nnew figures\n"
+    assert module.with_hand_written_section(new, report) == new  # no report yet
+    report.write_text("# Extraction\n\nold figures\n\n" + module.HAND_WRITTEN_HEADING + "\n\n- a caveat\n",
+                      encoding="utf-8")
+    assert module.with_hand_written_section(new, report) == (
+        "# Extraction\n\nnew figures\n\n" + module.HAND_WRITTEN_HEADING + "\n\n- a caveat\n")
+    report.write_text("# Extraction\n\nold figures without caveats\n", encoding="utf-8")
+    assert module.with_hand_written_section(new, report) == new
