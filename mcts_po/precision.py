@@ -18,16 +18,29 @@ BF16_CHOICES = ("auto", "true", "false")
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The first processor's feature flags (empty where /proc/cpuinfo is missing: not Linux)."""
+def _cpuinfo_field(name: str, cpuinfo_path: str) -> str | None:
+    """The first processor's value of `name` in /proc/cpuinfo; None where it or the file is missing."""
     try:
         with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[-1].split())
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[-1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The first processor's feature flags (empty where /proc/cpuinfo is missing: not Linux)."""
+    return frozenset((_cpuinfo_field("flags", cpuinfo_path) or "").split())
+
+
+def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The processor's model name ("AMD EPYC"), for benchmark reports; `platform.machine()`
+    ("x86_64") where /proc/cpuinfo does not say (not Linux)."""
+    import platform
+
+    return _cpuinfo_field("model name", cpuinfo_path) or platform.machine()
 
 
 def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:

@@ -174,11 +174,9 @@ def finished_phases(work: Path) -> set[str]:
 
 
 def piece_machine() -> dict[str, Any]:
-    from mcts_po.precision import cpu_has_native_bf16
+    from mcts_po.precision import cpu_has_native_bf16, cpu_model_name
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
-    return {"cpu": model, "cores": os.cpu_count(), "bf16_instructions": cpu_has_native_bf16(), "host": platform.node()}
+    return {"cpu": cpu_model_name(), "cores": os.cpu_count(), "bf16_instructions": cpu_has_native_bf16(), "host": platform.node()}
 
 
 def log_piece(work: Path, started: float, phases: list[str]) -> None:

@@ -236,14 +236,9 @@ def check_rows(data_dir: Path, task: Any) -> dict[str, Any]:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mcts_po.precision import cpu_model_name
+
+    cpu = cpu_model_name()
     try:
         from importlib.metadata import version
 

@@ -357,14 +357,9 @@ def run_naive(backend, args, work: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mcts_po.precision import cpu_model_name
+
+    cpu = cpu_model_name()
     try:
         from importlib.metadata import version
 

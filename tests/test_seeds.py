@@ -103,3 +103,17 @@ def test_bf16_auto_follows_the_processor(tmp_path):
     assert [normalize_bf16_choice(v) for v in (True, False, "AUTO", "on", "off")] == ["true", "false", "auto", "true", "false"]
     with pytest.raises(ValueError, match="auto, true, false"):
         normalize_bf16_choice("maybe")
+
+
+def test_cpu_model_name_and_flags_come_from_the_first_processor(tmp_path):
+    import platform
+
+    from mcts_po.precision import cpu_flags, cpu_model_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx512_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert cpu_model_name(str(info)) == "AMD EPYC 9R14"
+    assert cpu_flags(str(info)) == frozenset({"fpu", "avx512_bf16"})
+    missing = str(tmp_path / "absent")
+    assert cpu_model_name(missing) == platform.machine() and cpu_flags(missing) == frozenset()
