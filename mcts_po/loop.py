@@ -324,16 +324,11 @@ class LoopPhases:
         c = self.config
         if c.flat_tokens_per_round:
             return c.flat_tokens_per_round, "flat_tokens_per_round"
-        marker_dir = Path(c.flat_budget_run) / f"round_{round_index}"
-        marker = read_marker(marker_dir, "search")
-        if marker is None:
-            raise UserError(f"flat_budget_run: {marker_path(marker_dir, 'search')} is missing: run round "
-                            f"{round_index}'s search of that tree-method loop first (its generated tokens are "
-                            f"this round's budget)")
-        tokens = marker["result"].get("generated_tokens")
-        if not tokens:
-            raise UserError(f"{marker_path(marker_dir, 'search')} records no generated_tokens")
-        return int(tokens), str(marker_path(marker_dir, "search"))
+        result, marker_file = other_run_result("flat_budget_run", c.flat_budget_run, round_index, "search",
+                                               "its generated tokens are this round's budget")
+        if not result.get("generated_tokens"):
+            raise UserError(f"{marker_file} records no generated_tokens")
+        return int(result["generated_tokens"]), str(marker_file)
 
     def sample_flat(self, round_index: int, policy: str, out: Path) -> dict[str, Any]:
         """rft / outcome-dpo: whole solutions of round k's slice until the round's token budget."""
@@ -417,12 +412,9 @@ class LoopPhases:
 
     def rows_budget(self, round_index: int) -> int:
         """Round k's row budget: the rows that `rows_budget_run`'s round k extracted."""
-        marker_dir = Path(self.config.rows_budget_run) / f"round_{round_index}"
-        marker = read_marker(marker_dir, "extract")
-        if marker is None:
-            raise UserError(f"rows_budget_run: {marker_path(marker_dir, 'extract')} is missing: run round "
-                            f"{round_index}'s extraction of that loop first (its row count is this round's budget)")
-        return int(marker["result"]["rows"])
+        result, _ = other_run_result("rows_budget_run", self.config.rows_budget_run, round_index, "extract",
+                                     "its row count is this round's budget")
+        return int(result["rows"])
 
     def value(self, round_index: int, policy: str, value_model: str | None, buffer: list[tuple[int, Path]],
               fresh_dir: Path, out: Path) -> dict[str, Any]:
@@ -476,6 +468,18 @@ class LoopPhases:
 
 
 # ---------------------------------------------------------------- the loop
+
+
+
+def other_run_result(option: str, run: str, round_index: int, phase: str, why: str) -> tuple[dict[str, Any], Path]:
+    """(result, marker file) of the `phase` done-marker of round `round_index` in another loop's run
+    folder, which an equal-budget option (`option`) reads; a UserError naming the missing file else."""
+    marker_dir = Path(run) / f"round_{round_index}"
+    marker = read_marker(marker_dir, phase)
+    if marker is None:
+        raise UserError(f"{option}: {marker_path(marker_dir, phase)} is missing: run round {round_index}'s "
+                        f"{phase} of that loop first ({why})")
+    return marker["result"], marker_path(marker_dir, phase)
 
 
 def rows_within_budget(rows: list[Any], budget: int, seed: int) -> list[Any]:

@@ -266,7 +266,7 @@ def test_a_flat_run_without_the_tree_runs_marker_says_what_to_run(tmp_path):
     from mcts_po.loop import LoopPhases
 
     phases = LoopPhases(loop_config(tmp_path), lambda message: None)
-    with pytest.raises(UserError, match="run round 0's search of that tree-method loop first"):
+    with pytest.raises(UserError, match="flat_budget_run: .*round_0.search.done.json is missing: run round 0's search of that loop first"):
         phases.flat_budget(0)
 
 
