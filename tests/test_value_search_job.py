@@ -154,7 +154,8 @@ def test_smollm2_vllm_search_scored_by_vllms_pooling_runner(tmp_path):
     inner = [(tree, n) for tree in trees for n in tree.nodes[1:] if not n.terminal]
     assert len(trees) == 2 and inner
     now = json.loads((out / "summary.json").read_text())["this_invocation"]
-    # every new non-terminal child is scored when it is made; one can become terminal afterwards
+    # every new non-terminal child is scored when it is made; one can become terminal afterwards: a
+    # leaf whose expansion gives only empty steps ends there as terminal "eos" (mcts.expand_leaves)
     assert len(inner) <= now["value_model_nodes"] <= sum(len(t.nodes) - 1 for t in trees)
     assert now["value_model_calls"] >= 1
     assert 0 < now["value_model_load_seconds"] < now["value_model_seconds"] < now["search_seconds"]
