@@ -324,8 +324,10 @@ PAIRED_REFERENCES = ("step-dpo", "rft")  # each method's last policy is paired w
 
 
 def paired_references(method: str) -> tuple[str, ...]:
-    """step-dpo and rft, and for an ablation also the method it changes."""
-    return PAIRED_REFERENCES + ((ABLATIONS[method][0],) if method in ABLATIONS else ())
+    """step-dpo and rft, and for an ablation also the method it changes, each once (an ablation of
+    step-dpo is paired with it once: a repeated row would count twice when loop_grid sums the seeds)."""
+    base = (ABLATIONS[method][0],) if method in ABLATIONS else ()
+    return tuple(dict.fromkeys(PAIRED_REFERENCES + base))
 
 
 def trained_rows(round_entry: dict) -> str:

@@ -105,7 +105,7 @@ def markdown(summary: dict[str, Any], grid: Path) -> str:
              "search, sampling and training order; the 300 held-out problems are the same for all.", "",
              f"## Held-out greedy accuracy of policy {summary['rounds']} (after {summary['rounds']} rounds)", "",
              "Per seed: correct/300, % and the 95 % Wilson interval. Mean over seeds: 95 % Student-t interval "
-             "(n − 1 degrees of freedom; with two seeds it is wide). Gain: over policy 0 of the same seed.", "",
+             "(n − 1 degrees of freedom: wide with two or three seeds; the paired tests below are the sharper comparison). Gain: over policy 0 of the same seed.", "",
              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds | mean % [95 % t] | mean gain, pts [95 % t] |",
              "|---|" + "---|" * len(seeds) + "---|---|---|"]
     for method, row in summary["methods"].items():

@@ -220,6 +220,12 @@ def test_bench_loop_pairs_each_methods_last_policy_with_step_dpo_and_rft_on_the_
     assert row["difference"] == pytest.approx(0.4) and row["mcnemar_p"] == pytest.approx(2 * 7 / 64)
     table = bench_loop.paired_lines(rows)
     assert "| step-apo | step-dpo | 2 | 1 | 5 | 1 | 3 | +40.0 pts | 0.219 |" in table
+    # an ablation of step-dpo is paired with step-dpo once, an ablation of step-apo with step-apo too
+    assert bench_loop.paired_references("step-dpo-no-sft") == ("step-dpo", "rft")
+    assert bench_loop.paired_references("step-apo-equal-rows") == ("step-dpo", "rft", "step-apo")
+    results["step-dpo-no-sft"] = {"policies": [{"policy": 0}, policy("step-apo", 2)]}
+    ablation_rows = [r for r in bench_loop.paired_rows(results, held_out) if r["method"] == "step-dpo-no-sft"]
+    assert [r["reference"] for r in ablation_rows] == ["step-dpo"]
     assert bench_loop.paired_lines([]) == []
 
 
