@@ -55,7 +55,8 @@ class ExtractConfig:
     same_ending: bool = field(default=True, metadata={
         "help": "pair only steps that both end the solution (state an answer or stop) or both do not "
                 "(step-dpo: the rejected step is the worst sibling ending like the chosen one): an unfinished "
-                "step preferred to a wrong final answer also teaches the policy not to answer (benchmarks/loop.md); "
+                "step preferred to a wrong final answer also teaches the policy not to answer (off: step-dpo solved "
+                "12/300 held-out problems after two loop rounds against 70/300 on, benchmarks/loop_grid/seed2.md); "
                 "on by default, --no-same-ending turns it off"})
     level: str = field(default="all", metadata={
         "help": f"which tree level pairs come from: {', '.join(LEVELS)} (plan = abstract plan steps)"})
