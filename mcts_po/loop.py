@@ -467,10 +467,6 @@ class LoopPhases:
             self.engines.close()
 
 
-# ---------------------------------------------------------------- the loop
-
-
-
 def other_run_result(option: str, run: str, round_index: int, phase: str, why: str) -> tuple[dict[str, Any], Path]:
     """(result, marker file) of the `phase` done-marker of round `round_index` in another loop's run
     folder, which an equal-budget option (`option`) reads; a UserError naming the missing file else."""
@@ -480,6 +476,9 @@ def other_run_result(option: str, run: str, round_index: int, phase: str, why: s
         raise UserError(f"{option}: {marker_path(marker_dir, phase)} is missing: run round {round_index}'s "
                         f"{phase} of that loop first ({why})")
     return marker["result"], marker_path(marker_dir, phase)
+
+
+# ---------------------------------------------------------------- the loop
 
 
 def rows_within_budget(rows: list[Any], budget: int, seed: int) -> list[Any]:

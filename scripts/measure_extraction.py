@@ -380,7 +380,6 @@ def main() -> int:
     extraction = extraction_figures(trees)
     viewer = None if args.no_viewer else viewer_figures(trees, args.viewer_sizes, args.repeats, screenshot)
     command = "python scripts/measure_extraction.py " + " ".join(sys.argv[1:])
-    report.parent.mkdir(parents=True, exist_ok=True)
     text = render_report(run, figures, extraction, viewer, command, report.parent)
     atomic_write_text(report, with_hand_written_section(text, report))
     json_out = Path(args.json_out) if args.json_out else run / "extraction_stats.json"

@@ -31,6 +31,7 @@ from mcts_po.tasks.base import Problem, Task
 from mcts_po.tasks.gsm8k import final_answer_tail
 from mcts_po.tasks.loading import (RowError, load_problems, optional_text, required_text, resolve_source,
                                    slice_problems)
+from mcts_po.verifiers.answers import MATH_DELIMITERS
 
 MATH500_HUB_ID = "HuggingFaceH4/MATH-500"
 MATH_TRAIN_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
@@ -39,7 +40,6 @@ MATH500_SPLITS = ("test", "math500")
 
 # Markdown emphasis around a stated answer: "The answer is **7**." (SmolLM2 writes it).
 _MARKDOWN_EMPHASIS = re.compile(r"^(\*\*|\*|__)(?P<inner>.+?)\1")
-_INLINE_MATH = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 # The end of the stated answer's sentence in plain text: a full stop followed by whitespace
 # ("7. The student..."); a decimal point ("3.5") is not followed by whitespace.
 _SENTENCE_END = re.compile(r"\.(?=\s)")
@@ -55,7 +55,7 @@ def stated_answer(tail: str) -> str | None:
         emphasis = _MARKDOWN_EMPHASIS.match(answer)
         if emphasis is not None:
             answer = emphasis.group("inner").strip()
-        for opener, closer in _INLINE_MATH:
+        for opener, closer in MATH_DELIMITERS:
             if answer.startswith(opener):
                 end = answer.find(closer, len(opener))
                 answer = answer[len(opener):] if end < 0 else answer[len(opener):end]  # unclosed: the rest

@@ -139,7 +139,8 @@ def extract_boxed(text: str) -> str | None:
 # Numbers
 # ----------------------------------------------------------------------------------------
 
-_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+# Inline and display math delimiters, longest first (also used by mcts_po.tasks.competition_math).
+MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _SPACING_COMMANDS = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal)\s*\{([^{}]*)\}")
 _LEADING_ASSIGNMENT = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?=\S)")
@@ -181,7 +182,7 @@ def _strip_outer(text: str) -> str:
         text = text.strip()
         if text.endswith("."):  # a sentence's full stop: "18." -> "18"
             text = text[:-1].rstrip()
-        for opener, closer in _MATH_DELIMITERS:
+        for opener, closer in MATH_DELIMITERS:
             if len(text) >= len(opener) + len(closer) and text.startswith(opener) \
                     and text.endswith(closer) and not text.startswith("\\$"):
                 text = text[len(opener):-len(closer)]
