@@ -165,7 +165,7 @@ def run_methods(work: Path, config_path: Path, budget_minutes: float, engines=No
     finally:
         engines.close()
         stderr_log(f"engines started: {engines.engines_started}")
-        log_piece(work, started, sorted(finished_phases(work) - before))
+        log_piece(work, started, sorted(finished_phases(work) - before), methods)
 
 
 def finished_phases(work: Path) -> set[str]:
@@ -179,14 +179,14 @@ def piece_machine() -> dict[str, Any]:
     return {"cpu": cpu_model_name(), "cores": os.cpu_count(), "bf16_instructions": cpu_has_native_bf16(), "host": platform.node()}
 
 
-def log_piece(work: Path, started: float, phases: list[str]) -> None:
-    """Append this piece (commit, machine, the phases it finished) to WORK/pieces.jsonl."""
+def log_piece(work: Path, started: float, phases: list[str], methods: tuple[str, ...] | None = None) -> None:
+    """Append this piece (commit, machine, its --methods, the phases it finished) to WORK/pieces.jsonl."""
     from mcts_po.io_utils import append_jsonl_lines
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     record = {"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
               "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": commit or "unknown",
-              "machine": piece_machine(), "phases": phases}
+              "machine": piece_machine(), "methods": list(methods) if methods else None, "phases": phases}
     work.mkdir(parents=True, exist_ok=True)
     append_jsonl_lines(work / "pieces.jsonl", [json.dumps(record)])
 
@@ -391,13 +391,17 @@ def pieces_lines(work: Path) -> list[str]:
         return []
     lines = ["## Pieces (which ran where)", "",
              "Each invocation of the command above, from WORK/pieces.jsonl. Phases finished before this log "
-             "existed (2026-12-04, commits e52b1c9 and d21569a, the 2-core avx512_bf16 machine) are not listed.", "",
-             "| started (UTC) | finished | commit | machine | phases finished (run, or copied from step-dpo's run) |", "|---|---|---|---|---|"]
+             "existed (2026-12-04, commits e52b1c9 and d21569a, the 2-core avx512_bf16 machine) are not listed; "
+             "`--methods` is the piece's own (the command above omits it; pieces logged before it was recorded show —).", "",
+             "| started (UTC) | finished | commit | machine | --methods | phases finished (run, or copied from step-dpo's run) |",
+             "|---|---|---|---|---|---|"]
     for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         m = r["machine"]
         machine = f"{m['cores']} cores, {m['cpu']}, {'bf16' if m['bf16_instructions'] else 'no bf16 (AVX2-only)'}"
-        lines.append(f"| {r['started']} | {r['finished']} | {r['commit']} | {machine} | {', '.join(r['phases']) or '—'} |")
+        methods = ",".join(r["methods"]) if r.get("methods") else "—"
+        lines.append(f"| {r['started']} | {r['finished']} | {r['commit']} | {machine} | {methods} | "
+                     f"{', '.join(r['phases']) or '—'} |")
     return lines + [""]
 
 

@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
-              "bench_value.py", "probe_value_scorers.py", "loop_grid.py"}
+              "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py"}
 
 
 def load_script(name: str):
@@ -112,12 +112,15 @@ def test_bench_loop_logs_each_piece_with_its_commit_machine_and_phases(tmp_path)
     before = bench_loop.finished_phases(tmp_path)
     assert before == {"step-dpo/round_0/search"}
     (tmp_path / "step-dpo" / "round_0" / "train.done.json").write_text("{}")
-    bench_loop.log_piece(tmp_path, 0.0, sorted(bench_loop.finished_phases(tmp_path) - before))
+    bench_loop.log_piece(tmp_path, 0.0, sorted(bench_loop.finished_phases(tmp_path) - before), ("step-dpo", "tpo"))
     [record] = [json.loads(line) for line in (tmp_path / "pieces.jsonl").read_text().splitlines()]
     assert record["phases"] == ["step-dpo/round_0/train"] and record["started"] == "1970-01-01 00:00"
     assert record["machine"]["cores"] >= 1 and isinstance(record["machine"]["bf16_instructions"], bool)
     table = bench_loop.pieces_lines(tmp_path)
     assert table[-2].startswith("| 1970-01-01 00:00 |") and "step-dpo/round_0/train" in table[-2]
+    assert "| step-dpo,tpo |" in table[-2] and record["methods"] == ["step-dpo", "tpo"]
+    (tmp_path / "pieces.jsonl").write_text(json.dumps({**record, "methods": None}) + "\n")  # an older record
+    assert "| — | step-dpo/round_0/train |" in bench_loop.pieces_lines(tmp_path)[-2]
 
 
 def test_bench_loop_budget_wraps_every_phase_the_loop_calls():
@@ -285,3 +288,38 @@ def test_measure_extraction_keeps_the_hand_written_caveats(tmp_path):
         "# Extraction\n\nnew figures\n\n" + module.HAND_WRITTEN_HEADING + "\n\n- a caveat\n")
     report.write_text("# Extraction\n\nold figures without caveats\n", encoding="utf-8")
     assert module.with_hand_written_section(new, report) == new
+
+
+def test_bench_value_data_tables_targets_and_a_head_that_learns(tmp_path):
+    import torch
+    from test_value_data import value_tree
+    from tiny_model import byte_level_tokenizer, save_tiny_llama
+
+    bench = load_script("bench_value_data.py")
+    tree = value_tree()
+    table = bench.node_table([tree])
+    # step nodes = non-terminal, depth >= 1: 1, 2, 3, 6, 8 (4, 5, 7, 9 are terminals)
+    assert [e["node"] for e in table] == [1, 2, 3, 6, 8]
+    assert [e["label"] for e in table] == [True, False, None, True, None]
+    assert bench.targets_of(table, "q") == [0.6, -0.8, 0.3, 0.4, -0.2]
+    outcome = bench.targets_of(table, "outcome")
+    assert outcome[0] == pytest.approx(2 * 2 / 3 - 1) and outcome[1:] == [-1.0, None, 1.0, None]
+    scores = [0.9, -0.5, None, 0.1, 0.0]   # values in [-1, 1]: good nodes 1 (0.95) and 6 (0.55), bad node 2 (0.25)
+    figures = bench.quality(table, scores, probability=False)
+    assert (figures["nodes"], figures["good"], figures["auc"]) == (3, 2, 1.0)
+    assert figures["brier"] == pytest.approx(((0.95 - 1) ** 2 + 0.25 ** 2 + (0.55 - 1) ** 2) / 3, abs=1e-4)
+    assert bench.quality(table, [None] * 5, probability=True) is None
+    # a head fitted to separable features ranks the held-out points and shrinks with l2
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=generator)
+    y = torch.tanh(x @ torch.tensor([2.0, -1.0, 0, 0, 0, 0, 0, 0.5])).tolist()
+    w = bench.fit_head(x[:150], y[:150], l2=1e-4)
+    assert bench.auc_of((x[150:] @ w).tolist(), [v > 0 for v in y[150:]]) > 0.97
+    assert bench.fit_head(x[:150], y[:150], l2=1.0).norm() < 0.5 * w.norm()
+    # features: one forward per maximal path; a prefix node's state is the one its own path gives
+    model = save_tiny_llama(tmp_path / "tiny", byte_level_tokenizer())
+    features = bench.hidden_states(model, [tree], table, batch_size=2)
+    alone = bench.hidden_states(model, [tree], [table[0]], batch_size=1)   # node 1 as its own path's end
+    assert features.shape == (5, 64)
+    assert torch.allclose(features[0], alone[0], atol=1e-5)
+    assert not torch.allclose(features[0], features[3], atol=1e-3)

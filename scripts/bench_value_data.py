@@ -1,0 +1,406 @@
+"""Value model vs training data: does a value model rank held-out steps better with more trees to learn from?
+
+Issue #20 asks for a value model with AUC >= 0.75 against the subtree outcome; the loop's value
+models (trained on one round's 32 trees, 40 optimiser steps) scored 0.40-0.57. This script asks
+how far more trees and another target carry the same model, cheaply: the policy's backbone is
+frozen and only the scalar head is fitted (a linear probe: the head `mcts-po train --method value`
+puts on the backbone, without the backbone's training), so one forward pass per path serves every
+training-set size and target; a fine-tuned value model of the shipped trainer can be added beside.
+
+    # the trees: policy 0 searches fresh train problems and held-out test problems (loop settings)
+    mcts-po search ... --split train --offset 512 --limit 256 --seed 11 --out runs/value_data/train_trees
+    mcts-po search ... --split test  --offset 0   --limit 64  --seed 12 --out runs/value_data/heldout_trees
+    flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_value_data.py --work runs/value_data
+    .venv/bin/python scripts/bench_value_data.py --work runs/value_data --report-only --publish
+
+(the full search commands are in the report). Sections, each saved in WORK when it finishes
+(rerun to resume):
+
+- `features`: the frozen policy's last hidden state at the last token of every step node's step
+  (non-terminal, depth >= 1: the nodes the search asks a value model about), the text being what
+  the search scores (`node_text.value_path`). One forward per maximal path; the prefix's hidden
+  states are the same in a longer path (causal attention), so each node is computed once.
+- `probes`: for each training size (the first N train trees) and target, the head w (no bias, as
+  the shipped `score` layer) minimising the weighted mean of (tanh(w . h) - y)^2 + l2 |w|^2, l2
+  chosen by 4-fold cross-validation over train trees (AUC); targets: `q` (the node's backed-up
+  Q, what `--method value` regresses to) and `outcome` (2 s - 1, s the share of correct among
+  the verified terminals below; nodes without any are left out). Scored on the held-out trees:
+  AUC with a 95 % bootstrap interval over held-out trees (1,000 resamples), Brier.
+- Baselines on the same held-out nodes: the stored self-evaluation (the nodes that have one), and
+  the depth of the node alone (does a head only learn "deeper is worse"?).
+- `finetune` (with --finetune-trees N): the shipped trainer (`train_value_model`, `--method value`,
+  backbone and head) on the value rows of the first N train trees, --finetune-epochs epochs at the
+  loop's batch size and learning rate, scored on the same held-out nodes.
+
+Report: WORK/value_data.md + .json; --publish writes benchmarks/value_data.md + .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+
+TARGETS = ("q", "outcome")
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+BOOTSTRAP = 1000
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    from mcts_po.precision import machine_summary
+
+    return machine_summary(("torch", "transformers"))
+
+
+# ---------------------------------------------------------------- nodes and targets (torch-free)
+
+
+def node_table(trees: Sequence[Any]) -> list[dict[str, Any]]:
+    """One entry per step node (non-terminal, depth >= 1) of every tree: keys, targets, baselines."""
+    from mcts_po.extract.value_targets import outcome_share, subtree_outcomes as outcome_counts
+    from mcts_po.graphs.run_stats import subtree_outcomes
+    from mcts_po.score_quality import step_nodes
+
+    table = []
+    for tree_index, node_id in step_nodes(trees):
+        tree = trees[tree_index]
+        node = tree.nodes[node_id]
+        counts = outcome_counts(tree)[node_id]
+        table.append({"tree": tree_index, "node": node_id, "depth": node.depth, "visits": node.visits,
+                      "q": float(node.q), "share": outcome_share(*counts),
+                      "label": subtree_outcomes(tree)[node_id], "self_eval": node.self_eval})
+    return table
+
+
+def targets_of(table: Sequence[dict[str, Any]], target: str) -> list[float | None]:
+    """The regression target in [-1, 1] of each node (None: not trained on)."""
+    if target == "q":
+        return [entry["q"] if entry["visits"] > 0 else None for entry in table]
+    if target == "outcome":
+        return [None if entry["share"] is None else 2.0 * entry["share"] - 1.0 for entry in table]
+    raise ValueError(f"unknown target {target!r}; one of {', '.join(TARGETS)}")
+
+
+def auc_of(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    from mcts_po.graphs.run_stats import ranking_auc
+
+    return ranking_auc(list(zip(scores, labels)))
+
+
+def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], probability: bool,
+            seed: int = 0) -> dict[str, Any] | None:
+    """AUC (+ 95 % bootstrap interval over trees) and Brier of `scores` against the subtree outcome,
+    on the nodes that have both; `probability`: scores are in [0, 1] already (else v -> (v + 1) / 2)."""
+    from mcts_po.score_quality import value_probability
+
+    points = [(entry["tree"], s if probability else value_probability(s), bool(entry["label"]))
+              for entry, s in zip(table, scores) if s is not None and entry["label"] is not None]
+    if not points:
+        return None
+    labels = [label for _, _, label in points]
+    auc = auc_of([p for _, p, _ in points], labels)
+    by_tree: dict[int, list[tuple[float, bool]]] = {}
+    for tree, p, label in points:
+        by_tree.setdefault(tree, []).append((p, label))
+    trees = sorted(by_tree)
+    rng = random.Random(seed)
+    resampled = []
+    for _ in range(BOOTSTRAP):
+        sample = [pt for t in (rng.choice(trees) for _ in trees) for pt in by_tree[t]]
+        value = auc_of([p for p, _ in sample], [label for _, label in sample])
+        if value is not None:
+            resampled.append(value)
+    resampled.sort()
+    interval = ([round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
+                if resampled else None)
+    brier = sum((p - float(label)) ** 2 for _, p, label in points) / len(points)
+    return {"nodes": len(points), "good": sum(labels), "bad": len(labels) - sum(labels),
+            "auc": None if auc is None else round(auc, 4), "auc_ci95": interval, "brier": round(brier, 4)}
+
+
+# ---------------------------------------------------------------- features (torch)
+
+
+def hidden_states(model_name: str, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16):
+    """Tensor[len(table), hidden] float32: the frozen backbone's last hidden state at each node's last step token."""
+    import torch
+
+    from mcts_po.extract.tree_text import step_delimiter
+    from mcts_po.llm import node_text
+    from mcts_po.progress import progress_bar
+    from mcts_po.train.checkpoints import load_tokenizer
+    from mcts_po.train.logprobs import position_ids_from_attention_mask
+    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch, load_value_model, unwrap
+
+    tokenizer = load_tokenizer(model_name)
+    model = load_value_model(model_name, "cpu", tokenizer.pad_token_id).eval()
+    inner = unwrap(model)
+    backbone = getattr(inner, inner.base_model_prefix)
+    wanted = {(e["tree"], e["node"]): i for i, e in enumerate(table)}
+    # maximal paths: a wanted node none of whose children is wanted
+    ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
+    ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
+    out = torch.zeros(len(table), inner.config.hidden_size)
+    filled = [False] * len(table)
+    bar = progress_bar(True, total=len(ends), desc="features", unit="path")
+    with torch.no_grad():
+        for start in range(0, len(ends), batch_size):
+            chunk = ends[start:start + batch_size]
+            texts = [node_text.value_path(trees[t], n) for t, n in chunk]
+            delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
+            batch = build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
+            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=position_ids_from_attention_mask(batch.attention_mask),
+                              use_cache=False).last_hidden_state.float()
+            for row, (t, n) in enumerate(chunk):
+                for step, node in enumerate(trees[t].path(n)):
+                    index = wanted.get((t, node.node_id))
+                    if index is not None and not filled[index]:
+                        out[index] = hidden[row, int(batch.step_ends[row, step])]
+                        filled[index] = True
+            bar.update(len(chunk))
+    bar.close()
+    if not all(filled):
+        raise RuntimeError(f"{filled.count(False)} nodes got no hidden state")
+    return out
+
+
+def fit_head(features, targets: Sequence[float], l2: float, steps: int = 200):
+    """w minimising mean (tanh(X w) - y)^2 + l2 |w|^2 (L-BFGS from zero); returns Tensor[hidden]."""
+    import torch
+
+    x = features
+    y = torch.tensor(targets, dtype=torch.float32)
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    optimiser = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = ((torch.tanh(x @ w) - y) ** 2).mean() + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return w.detach()
+
+
+def choose_l2(features, targets: Sequence[float | None], table: Sequence[dict[str, Any]], rows: Sequence[int]) -> float:
+    """The l2 of L2_GRID with the best mean held-in AUC over 4 folds of train trees."""
+    import torch
+
+    trees = sorted({table[i]["tree"] for i in rows})
+    folds = [set(trees[k::4]) for k in range(4)]
+    best, best_auc = L2_GRID[0], -1.0
+    for l2 in L2_GRID:
+        aucs = []
+        for fold in folds:
+            fit = [i for i in rows if table[i]["tree"] not in fold and targets[i] is not None]
+            test = [i for i in rows if table[i]["tree"] in fold and table[i]["label"] is not None]
+            if not fit or not test:
+                continue
+            w = fit_head(features[fit], [targets[i] for i in fit], l2)
+            scores = torch.tanh(features[test] @ w).tolist()
+            auc = auc_of(scores, [bool(table[i]["label"]) for i in test])
+            if auc is not None:
+                aucs.append(auc)
+        mean = sum(aucs) / len(aucs) if aucs else -1.0
+        if mean > best_auc:
+            best, best_auc = l2, mean
+    return best
+
+
+# ---------------------------------------------------------------- sections
+
+
+def load_trees(path: Path) -> list[Any]:
+    from mcts_po.tree_io import read_tree_file
+
+    if not path.exists():
+        raise UserError(f"{path}: no trees (run the searches first; see the module doc)")
+    return read_tree_file(path)
+
+
+def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log) -> None:
+    import torch
+
+    for name, trees in (("train", train_trees), ("heldout", heldout_trees)):
+        path = work / f"features_{name}.pt"
+        if path.exists():
+            continue
+        table = node_table(trees)
+        started = time.monotonic()
+        features = hidden_states(model, trees, table)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"table": table, "features": features}, tmp)
+        tmp.replace(path)
+        log(f"features {name}: {len(table)} nodes of {len(trees)} trees in {time.monotonic() - started:.0f} s")
+
+
+def probes_section(work: Path, sizes: Sequence[int], results: dict[str, Any], log) -> None:
+    import torch
+
+    train = torch.load(work / "features_train.pt")
+    heldout = torch.load(work / "features_heldout.pt")
+    table, features = train["table"], train["features"]
+    h_table, h_features = heldout["table"], heldout["features"]
+    probes = results.setdefault("probes", {})
+    for size in sizes:
+        for target in TARGETS:
+            key = f"{target}_{size}"
+            if key in probes:
+                continue
+            targets = targets_of(table, target)
+            rows = [i for i, e in enumerate(table) if e["tree"] < size]
+            fit = [i for i in rows if targets[i] is not None]
+            started = time.monotonic()
+            l2 = choose_l2(features, targets, table, rows)
+            w = fit_head(features[fit], [targets[i] for i in fit], l2)
+            scores = torch.tanh(h_features @ w).tolist()
+            probes[key] = {"target": target, "train_trees": size, "train_nodes": len(fit), "l2": l2,
+                           "seconds": round(time.monotonic() - started, 1),
+                           "heldout": quality(h_table, scores, probability=False),
+                           "train": quality([table[i] for i in rows], torch.tanh(features[rows] @ w).tolist(),
+                                            probability=False)}
+            log(f"probe {key}: held-out AUC {probes[key]['heldout']['auc']} {probes[key]['heldout']['auc_ci95']} "
+                f"(train AUC {probes[key]['train']['auc']}, l2 {l2})")
+    results["baselines"] = {
+        "self_eval": quality(h_table, [e["self_eval"] for e in h_table], probability=True),
+        "depth_deeper_is_better": quality(h_table, [min(1.0, e["depth"] / 10) for e in h_table], probability=True),
+    }
+
+
+def finetune_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], size: int,
+                     epochs: int, results: dict[str, Any], log) -> None:
+    import dataclasses
+    import torch
+
+    from mcts_po.extract.config import ExtractConfig
+    from mcts_po.extract.value_targets import rows_from_trees
+    from mcts_po.llm.value_guide import ValueGuide
+    from mcts_po.train.config import TrainConfig, ValueConfig
+    from mcts_po.train.value_model import train_value_model
+
+    key = f"finetune_{size}_{epochs}ep"
+    if key in results.get("finetune", {}):
+        return
+    rows = rows_from_trees(train_trees[:size], ExtractConfig())
+    # the loop's value settings (configs/loop_arithmetic_value_cpu.yaml) but whole epochs
+    config = TrainConfig(num_epochs=epochs, max_steps=0, batch_size=4, learning_rate=1e-5, max_length=384,
+                         seed=20, progress=True)
+    out = work / key
+    started = time.monotonic()
+    if not (out / "training_log.json").exists():
+        train_value_model(model, rows, "value", config, out, ValueConfig())
+    train_seconds = time.monotonic() - started
+    h_table = torch.load(work / "features_heldout.pt")["table"]
+    scores = ValueGuide(str(out), device="cpu").score(heldout_trees, [(e["tree"], e["node"]) for e in h_table])
+    record = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
+    results.setdefault("finetune", {})[key] = {
+        "train_trees": size, "rows": len(rows), "epochs": epochs, "optimizer_steps": record.get("optimizer_steps"),
+        "train_seconds": record.get("seconds", round(train_seconds, 1)), "model": str(out),
+        "heldout": quality(h_table, scores, probability=False)}
+    log(f"{key}: held-out AUC {results['finetune'][key]['heldout']['auc']} {results['finetune'][key]['heldout']['auc_ci95']}")
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt_quality(q: dict[str, Any] | None) -> str:
+    if not q:
+        return "| - | - | - |"
+    ci = q.get("auc_ci95")
+    return f"| {q['nodes']} ({q['good']} good) | {q['auc']} [{ci[0]}, {ci[1]}] | {q['brier']} |" if ci else \
+        f"| {q['nodes']} ({q['good']} good) | {q['auc']} | {q['brier']} |"
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["# Value model vs training data: a frozen-backbone head on more trees", "",
+             f"Written by `scripts/bench_value_data.py` from {results.get('work')}; commit {results.get('commit')}; "
+             f"{results.get('machine')}. Policy and backbone: `{results.get('model')}` (policy 0, frozen). "
+             "AUC against the subtree outcome (a correct terminal at or below the node) on the step nodes of "
+             f"{results.get('heldout_trees')} held-out trees (test problems no training tree saw), with a 95 % bootstrap "
+             "interval over held-out trees; Brier with a value v read as p = (v + 1) / 2.", "",
+             "Trees: " + results.get("trees_note", ""), "",
+             "| scores | trained on | held-out nodes | AUC [95 % CI] | Brier |", "|---|---|---|---|---|"]
+    base = results.get("baselines", {})
+    lines.append("| self-evaluation (stored verdicts) | - " + fmt_quality(base.get("self_eval")))
+    lines.append("| depth alone (deeper = better) | - " + fmt_quality(base.get("depth_deeper_is_better")))
+    for key, probe in sorted(results.get("probes", {}).items(), key=lambda kv: (kv[1]["target"], kv[1]["train_trees"])):
+        lines.append(f"| frozen backbone + head, target {probe['target']} (l2 {probe['l2']}) | {probe['train_trees']} trees, "
+                     f"{probe['train_nodes']} nodes " + fmt_quality(probe["heldout"]))
+    for key, tune in sorted(results.get("finetune", {}).items()):
+        lines.append(f"| fine-tuned (`--method value`, target q), {tune['epochs']} epochs, {tune['optimizer_steps']} steps, "
+                     f"{tune['train_seconds']:.0f} s | {tune['train_trees']} trees, {tune['rows']} rows "
+                     + fmt_quality(tune["heldout"]))
+    lines += ["", "## Notes", "", results.get("notes", "(none yet)"), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="runs/value_data", help="folder with train_trees/ and heldout_trees/; results go here")
+    parser.add_argument("--model", default="smollm2-135m", help="the policy whose backbone is probed (the trees' policy)")
+    parser.add_argument("--sizes", default="32,64,128,256", help="training sizes: the first N train trees")
+    parser.add_argument("--finetune-trees", type=int, default=0, help="also fine-tune the shipped value model on the first N trees (0: no)")
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from WORK/value_data.json")
+    parser.add_argument("--publish", action="store_true", help="write benchmarks/value_data.md + .json instead of WORK's")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    results_path = work / "value_data.json"
+    results: dict[str, Any] = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
+
+    def log(message: str) -> None:
+        print(f"[bench_value_data] {message}", flush=True)
+
+    if not args.report_only:
+        train_trees = load_trees(work / "train_trees" / "trees.jsonl")
+        heldout_trees = load_trees(work / "heldout_trees" / "trees.jsonl")
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+        if max(sizes) > len(train_trees):
+            raise UserError(f"--sizes asks for {max(sizes)} train trees; {work / 'train_trees'} has {len(train_trees)}")
+        results.update({"work": str(work), "model": args.model, "commit": git_commit(), "machine": machine(),
+                        "train_trees": len(train_trees), "heldout_trees": len(heldout_trees)})
+        features_section(work, args.model, train_trees, heldout_trees, log)
+        probes_section(work, sizes, results, log)
+        atomic_write_json(results_path, results)
+        if args.finetune_trees:
+            finetune_section(work, args.model, train_trees, heldout_trees, args.finetune_trees, args.finetune_epochs,
+                             results, log)
+            atomic_write_json(results_path, results)
+        log("all done")
+    notes = work / "NOTES.md"
+    if notes.exists():
+        results["notes"] = notes.read_text(encoding="utf-8").strip()
+    searches = work / "SEARCHES.md"
+    if searches.exists():
+        results["trees_note"] = searches.read_text(encoding="utf-8").strip()
+    target = REPO / "benchmarks" / "value_data" if args.publish else work / "value_data"
+    atomic_write_text(target.with_suffix(".md"), report(results))
+    if args.publish:
+        atomic_write_json(target.with_suffix(".json"), results)
+    log(f"report: {target.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
