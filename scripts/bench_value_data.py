@@ -16,21 +16,26 @@ training-set size and target; a fine-tuned value model of the shipped trainer ca
 (the full search commands are in the report). Sections, each saved in WORK when it finishes
 (rerun to resume):
 
-- `features`: the frozen policy's last hidden state at the last token of every step node's step
+- `features`: the frozen policy's last hidden state (bf16 autocast where the CPU has bf16 instructions) at the last token of every step node's step
   (non-terminal, depth >= 1: the nodes the search asks a value model about), the text being what
   the search scores (`node_text.value_path`). One forward per maximal path; the prefix's hidden
   states are the same in a longer path (causal attention), so each node is computed once.
 - `probes`: for each training size (the first N train trees) and target, the head w (no bias, as
   the shipped `score` layer) minimising the weighted mean of (tanh(w . h) - y)^2 + l2 |w|^2, l2
-  chosen by 4-fold cross-validation over train trees (AUC); targets: `q` (the node's backed-up
+  chosen from L2_GRID by 4-fold cross-validation over train trees (AUC); targets: `q` (the node's backed-up
   Q, what `--method value` regresses to) and `outcome` (2 s - 1, s the share of correct among
   the verified terminals below; nodes without any are left out). Scored on the held-out trees:
-  AUC with a 95 % bootstrap interval over held-out trees (1,000 resamples), Brier.
+  AUC with a 95 % bootstrap interval over held-out trees (1,000 resamples), its difference to the
+  self-evaluation's AUC on the same nodes with a paired bootstrap interval (the same resampled
+  trees for both), Brier.
 - Baselines on the same held-out nodes: the stored self-evaluation (the nodes that have one), and
   the depth of the node alone (does a head only learn "deeper is worse"?).
 - `finetune` (with --finetune-trees N): the shipped trainer (`train_value_model`, `--method value`,
   backbone and head) on the value rows of the first N train trees, --finetune-epochs epochs at the
   loop's batch size and learning rate, scored on the same held-out nodes.
+- `frozen` (with --frozen-trees N,M): the shipped trainer with `--backbone frozen --target
+  outcome` (--frozen-target) on the value rows of the first N train trees (its rows also hold
+  the terminal steps, which the probes leave out), scored on the same held-out nodes.
 
 Report: WORK/value_data.md + .json; --publish writes benchmarks/value_data.md + .json.
 """
@@ -52,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
 
 TARGETS = ("q", "outcome")
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 BOOTSTRAP = 1000
 
 
@@ -105,6 +110,42 @@ def auc_of(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     return ranking_auc(list(zip(scores, labels)))
 
 
+def bootstrap_trees(points: Sequence[tuple[int, Any]], statistic, seed: int = 0) -> list[float] | None:
+    """95 % interval of `statistic(list of values)` over resamples of the trees (the points' first item)."""
+    by_tree: dict[int, list[Any]] = {}
+    for tree, value in points:
+        by_tree.setdefault(tree, []).append(value)
+    trees = sorted(by_tree)
+    rng = random.Random(seed)
+    resampled = []
+    for _ in range(BOOTSTRAP):
+        value = statistic([v for t in (rng.choice(trees) for _ in trees) for v in by_tree[t]])
+        if value is not None:
+            resampled.append(value)
+    if not resampled:
+        return None
+    resampled.sort()
+    return [round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
+
+
+def auc_difference(table: Sequence[dict[str, Any]], values: Sequence[float | None], seed: int = 0) -> dict[str, Any] | None:
+    """AUC of `values` (in [-1, 1]) minus the self-evaluation's on the nodes that have both and an
+    outcome, with a paired 95 % bootstrap interval over trees (the same resampled trees for both)."""
+    points = [(e["tree"], (v, e["self_eval"], bool(e["label"]))) for e, v in zip(table, values)
+              if v is not None and e["self_eval"] is not None and e["label"] is not None]
+
+    def difference(sample):
+        a = auc_of([v for v, _, _ in sample], [label for _, _, label in sample])
+        b = auc_of([s for _, s, _ in sample], [label for _, _, label in sample])
+        return None if a is None or b is None else a - b
+
+    if not points:
+        return None
+    observed = difference([p for _, p in points])
+    return {"nodes": len(points), "difference": None if observed is None else round(observed, 4),
+            "ci95": bootstrap_trees(points, difference, seed)}
+
+
 def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], probability: bool,
             seed: int = 0) -> dict[str, Any] | None:
     """AUC (+ 95 % bootstrap interval over trees) and Brier of `scores` against the subtree outcome,
@@ -117,20 +158,8 @@ def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], pro
         return None
     labels = [label for _, _, label in points]
     auc = auc_of([p for _, p, _ in points], labels)
-    by_tree: dict[int, list[tuple[float, bool]]] = {}
-    for tree, p, label in points:
-        by_tree.setdefault(tree, []).append((p, label))
-    trees = sorted(by_tree)
-    rng = random.Random(seed)
-    resampled = []
-    for _ in range(BOOTSTRAP):
-        sample = [pt for t in (rng.choice(trees) for _ in trees) for pt in by_tree[t]]
-        value = auc_of([p for p, _ in sample], [label for _, label in sample])
-        if value is not None:
-            resampled.append(value)
-    resampled.sort()
-    interval = ([round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
-                if resampled else None)
+    interval = bootstrap_trees([(tree, (p, label)) for tree, p, label in points],
+                               lambda sample: auc_of([p for p, _ in sample], [label for _, label in sample]), seed)
     brier = sum((p - float(label)) ** 2 for _, p, label in points) / len(points)
     return {"nodes": len(points), "good": sum(labels), "bad": len(labels) - sum(labels),
             "auc": None if auc is None else round(auc, 4), "auc_ci95": interval, "brier": round(brier, 4)}
@@ -139,29 +168,39 @@ def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], pro
 # ---------------------------------------------------------------- features (torch)
 
 
-def hidden_states(model_name: str, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16):
-    """Tensor[len(table), hidden] float32: the frozen backbone's last hidden state at each node's last step token."""
+def load_backbone(model_name: str):
+    """(tokenizer, backbone, bf16) of the policy: the value model's backbone, frozen, in eval mode;
+    bf16 where the CPU has bf16 instructions (a probe's ranking, not the shipped scores, is measured)."""
+    from mcts_po.precision import cpu_has_native_bf16
+    from mcts_po.train.checkpoints import load_tokenizer
+    from mcts_po.train.value_model import load_value_model, unwrap
+
+    tokenizer = load_tokenizer(model_name)
+    inner = unwrap(load_value_model(model_name, "cpu", tokenizer.pad_token_id).eval())
+    return tokenizer, getattr(inner, inner.base_model_prefix), cpu_has_native_bf16()
+
+
+def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16):
+    """Tensor[len(table), hidden] float32: the frozen backbone's last hidden state at each node's last
+    step token. `model`: a model name or load_backbone's triple."""
+    import contextlib
+
     import torch
 
     from mcts_po.extract.tree_text import step_delimiter
     from mcts_po.llm import node_text
-    from mcts_po.progress import progress_bar
-    from mcts_po.train.checkpoints import load_tokenizer
     from mcts_po.train.logprobs import position_ids_from_attention_mask
-    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch, load_value_model, unwrap
+    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch
 
-    tokenizer = load_tokenizer(model_name)
-    model = load_value_model(model_name, "cpu", tokenizer.pad_token_id).eval()
-    inner = unwrap(model)
-    backbone = getattr(inner, inner.base_model_prefix)
+    tokenizer, backbone, bf16 = load_backbone(model) if isinstance(model, str) else model
     wanted = {(e["tree"], e["node"]): i for i, e in enumerate(table)}
     # maximal paths: a wanted node none of whose children is wanted
     ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
     ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
-    out = torch.zeros(len(table), inner.config.hidden_size)
+    out = torch.zeros(len(table), backbone.config.hidden_size)
     filled = [False] * len(table)
-    bar = progress_bar(True, total=len(ends), desc="features", unit="path")
-    with torch.no_grad():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         for start in range(0, len(ends), batch_size):
             chunk = ends[start:start + batch_size]
             texts = [node_text.value_path(trees[t], n) for t, n in chunk]
@@ -176,30 +215,16 @@ def hidden_states(model_name: str, trees: Sequence[Any], table: Sequence[dict[st
                     if index is not None and not filled[index]:
                         out[index] = hidden[row, int(batch.step_ends[row, step])]
                         filled[index] = True
-            bar.update(len(chunk))
-    bar.close()
     if not all(filled):
         raise RuntimeError(f"{filled.count(False)} nodes got no hidden state")
     return out
 
 
-def fit_head(features, targets: Sequence[float], l2: float, steps: int = 200):
-    """w minimising mean (tanh(X w) - y)^2 + l2 |w|^2 (L-BFGS from zero); returns Tensor[hidden]."""
-    import torch
+def fit_head(features, targets: Sequence[float], l2: float):
+    """The head `--backbone frozen` fits (`value_model.fit_tanh_head`, each node weighing the same)."""
+    from mcts_po.train.value_model import fit_tanh_head
 
-    x = features
-    y = torch.tensor(targets, dtype=torch.float32)
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    optimiser = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimiser.zero_grad()
-        loss = ((torch.tanh(x @ w) - y) ** 2).mean() + l2 * (w ** 2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return w.detach()
+    return fit_tanh_head(features, targets, None, l2)[0]
 
 
 def choose_l2(features, targets: Sequence[float | None], table: Sequence[dict[str, Any]], rows: Sequence[int]) -> float:
@@ -238,20 +263,36 @@ def load_trees(path: Path) -> list[Any]:
     return read_tree_file(path)
 
 
-def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log) -> None:
+def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log,
+                     group: int = 32) -> None:
+    """WORK/features_{heldout,train}.pt ({"table", "features"}), built from per-group files
+    (WORK/features/<name>_<first tree>.pt, `group` trees each) so that an interrupted run resumes."""
     import torch
 
-    for name, trees in (("train", train_trees), ("heldout", heldout_trees)):
+    loaded = None
+    for name, trees in (("heldout", heldout_trees), ("train", train_trees)):
         path = work / f"features_{name}.pt"
         if path.exists():
             continue
         table = node_table(trees)
-        started = time.monotonic()
-        features = hidden_states(model, trees, table)
+        parts = []
+        for first in range(0, len(trees), group):
+            part = work / "features" / f"{name}_{first:04d}.pt"
+            rows = [e for e in table if first <= e["tree"] < first + group]
+            if not part.exists():
+                loaded = loaded or load_backbone(model)
+                started = time.monotonic()
+                features = hidden_states(loaded, trees, rows)
+                part.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(features, part.with_suffix(".tmp"))
+                part.with_suffix(".tmp").replace(part)
+                log(f"features {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes in "
+                    f"{time.monotonic() - started:.0f} s")
+            parts.append(torch.load(part))
         tmp = path.with_suffix(".tmp")
-        torch.save({"table": table, "features": features}, tmp)
+        torch.save({"table": table, "features": torch.cat(parts)}, tmp)
         tmp.replace(path)
-        log(f"features {name}: {len(table)} nodes of {len(trees)} trees in {time.monotonic() - started:.0f} s")
+        log(f"features {name}: {len(table)} nodes of {len(trees)} trees")
 
 
 def probes_section(work: Path, sizes: Sequence[int], results: dict[str, Any], log) -> None:
@@ -277,19 +318,23 @@ def probes_section(work: Path, sizes: Sequence[int], results: dict[str, Any], lo
             probes[key] = {"target": target, "train_trees": size, "train_nodes": len(fit), "l2": l2,
                            "seconds": round(time.monotonic() - started, 1),
                            "heldout": quality(h_table, scores, probability=False),
+                           "minus_self_eval": auc_difference(h_table, scores),
                            "train": quality([table[i] for i in rows], torch.tanh(features[rows] @ w).tolist(),
                                             probability=False)}
             log(f"probe {key}: held-out AUC {probes[key]['heldout']['auc']} {probes[key]['heldout']['auc_ci95']} "
-                f"(train AUC {probes[key]['train']['auc']}, l2 {l2})")
+                f"(train AUC {probes[key]['train']['auc']}, l2 {l2}; minus self-eval {probes[key]['minus_self_eval']})")
     results["baselines"] = {
         "self_eval": quality(h_table, [e["self_eval"] for e in h_table], probability=True),
         "depth_deeper_is_better": quality(h_table, [min(1.0, e["depth"] / 10) for e in h_table], probability=True),
     }
 
 
-def finetune_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], size: int,
-                     epochs: int, results: dict[str, Any], log) -> None:
-    import dataclasses
+def trained_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], size: int,
+                    results: dict[str, Any], log, epochs: int = 0, target: str = "") -> None:
+    """A value model of the shipped trainer (`train_value_model`, as `mcts-po train --method value`) on
+    the value rows of the first `size` train trees, scored on the held-out nodes: fine-tuned
+    (`epochs` > 0: backbone and head, target q, the loop's batch size and learning rate) or with the
+    backbone frozen (`target`: q or outcome, the default head_l2)."""
     import torch
 
     from mcts_po.extract.config import ExtractConfig
@@ -298,37 +343,43 @@ def finetune_section(work: Path, model: str, train_trees: list[Any], heldout_tre
     from mcts_po.train.config import TrainConfig, ValueConfig
     from mcts_po.train.value_model import train_value_model
 
-    key = f"finetune_{size}_{epochs}ep"
-    if key in results.get("finetune", {}):
+    key = f"finetune_{size}_{epochs}ep" if epochs else f"frozen_{size}_{target}"
+    section = "finetune" if epochs else "frozen"
+    if key in results.get(section, {}):
         return
     rows = rows_from_trees(train_trees[:size], ExtractConfig())
-    # the loop's value settings (configs/loop_arithmetic_value_cpu.yaml) but whole epochs
-    config = TrainConfig(num_epochs=epochs, max_steps=0, batch_size=4, learning_rate=1e-5, max_length=384,
+    # the loop's value settings (configs/loop_arithmetic_value_cpu.yaml); fine-tuning: whole epochs
+    config = TrainConfig(num_epochs=max(1, epochs), max_steps=0, batch_size=4, learning_rate=1e-5, max_length=384,
                          seed=20, progress=True)
+    value_config = ValueConfig() if epochs else ValueConfig(backbone="frozen", target=target)
     out = work / key
-    started = time.monotonic()
     if not (out / "training_log.json").exists():
-        train_value_model(model, rows, "value", config, out, ValueConfig())
-    train_seconds = time.monotonic() - started
+        train_value_model(model, rows, "value", config, out, value_config)
     h_table = torch.load(work / "features_heldout.pt")["table"]
-    scores = ValueGuide(str(out), device="cpu").score(heldout_trees, [(e["tree"], e["node"]) for e in h_table])
+    guide = ValueGuide(str(out), device="cpu")
+    scores = guide.score(heldout_trees, [(e["tree"], e["node"]) for e in h_table])
     record = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
-    results.setdefault("finetune", {})[key] = {
-        "train_trees": size, "rows": len(rows), "epochs": epochs, "optimizer_steps": record.get("optimizer_steps"),
-        "train_seconds": record.get("seconds", round(train_seconds, 1)), "model": str(out),
-        "heldout": quality(h_table, scores, probability=False)}
-    log(f"{key}: held-out AUC {results['finetune'][key]['heldout']['auc']} {results['finetune'][key]['heldout']['auc_ci95']}")
+    results.setdefault(section, {})[key] = {
+        "train_trees": size, "rows": len(rows), "epochs": epochs, "target": target or "q",
+        "optimizer_steps": record.get("optimizer_steps"), "train_seconds": record.get("seconds"),
+        "steps_trained": record.get("steps_trained"), "model": str(out), "score_seconds": round(guide.seconds, 1),
+        "heldout": quality(h_table, scores, probability=False), "minus_self_eval": auc_difference(h_table, scores)}
+    log(f"{key}: held-out AUC {results[section][key]['heldout']['auc']} {results[section][key]['heldout']['auc_ci95']}")
 
 
 # ---------------------------------------------------------------- report
 
 
-def fmt_quality(q: dict[str, Any] | None) -> str:
+def fmt_quality(q: dict[str, Any] | None, difference: dict[str, Any] | None = None) -> str:
     if not q:
-        return "| - | - | - |"
+        return "| - | - | - | - |"
     ci = q.get("auc_ci95")
-    return f"| {q['nodes']} ({q['good']} good) | {q['auc']} [{ci[0]}, {ci[1]}] | {q['brier']} |" if ci else \
-        f"| {q['nodes']} ({q['good']} good) | {q['auc']} | {q['brier']} |"
+    auc = f"{q['auc']} [{ci[0]}, {ci[1]}]" if ci else f"{q['auc']}"
+    diff = "-"
+    if difference and difference.get("difference") is not None:
+        dci = difference.get("ci95")
+        diff = f"{difference['difference']:+.3f}" + (f" [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
+    return f"| {q['nodes']} ({q['good']} good) | {auc} | {diff} | {q['brier']} |"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -339,17 +390,22 @@ def report(results: dict[str, Any]) -> str:
              f"{results.get('heldout_trees')} held-out trees (test problems no training tree saw), with a 95 % bootstrap "
              "interval over held-out trees; Brier with a value v read as p = (v + 1) / 2.", "",
              "Trees: " + results.get("trees_note", ""), "",
-             "| scores | trained on | held-out nodes | AUC [95 % CI] | Brier |", "|---|---|---|---|---|"]
+             "| scores | trained on | held-out nodes | AUC [95 % CI] | AUC minus self-evaluation's [paired 95 % CI] | Brier |",
+             "|---|---|---|---|---|---|"]
     base = results.get("baselines", {})
     lines.append("| self-evaluation (stored verdicts) | - " + fmt_quality(base.get("self_eval")))
     lines.append("| depth alone (deeper = better) | - " + fmt_quality(base.get("depth_deeper_is_better")))
     for key, probe in sorted(results.get("probes", {}).items(), key=lambda kv: (kv[1]["target"], kv[1]["train_trees"])):
         lines.append(f"| frozen backbone + head, target {probe['target']} (l2 {probe['l2']}) | {probe['train_trees']} trees, "
-                     f"{probe['train_nodes']} nodes " + fmt_quality(probe["heldout"]))
+                     f"{probe['train_nodes']} nodes " + fmt_quality(probe["heldout"], probe.get("minus_self_eval")))
     for key, tune in sorted(results.get("finetune", {}).items()):
         lines.append(f"| fine-tuned (`--method value`, target q), {tune['epochs']} epochs, {tune['optimizer_steps']} steps, "
                      f"{tune['train_seconds']:.0f} s | {tune['train_trees']} trees, {tune['rows']} rows "
-                     + fmt_quality(tune["heldout"]))
+                     + fmt_quality(tune["heldout"], tune.get("minus_self_eval")))
+    for key, fit in sorted(results.get("frozen", {}).items()):
+        lines.append(f"| `--method value --backbone frozen --target {fit['target']}` (shipped trainer, its rows include "
+                     f"terminal steps), {fit['train_seconds']:.0f} s | {fit['train_trees']} trees, {fit['rows']} rows "
+                     + fmt_quality(fit["heldout"], fit.get("minus_self_eval")))
     lines += ["", "## Notes", "", results.get("notes", "(none yet)"), ""]
     return "\n".join(lines)
 
@@ -362,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="32,64,128,256", help="training sizes: the first N train trees")
     parser.add_argument("--finetune-trees", type=int, default=0, help="also fine-tune the shipped value model on the first N trees (0: no)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--frozen-trees", default="", help="also fit `--backbone frozen` value models with the shipped trainer on the first N trees (comma list)")
+    parser.add_argument("--frozen-target", default="outcome", help="their target: q or outcome")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from WORK/value_data.json")
     parser.add_argument("--publish", action="store_true", help="write benchmarks/value_data.md + .json instead of WORK's")
     args = parser.parse_args(argv)
@@ -384,8 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         probes_section(work, sizes, results, log)
         atomic_write_json(results_path, results)
         if args.finetune_trees:
-            finetune_section(work, args.model, train_trees, heldout_trees, args.finetune_trees, args.finetune_epochs,
-                             results, log)
+            trained_section(work, args.model, train_trees, heldout_trees, args.finetune_trees, results, log,
+                            epochs=args.finetune_epochs)
+            atomic_write_json(results_path, results)
+        for size in [int(s) for s in args.frozen_trees.split(",") if s.strip()]:
+            trained_section(work, args.model, train_trees, heldout_trees, size, results, log, target=args.frozen_target)
             atomic_write_json(results_path, results)
         log("all done")
     notes = work / "NOTES.md"

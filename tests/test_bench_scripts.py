@@ -318,8 +318,9 @@ def test_bench_value_data_tables_targets_and_a_head_that_learns(tmp_path):
     assert bench.fit_head(x[:150], y[:150], l2=1.0).norm() < 0.5 * w.norm()
     # features: one forward per maximal path; a prefix node's state is the one its own path gives
     model = save_tiny_llama(tmp_path / "tiny", byte_level_tokenizer())
-    features = bench.hidden_states(model, [tree], table, batch_size=2)
-    alone = bench.hidden_states(model, [tree], [table[0]], batch_size=1)   # node 1 as its own path's end
+    tokenizer, backbone, _ = bench.load_backbone(model)
+    features = bench.hidden_states((tokenizer, backbone, False), [tree], table, batch_size=2)   # float32
+    alone = bench.hidden_states((tokenizer, backbone, False), [tree], [table[0]], batch_size=1)   # node 1 ends its path
     assert features.shape == (5, 64)
     assert torch.allclose(features[0], alone[0], atol=1e-5)
     assert not torch.allclose(features[0], features[3], atol=1e-3)

@@ -73,6 +73,24 @@ def test_value_examples_count_each_node_once_and_check_rows():
         value_examples_from_rows([{"prompt": "p", "completions": ["a"]}])
 
 
+def test_outcome_target_reads_the_share_of_correct_terminals_and_skips_unverified_steps():
+    rows = [{**VALUE_ROWS[0], "outcome": [0.5, 1.0]}, {**VALUE_ROWS[1], "outcome": [0.5, 0.0]},
+            {**VALUE_ROWS[2], "outcome": [None]}]
+    examples = value_examples_from_rows(rows, target="outcome")
+    assert [e.labels for e in examples] == [(0.0, 1.0), (0.0, -1.0)]   # 2 s - 1; row 2 has no verified step: dropped
+    assert [e.weights for e in examples] == [(0.5, 1.0), (0.5, 1.0)]
+    partly = value_examples_from_rows([{**VALUE_ROWS[0], "outcome": [None, 1.0]}], target="outcome")
+    assert partly[0].weights == (0.0, 1.0) and partly[0].labels == (0.0, 1.0)
+    with pytest.raises(UserError, match=r"row 0: outcome targets must be finite shares in \[0, 1\]"):
+        value_examples_from_rows([{**VALUE_ROWS[2], "outcome": [1.5]}], target="outcome")
+    with pytest.raises(UserError, match="row 0: missing column 'outcome'"):
+        value_examples_from_rows(VALUE_ROWS[:1], target="outcome")
+    with pytest.raises(UserError, match="unknown value target 'rollout'"):
+        value_examples_from_rows(VALUE_ROWS, target="rollout")
+    with pytest.raises(ValueError, match="ValueConfig.backbone = 'half'"):
+        ValueConfig(backbone="half")
+
+
 def test_regression_loss_is_the_weighted_mean_squared_error_of_tanh():
     raw = torch.tensor([[0.0, 100.0], [torch.atanh(torch.tensor(0.5)).item(), 0.0]])
     labels = torch.tensor([[1.0, 1.0], [0.0, 0.3]])
@@ -115,6 +133,47 @@ def test_value_regression_moves_scores_to_their_targets(tiny, tmp_path):
     error_after = max(abs(s - t) for ss, ts in zip(scores, targets) for s, t in zip(ss, ts))
     assert log["history"][0]["mean_abs_error"] > 0.5 and error_after < 0.25, (scores, targets)
     assert scores[0][1] > 0.5 > -0.5 > scores[1][1]  # same prefix, the two endings told apart
+
+
+def test_fit_tanh_head_weighs_points_and_refuses_mismatched_input():
+    from mcts_po.train.value_model import fit_tanh_head
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    w, error, iterations = fit_tanh_head(x, [0.5, -0.5, 0.9], [1.0, 1.0, 0.0], l2=0.0)
+    assert torch.tanh(x @ w).tolist()[:2] == pytest.approx([0.5, -0.5], abs=1e-3)   # the weight-0 point is ignored
+    assert error < 1e-6 and iterations >= 1
+    both, _, _ = fit_tanh_head(x, [0.5, -0.5, 0.9], None, l2=0.0)
+    assert torch.tanh(both[1]).item() == pytest.approx(0.2, abs=1e-2)   # equal weights: the two targets' mean
+    with pytest.raises(ValueError, match="3 features, 2 targets"):
+        fit_tanh_head(x, [0.5, -0.5])
+
+
+def test_frozen_backbone_fits_only_the_head_toward_the_targets(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    rows = [{**VALUE_ROWS[0], "outcome": [0.5, 1.0]}, {**VALUE_ROWS[1], "outcome": [0.5, 0.0]},
+            {**VALUE_ROWS[2], "outcome": [0.0]}]
+    out = train_value_model(tiny, rows, "value", cpu_config(), tmp_path / "frozen",
+                            ValueConfig(backbone="frozen", target="outcome", head_l2=1e-4))
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["trainer"].startswith("mcts_po frozen backbone") and log["steps_trained"] == 5
+    assert log["value_config"]["backbone"] == "frozen" and log["history"][0]["loss"] < 0.05
+    policy, after = load_file(f"{tiny}/model.safetensors"), load_file(out / "model.safetensors")
+    backbone = [name for name in after if name != "score.weight"]
+    assert len(backbone) > 10 and all(torch.equal(policy[name], after[name]) for name in backbone)   # bit for bit
+    assert after["score.weight"].abs().sum() > 0
+    scores = score_paths(out, [r["prompt"] for r in rows], [r["completions"] for r in rows], device="cpu")
+    assert scores[0][1] > 0.6 and scores[1][1] < -0.6 and scores[2][0] < -0.6, scores   # targets 1, -1, -1
+    assert abs(scores[0][0]) < 0.4   # the shared first step: target 2 * 0.5 - 1 = 0
+    strong = train_value_model(tiny, rows, "value", cpu_config(), tmp_path / "l2",
+                               ValueConfig(backbone="frozen", target="outcome", head_l2=10.0))
+    weight = lambda folder: load_file(folder / "model.safetensors")["score.weight"].norm().item()
+    assert weight(strong) < 0.2 * weight(out)
+    with pytest.raises(UserError, match="LoRA adapters would not be trained"):
+        train_value_model(tiny, rows, "value", cpu_config(lora=True), tmp_path / "x", ValueConfig(backbone="frozen"))
+    with pytest.raises(UserError, match="none of the 1 value rows has a step with a outcome target"):
+        train_value_model(tiny, [{**VALUE_ROWS[2], "outcome": [None]}], "value", cpu_config(), tmp_path / "y",
+                          ValueConfig(target="outcome"))
 
 
 def test_ppm_with_reward_trainer_orders_chosen_above_rejected(tiny, tmp_path):

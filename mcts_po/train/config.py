@@ -87,6 +87,10 @@ class TrainConfig:
         return asdict(self)
 
 
+VALUE_TARGETS = ("q", "outcome")
+VALUE_BACKBONES = ("train", "frozen")
+
+
 @dataclass
 class ValueConfig:
     """The value model's own options (`mcts-po train --method value|ppm`; a YAML `value:` section)."""
@@ -94,6 +98,17 @@ class ValueConfig:
     value_init: str = field(default="", metadata={"help": "value model to start from: empty = the policy given as --model (a new head on it); else a folder, hub id or alias whose tokenizer equals the policy's (an earlier value model keeps its head)"})
     ppm_use_margin: bool = field(default=False, metadata={"help": "ppm: pass the rows' Q margin to RewardTrainer's loss -log sigma(r_w - r_l - margin); rStar-Math uses plain Bradley-Terry (off)"})
     count_steps_once: bool = field(default=True, metadata={"help": "value: a step on k rows (a shared prefix) weighs 1/k on each, so every (tree_id, node_id) counts once"})
+    target: str = field(default="q", metadata={"help": f"value: what a step's score is regressed to: {', '.join(VALUE_TARGETS)} (q = the node's backed-up Q; outcome = 2 s - 1, s the share of correct verified terminals at or below the step, steps without any left out)"})
+    backbone: str = field(default="train", metadata={"help": f"value: {', '.join(VALUE_BACKBONES)} (train = backbone and head by AdamW; frozen = the policy's backbone as it is and only the head, fitted by L-BFGS on one forward pass per row; benchmarks/value_data.md)"})
+    head_l2: float = field(default=0.1, metadata={"help": "value with backbone frozen: L2 penalty on the head's weights, added to the weighted mean squared error (0.1 = what cross-validation chose at 256 trees in benchmarks/value_data.md)"})
+
+    def __post_init__(self) -> None:
+        if self.target not in VALUE_TARGETS:
+            raise ValueError(f"ValueConfig.target = {self.target!r} is not one of: {', '.join(VALUE_TARGETS)}")
+        if self.backbone not in VALUE_BACKBONES:
+            raise ValueError(f"ValueConfig.backbone = {self.backbone!r} is not one of: {', '.join(VALUE_BACKBONES)}")
+        if not float(self.head_l2) >= 0:
+            raise ValueError(f"ValueConfig.head_l2 must be >= 0, got {self.head_l2!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

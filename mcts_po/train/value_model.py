@@ -8,6 +8,11 @@ trains on them and scores reasoning paths with the result:
   (tanh(r) - label)^2 over the steps, the label being the node's MCTS Q in [-1, 1]. Each
   (tree_id, node_id) counts once in total: a step on k rows weighs 1/k on each (rows are
   maximal paths, so steps near the root sit on many).
+  `--target outcome` regresses to 2 s - 1 instead, s the share of correct verified terminals at
+  or below the step (steps without one weigh 0). `--backbone frozen` keeps the policy's backbone
+  as it is and fits only the head: one forward pass per row, then the same weighted loss plus
+  `head_l2` |w|^2 minimised by full-batch L-BFGS (seconds; benchmarks/value_data.md measured
+  such heads against the fine-tuned ones on held-out trees).
 - `--method ppm` (rStar-Math's process preference model, Bradley-Terry): TRL's
   `RewardTrainer` on `ppm` rows, loss -log sigma(r_chosen - r_rejected) (with
   `ppm_use_margin`, RewardTrainer's -log sigma(r_w - r_l - margin) on the rows' Q margin).
@@ -28,7 +33,7 @@ per path, one value in [-1, 1] per step: tanh of the head at the last token of t
 text being `prompt + step_1 + delimiter + ... + step_k` (the node's state as the search writes
 it, without the delimiter after the last step). One forward pass per batch of paths.
 
-    from mcts_po.train.config import ValueConfig
+    from mcts_po.train.config import VALUE_TARGETS, ValueConfig
     from mcts_po.train.value_model import train_value_model, score_paths
     out = train_value_model("smollm2-135m", rows, "value", TrainConfig(max_steps=20), "runs/value-1")
     score_paths(out, [prompt], [["3 * 4 = 12.", "2 + 12 = 14."]])   # [[v1, v2]]
@@ -51,7 +56,7 @@ import torch
 from mcts_po.io_utils import UserError
 from mcts_po.progress import bars_enabled, progress_bar
 from mcts_po.train.checkpoints import load_tokenizer, resolve_device, resolve_precision, save_checkpoint, training_log
-from mcts_po.train.config import ValueConfig
+from mcts_po.train.config import VALUE_TARGETS, ValueConfig
 from mcts_po.train.logprobs import position_ids_from_attention_mask, tokenize_segments
 from mcts_po.train.trainer import autocast_context, micro_batches
 
@@ -229,24 +234,45 @@ def _column(row: dict[str, Any], name: str, index: int) -> Any:
     return row[name]
 
 
-def value_examples_from_rows(rows: Sequence[dict[str, Any]], count_steps_once: bool = True) -> list[ValueExample]:
-    """`value` rows (prompt, completions, labels[, tree_id, node_ids]) -> ValueExample with step weights."""
+def _step_targets(row: dict[str, Any], index: int, target: str, steps: int) -> list[float | None]:
+    """The row's per-step regression targets in [-1, 1] (None: the step has no target and no weight)."""
+    if target == "q":
+        labels = _column(row, "labels", index)
+    else:  # outcome: the share of correct verified terminals below, as 2 s - 1; None where none is verified
+        labels = _column(row, "outcome", index)
+    if len(labels) != steps:
+        raise UserError(f"row {index}: {steps} completions but {len(labels)} {'labels' if target == 'q' else 'outcome'} values")
+    values: list[float | None] = []
+    for value in labels:
+        if value is None and target == "outcome":
+            values.append(None)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"row {index}: {target} targets must be numbers, got {labels!r}") from None
+        if not math.isfinite(number) or (target == "outcome" and not 0.0 <= number <= 1.0):
+            raise UserError(f"row {index}: {target} targets must be finite{' shares in [0, 1]' if target == 'outcome' else ''}, "
+                            f"got {labels!r}")
+        values.append(number if target == "q" else 2.0 * number - 1.0)
+    return values
+
+
+def value_examples_from_rows(rows: Sequence[dict[str, Any]], count_steps_once: bool = True,
+                             target: str = "q") -> list[ValueExample]:
+    """`value` rows (prompt, completions, labels or outcome[, tree_id, node_ids]) -> ValueExample with
+    step weights. `target` q reads `labels`; outcome reads `outcome` (a step without a verified
+    terminal below weighs 0, and a row none of whose steps has one is dropped)."""
+    if target not in VALUE_TARGETS:
+        raise UserError(f"unknown value target {target!r}; valid: {', '.join(VALUE_TARGETS)}")
     parsed = []
     occurrences: dict[tuple[str, int], int] = {}
     for index, row in enumerate(rows):
         prompt = str(_column(row, "prompt", index))
         steps = [str(s) for s in _column(row, "completions", index)]
-        labels = _column(row, "labels", index)
-        if len(steps) != len(labels):
-            raise UserError(f"row {index}: {len(steps)} completions but {len(labels)} labels")
         if not steps:
             raise UserError(f"row {index}: no steps")
-        try:
-            labels = [float(v) for v in labels]
-        except (TypeError, ValueError):
-            raise UserError(f"row {index}: labels must be numbers, got {labels!r}") from None
-        if not all(math.isfinite(v) for v in labels):
-            raise UserError(f"row {index}: labels must be finite, got {labels!r}")
+        labels = _step_targets(row, index, target, len(steps))
         keys = None
         if count_steps_once and row.get("node_ids") is not None and "tree_id" in row:
             keys = [(str(row["tree_id"]), int(n)) for n in row["node_ids"]]
@@ -258,7 +284,10 @@ def value_examples_from_rows(rows: Sequence[dict[str, Any]], count_steps_once: b
     examples = []
     for prompt, steps, labels, keys in parsed:
         weights = [1.0 / occurrences[key] for key in keys] if keys else [1.0] * len(steps)
-        examples.append(ValueExample(prompt, tuple(steps), tuple(labels), tuple(weights)))
+        weights = [0.0 if label is None else weight for label, weight in zip(labels, weights)]
+        if any(weights):
+            examples.append(ValueExample(prompt, tuple(steps), tuple(0.0 if v is None else v for v in labels),
+                                         tuple(weights)))
     return examples
 
 
@@ -306,7 +335,12 @@ def train_value_model(model_path: str, rows: Sequence[dict[str, Any]], method: s
         raise UserError(f"unknown value-model method {method!r}; valid: {', '.join(VALUE_METHODS)}")
     if method == "ppm":
         return _train_ppm(model_path, rows, config, Path(output_dir), value_config)
-    examples = value_examples_from_rows(rows, value_config.count_steps_once)  # row errors before loading
+    examples = value_examples_from_rows(rows, value_config.count_steps_once, value_config.target)  # row errors before loading
+    if rows and not examples:
+        raise UserError(f"none of the {len(rows)} value rows has a step with a {value_config.target} target "
+                        "(target outcome needs verified terminals below a step)")
+    if value_config.backbone == "frozen":
+        return _fit_frozen_head(model_path, rows, examples, config, Path(output_dir), value_config)
     return _train_regression(model_path, rows, examples, config, Path(output_dir), value_config)
 
 
@@ -367,6 +401,82 @@ def _train_regression(model_path: str, rows: Sequence[dict[str, Any]], examples:
                             value_config=value_config.to_dict(),
                             steps_trained=sum(len(e.steps) for e in examples))
     return _save(model, tokenizer, output_dir, config, method, log, rows_step_delimiter(rows))
+
+
+def fit_tanh_head(features: torch.Tensor, targets: Sequence[float], weights: Sequence[float] | None = None,
+                  l2: float = 0.1, max_iter: int = 200) -> tuple[torch.Tensor, float, int]:
+    """The head w (no bias) minimising sum_i a_i (tanh(w . x_i) - y_i)^2 + l2 |w|^2, a = weights / sum
+    (equal without weights), by full-batch L-BFGS from zero: (w, the weighted squared error, iterations)."""
+    x = features.float()
+    y = torch.tensor(list(targets), dtype=torch.float32)
+    a = torch.ones(len(y)) if weights is None else torch.tensor(list(weights), dtype=torch.float32)
+    if len(y) != x.shape[0] or len(a) != len(y) or len(y) == 0 or a.sum() <= 0:
+        raise ValueError(f"fit_tanh_head: {x.shape[0]} features, {len(y)} targets, {len(a)} weights (sum {float(a.sum())})")
+    a = a / a.sum()
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    optimiser = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = (a * (torch.tanh(x @ w) - y) ** 2).sum() + float(l2) * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(objective)
+    iterations = int(optimiser.state[w].get("n_iter", 0))
+    w = w.detach()
+    with torch.no_grad():
+        error = float((a * (torch.tanh(x @ w) - y) ** 2).sum())
+    return w, error, iterations
+
+
+def _fit_frozen_head(model_path: str, rows: Sequence[dict[str, Any]], examples: list[ValueExample], config: Any,
+                     output_dir: Path, value_config: ValueConfig) -> Path:
+    """backbone frozen: one forward pass per row gives every step's last hidden state h; the head w
+    (the `score` layer, no bias) minimises sum_i a_i (tanh(w . h_i) - y_i)^2 / sum_i a_i + head_l2 |w|^2
+    (a_i the step weights, so each node counts once), by full-batch L-BFGS from zero."""
+    started = time.monotonic()
+    method = "value"
+    device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
+    if config.lora:
+        raise UserError("value backbone frozen fits only the head: LoRA adapters would not be trained (leave lora off)")
+    model.eval()
+    inner = unwrap(model)
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"))
+    delimiter = rows_step_delimiter(rows)
+    order = sorted(range(len(examples)), key=lambda i: -(len(examples[i].prompt) + sum(map(len, examples[i].steps))))
+    features, targets, weights = [], [], []
+    bar = progress_bar(config.progress, total=len(order), desc="value features", unit="row")
+    with torch.no_grad(), autocast_context(device, config.bf16):
+        for start in range(0, len(order), config.batch_size):
+            chunk = [examples[i] for i in order[start : start + config.batch_size]]
+            batch = build_path_batch(tokenizer, [e.prompt for e in chunk], [e.steps for e in chunk], delimiter,
+                                     config.max_length).to(device)
+            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=position_ids_from_attention_mask(batch.attention_mask),
+                              use_cache=False).last_hidden_state.float()
+            for row, example in enumerate(chunk):
+                for step, (label, weight) in enumerate(zip(example.labels, example.weights)):
+                    end = int(batch.step_ends[row, step])
+                    if weight > 0 and end >= 0:
+                        features.append(hidden[row, end].cpu())
+                        targets.append(label)
+                        weights.append(weight)
+            bar.update(len(chunk))
+    bar.close()
+    if not features:
+        raise UserError(f"no step of the {len(rows)} value rows is left to fit the head on (all cut by max_length?)")
+    w, loss, iterations = fit_tanh_head(torch.stack(features), targets, weights, float(value_config.head_l2))
+    x, y, a = torch.stack(features), torch.tensor(targets), torch.tensor(weights) / sum(weights)
+    with torch.no_grad():
+        head = inner.score
+        head.weight.copy_(w.view_as(head.weight).to(head.weight.dtype))
+        mean_abs_error = float((a * (torch.tanh(x @ w) - y).abs()).sum())
+    history = [{"step": 1, "loss": loss, "mean_abs_error": mean_abs_error, "lbfgs_iterations": iterations}]
+    log = training_log(method, model_path, config, len(examples), len(rows), 1, started, device, history,
+                       trainer="mcts_po frozen backbone + L-BFGS head", precision=precision, value_init=init,
+                       value_config=value_config.to_dict(), steps_trained=len(features))
+    return _save(model, tokenizer, output_dir, config, method, log, delimiter)
 
 
 # ---------------------------------------------------------------- ppm through TRL
