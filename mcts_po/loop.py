@@ -491,6 +491,10 @@ def rows_within_budget(rows: list[Any], budget: int, seed: int) -> list[Any]:
     return [rows[i] for i in keep]
 
 
+# ValueConfig options added after loop runs were recorded, with the behaviour those runs had
+RECORDED_VALUE_OPTIONS = {"target": "q", "backbone": "train", "head_l2": 0.1}
+
+
 def check_run_config(run_dir: Path, config: LoopConfig) -> None:
     """Write RUN/loop_config.json, or refuse a rerun whose settings differ (other than `rounds`)."""
     path = run_dir / CONFIG_FILE
@@ -499,6 +503,10 @@ def check_run_config(run_dir: Path, config: LoopConfig) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous.setdefault("eval_temperature", 0.0)  # added later; 0 = the search's temperature, as before
         previous.setdefault("value", LoopValueConfig().to_dict())  # added later; runs before it had no value model
+        if isinstance(previous["value"], dict) and isinstance(previous["value"].get("options"), dict):
+            # added later: a run recorded before them trained its value models as these say
+            for name, before in RECORDED_VALUE_OPTIONS.items():
+                previous["value"]["options"].setdefault(name, before)
         if isinstance(previous["value"], dict) and isinstance(current.get("value"), dict):
             # what runs the value model may change: vLLM's pooling runner and transformers give the same
             # float32 scores (tests/test_value_search_job.py), so a run resumes on either

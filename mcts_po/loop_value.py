@@ -129,6 +129,14 @@ def default_train(*args: Any, **kwargs: Any) -> Path:
     return train_value_model(*args, **kwargs)
 
 
+def rows_with_targets(rows: Sequence[dict[str, Any]], config: LoopValueConfig) -> list[dict[str, Any]]:
+    """The rows a value model can train on: all of them, except that `value` rows with the
+    `outcome` target need a step with a verified terminal below it (an `outcome` that is not None)."""
+    if config.method != "value" or config.options.target != "outcome":
+        return list(rows)
+    return [row for row in rows if any(share is not None for share in row.get("outcome") or [])]
+
+
 def run_value_phase(config: LoopValueConfig, extract_config: Any, seed: int, round_index: int, policy: str,
                     value_model: str | None, buffer: Sequence[tuple[int, Path]], fresh_dir: Path, out: Path,
                     log: Callable[[str], None], progress: bool = True,
@@ -168,8 +176,10 @@ def run_value_phase(config: LoopValueConfig, extract_config: Any, seed: int, rou
     rows = fmt.rows(trees, extract_config, counters)
     result: dict[str, Any] = {"method": config.method, "buffer_rounds": rounds, "buffer_trees": len(trees),
                               "rows": len(rows), "quality": quality}
-    if not rows:
-        log(f"round {round_index}: no {config.method} rows in the buffer's {len(trees)} trees; value model "
+    usable = rows_with_targets(rows, config)
+    if not usable:
+        what = f"{config.method} rows" if not rows else f"value rows with an {config.options.target} target"
+        log(f"round {round_index}: no {what} in the buffer's {len(trees)} trees; value model "
             f"{round_index + 1} = value model {round_index} ({value_model or 'none'})")
         return {**result, "value_model": value_model, "trained": False, "counters": counters}
     extract_to_disk(trees, [config.method], Path(out) / VALUE_DATA_DIR, extract_config,

@@ -27,7 +27,9 @@ step-dpo-value is step-dpo with a value model trained each round (mcts_po.loop_v
 into the next round's search, with the `value:` section and search weights of
 configs/loop_arithmetic_value_cpu.yaml: its round 0 searches without a value model, so it shares
 step-dpo's round-0 trees; its report adds each round's value-model and self-evaluation AUC on
-that round's fresh trees.
+that round's fresh trees. Its value model is fine-tuned on Q (backbone train, target q: the setting
+seeds 0 and 2 ran); step-dpo-value-frozen (only with --methods) is the same arm with the value
+model as shipped since (the head on the frozen policy, target outcome; benchmarks/value_data.md).
 Ablations (only with --methods): step-dpo-any-ending (extract.same_ending off) and step-dpo-no-sft
 (train.sft_weight 0), each against step-dpo with both on, also from the shared round-0 trees;
 step-apo-equal-rows: step-apo trained each round on a seeded random subset of its rows, as many as
@@ -54,14 +56,23 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("step-dpo", "step-dpo-value", "step-apo", "tpo", "rft", "outcome-dpo")  # rft, outcome-dpo sample flat (mcts_po.flat_baselines)
 # step-dpo-value: step-dpo plus a value model trained each round (mcts_po.loop_value), its `value:`
 # section and search weights from this file; every other setting is --config's
-VALUE_METHODS = {"step-dpo-value": ("step-dpo", REPO / "configs" / "loop_arithmetic_value_cpu.yaml")}
+VALUE_CONFIG = REPO / "configs" / "loop_arithmetic_value_cpu.yaml"
+# (method, the file whose value: section and search weights it takes, value options over that section)
+VALUE_METHODS = {
+    # as measured on seeds 0 and 2 (2026-12-04/07): the value model fine-tuned (backbone and head) on Q
+    "step-dpo-value": ("step-dpo", VALUE_CONFIG, {"backbone": "train", "target": "q"}),
+    # the value model as shipped since: the head on the frozen policy, fitted to the verified outcome
+    # (benchmarks/value_data.md); only with --methods, paired with step-dpo-value as well
+    "step-dpo-value-frozen": ("step-dpo", VALUE_CONFIG, {}),
+}
 # ablations (issue #21), run with --methods (not in the default list): the two settings that changed
 # together before, each turned off for step-dpo; and step-apo at step-dpo's rows
 ABLATIONS = {"step-dpo-any-ending": ("step-dpo", "extract", "same_ending", False),
              "step-dpo-no-sft": ("step-dpo", "train", "sft_weight", 0.0),
              # step-apo trained on as many rows as step-dpo extracted in the same round (a seeded random subset)
              "step-apo-equal-rows": ("step-apo", None, "rows_budget_run", METHODS[0])}
-ALL_METHODS = METHODS + tuple(ABLATIONS)
+VARIANTS = {"step-dpo-value-frozen": "step-dpo-value"}  # extra arms (with --methods) and the arm each changes
+ALL_METHODS = METHODS + tuple(VARIANTS) + tuple(ABLATIONS)
 PUBLISHED_REPORT = REPO / "benchmarks" / "loop.md"  # written with --publish
 
 
@@ -124,9 +135,9 @@ def load_config(path: Path, method: str, work: Path):
 
     values = load_yaml(path)
     if method in VALUE_METHODS:
-        method, value_path = VALUE_METHODS[method]
+        method, value_path, value_options = VALUE_METHODS[method]
         with_value = load_yaml(value_path)
-        values["value"] = with_value["value"]
+        values["value"] = {**with_value["value"], **value_options}
         weights = ("self_eval_weight", "rollout_weight", "value_model_weight")
         values["search"] = {**values.get("search", {}), **{k: with_value["search"][k] for k in weights if k in with_value["search"]}}
     if method in ABLATIONS:
@@ -234,7 +245,8 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
             "held_out_problem_ids": held_out, "results": results, "paired": paired_rows(results, held_out),
-            "ablation_of": {m: ABLATIONS[m][0] for m in results if m in ABLATIONS}}
+            "ablation_of": {m: ABLATIONS[m][0] if m in ABLATIONS else VARIANTS[m] for m in results
+                            if m in ABLATIONS or m in VARIANTS}}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -242,7 +254,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
              "Written by `scripts/bench_loop.py` from the runs' outputs (the Notes section is WORK/NOTES.md).", "",
              "Command (run under the shared CPU lock, repeated until it printed `all done`; it resumes per phase):", "",
              f"    {command}", "",
-             f"Config: `{data['config_file']}` (method set per run); step-apo, tpo and step-dpo-value reuse step-dpo's baseline "
+             f"Config: `{data['config_file']}` (method set per run); step-apo, tpo and the value arms reuse step-dpo's baseline "
              "evaluation and round-0 trees; rft and outcome-dpo reuse the baseline evaluation and sample whole "
              "solutions of the same problems until they generated step-dpo's search tokens of the same round "
              "(their `search` columns below are that sampling). Machine: " + data["machine"] + ".", "",
@@ -290,7 +302,7 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
                 lines.append(f"| {method} | {q['round']} | {q['nodes']} | {fmt(q['value_model_auc'])} | "
                              f"{fmt(q['value_model_brier'])} | {fmt(q['self_eval_auc'])} | {fmt(q['self_eval_brier'])} |")
     lines += paired_lines(data["paired"])
-    lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo, tpo and step-dpo-value "
+    lines += ["", "The round-0 search and the baseline evaluation ran once (in the step-dpo run); step-apo, tpo and the value arms "
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
     lines += pieces_lines(work)
@@ -326,7 +338,7 @@ PAIRED_REFERENCES = ("step-dpo", "rft")  # each method's last policy is paired w
 def paired_references(method: str) -> tuple[str, ...]:
     """step-dpo and rft, and for an ablation also the method it changes, each once (an ablation of
     step-dpo is paired with it once: a repeated row would count twice when loop_grid sums the seeds)."""
-    base = (ABLATIONS[method][0],) if method in ABLATIONS else ()
+    base = (ABLATIONS[method][0],) if method in ABLATIONS else (VARIANTS[method],) if method in VARIANTS else ()
     return tuple(dict.fromkeys(PAIRED_REFERENCES + base))
 
 

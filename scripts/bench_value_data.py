@@ -356,6 +356,7 @@ def trained_section(work: Path, model: str, train_trees: list[Any], heldout_tree
     if not (out / "training_log.json").exists():
         train_value_model(model, rows, "value", config, out, value_config)
     h_table = torch.load(work / "features_heldout.pt")["table"]
+    h_table = [e for e in h_table if e["label"] is not None]  # the nodes AUC and Brier are over
     guide = ValueGuide(str(out), device="cpu")
     scores = guide.score(heldout_trees, [(e["tree"], e["node"]) for e in h_table])
     record = json.loads((out / "training_log.json").read_text(encoding="utf-8"))

@@ -82,6 +82,12 @@ def test_bench_loop_value_arm_is_step_dpo_plus_the_value_configs_value_settings(
     assert valued.search.value_model_weight == 1.0 and tree.search.value_model_weight == 0.0
     same = dataclasses.replace(valued, value=tree.value, search=dataclasses.replace(valued.search, value_model_weight=0.0))
     assert same == tree  # round 0 (no value model yet) searches and trains exactly as step-dpo
+    # step-dpo-value keeps the value model seeds 0 and 2 measured; the frozen arm differs in that alone
+    frozen = bench_loop.load_config(config_path, "step-dpo-value-frozen", tmp_path)
+    assert (valued.value.options.backbone, valued.value.options.target) == ("train", "q")
+    assert (frozen.value.options.backbone, frozen.value.options.target) == ("frozen", "outcome")
+    assert dataclasses.replace(frozen, value=valued.value) == valued
+    assert bench_loop.paired_references("step-dpo-value-frozen") == ("step-dpo", "rft", "step-dpo-value")
     # the shipped value config is the plain one plus its value settings, so `mcts-po loop` with it
     # compares with the plain config's run
     plain, with_value = load_yaml(config_path), load_yaml(bench_loop.VALUE_METHODS["step-dpo-value"][1])

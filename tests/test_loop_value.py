@@ -295,6 +295,38 @@ def test_the_value_models_backend_may_change_on_resume(tmp_path):
         run(value_config(rounds=1, method="ppm"), valued, ValuePhases(value_config(rounds=1, method="ppm")))
 
 
+def test_outcome_rows_need_a_verified_step_and_without_one_no_value_model_is_trained():
+    from mcts_po.loop_value import rows_with_targets
+
+    verified, unverified = {"outcome": [None, 1.0]}, {"outcome": [None, None]}
+    assert rows_with_targets([verified, unverified], LoopValueConfig(method="value")) == [verified]
+    q_config = LoopValueConfig.from_yaml_dict({"method": "value", "target": "q"}, "cfg.yaml")
+    assert rows_with_targets([verified, unverified], q_config) == [verified, unverified]
+    assert rows_with_targets([unverified], LoopValueConfig(method="ppm")) == [unverified]
+
+
+def test_a_run_recorded_before_the_value_target_and_backbone_resumes_as_it_trained(tmp_path):
+    """A loop_config.json without value.options.target / backbone / head_l2 trained its value models
+    on Q with the backbone (the behaviour before those options): it resumes with those settings and
+    is refused with the new defaults (frozen, outcome), which would train other value models."""
+    from mcts_po.train.config import ValueConfig
+
+    old_way = ValueConfig(target="q", backbone="train")
+    recorded = value_config(rounds=1, options=old_way)
+    run(recorded, tmp_path / "old", ValuePhases(recorded))
+    data = json.loads((tmp_path / "old" / CONFIG_FILE).read_text())
+    for name in ("target", "backbone", "head_l2"):
+        data["value"]["options"].pop(name)
+    (tmp_path / "old" / CONFIG_FILE).write_text(json.dumps(data))
+    resumed = ValuePhases(recorded)
+    run(recorded, tmp_path / "old", resumed)
+    assert resumed.calls == []
+    assert json.loads((tmp_path / "old" / CONFIG_FILE).read_text())["value"]["options"]["backbone"] == "train"
+    assert (ValueConfig().backbone, ValueConfig().target) == ("frozen", "outcome")
+    with pytest.raises(UserError, match=r"value differ"):
+        run(value_config(rounds=1), tmp_path / "old", ValuePhases(value_config(rounds=1)))
+
+
 def test_loop_search_phase_passes_the_value_model_and_zeroes_its_weight_without_one(tmp_path, monkeypatch):
     import mcts_po.search_runner as runner
     from mcts_po.loop import BackendCache
@@ -334,8 +366,9 @@ def test_real_phases_on_a_tiny_llama_train_and_use_a_value_model(tmp_path):
                    "value_model_weight": 1.0, "rollout_weight": 0.0, "use_rollout": False},
         "sampling": {"max_step_tokens": 8},
         "train": {"max_steps": 1, "batch_size": 2, "device": "cpu", "max_length": 128},
+        # target q: a random model's trees rarely hold a verified terminal (the outcome target's labels)
         "value": {"method": "value", "max_steps": 1, "batch_size": 4, "device": "cpu", "max_length": 128,
-                  "score_device": "cpu"},
+                  "score_device": "cpu", "target": "q"},
     }, "test")
     run_dir = tmp_path / "run"
     metrics = run_loop(config, run_dir, log=lambda message: None, plot=False)

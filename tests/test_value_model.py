@@ -41,6 +41,10 @@ PPM_ROWS = [
 ]
 
 
+# the regression with the backbone trained on Q (the hand rows hold labels, no outcome column)
+TRAINED = ValueConfig(backbone="train", target="q")
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "policy", byte_level_tokenizer())
@@ -104,7 +108,8 @@ def test_scores_sit_at_each_steps_last_token_whatever_the_batch(tiny, tmp_path):
     equals the HF model's own pooled score of that text, and does not depend on batch padding."""
     from transformers import AutoModelForSequenceClassification
 
-    out = train_value_model(tiny, VALUE_ROWS[:1], "value", cpu_config(max_steps=1, learning_rate=1e-9), tmp_path / "v")
+    out = train_value_model(tiny, VALUE_ROWS[:1], "value", cpu_config(max_steps=1, learning_rate=1e-9), tmp_path / "v",
+                            TRAINED)
     scorer = ValueScorer(out, device="cpu", batch_size=8)
     full, short, other = scorer.score_paths([PROMPT, PROMPT, "z"], [["1+1=2", "so 2"], ["1+1=2"], ["a"]], raw=True)
     assert scorer.forward_calls == 1 and len(full) == 2 and len(short) == 1
@@ -123,7 +128,7 @@ def test_scores_sit_at_each_steps_last_token_whatever_the_batch(tiny, tmp_path):
 
 def test_value_regression_moves_scores_to_their_targets(tiny, tmp_path):
     config = cpu_config(learning_rate=3e-3, num_epochs=40, max_steps=40)
-    out = train_value_model(tiny, VALUE_ROWS, "value", config, tmp_path / "value-1")
+    out = train_value_model(tiny, VALUE_ROWS, "value", config, tmp_path / "value-1", TRAINED)
     log = json.loads((out / "training_log.json").read_text())
     losses = [h["loss"] for h in log["history"]]
     assert log["optimizer_steps"] == 40 and log["method"] == "value" and log["steps_trained"] == 5
@@ -191,7 +196,7 @@ def test_lora_value_model_is_merged_into_a_plain_folder(tiny, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     config = cpu_config(lora=True, lora_r=4, learning_rate=1e-2, num_epochs=30, max_steps=30)
-    out = train_value_model(tiny, VALUE_ROWS, "value", config, tmp_path / "lora")
+    out = train_value_model(tiny, VALUE_ROWS, "value", config, tmp_path / "lora", TRAINED)
     assert not (out / "adapter_config.json").exists()
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_labels == 1 and not any("lora" in name for name, _ in model.named_parameters())
@@ -207,15 +212,15 @@ def test_other_tokenizer_and_empty_data_are_refused(tiny, tmp_path):
     different = save_tiny_llama(tmp_path / "different", other_tokens)
     with pytest.raises(UserError, match=r"has another tokenizer than the policy .*258 and 257 tokens, 1 entries differ"):
         train_value_model(tiny, VALUE_ROWS, "value", cpu_config(max_steps=1), tmp_path / "o",
-                          ValueConfig(value_init=different))
+                          ValueConfig(value_init=different, backbone="train", target="q"))
     out = train_value_model(tiny, VALUE_ROWS, "value", cpu_config(max_steps=1), tmp_path / "same",
-                            ValueConfig(value_init=other))  # same vocabulary, other chat template: fine
+                            ValueConfig(value_init=other, backbone="train", target="q"))  # same vocabulary, other chat template: fine
     assert json.loads((out / "training_log.json").read_text())["value_init"] == other
     for method in ("value", "ppm"):
         with pytest.raises(UserError, match=f"no {method} rows to train a value model on \\(an empty value dataset\\)"):
             train_value_model(tiny, [], method, cpu_config(), tmp_path / "empty")
     with pytest.raises(UserError, match="unknown value-model method 'prm'"):
-        train_value_model(tiny, VALUE_ROWS, "prm", cpu_config(), tmp_path / "x")
+        train_value_model(tiny, VALUE_ROWS, "prm", cpu_config(), tmp_path / "x", TRAINED)
 
 
 def test_cli_trains_a_value_model_from_an_extract_folder(tiny, tmp_path, capsys):
@@ -223,7 +228,8 @@ def test_cli_trains_a_value_model_from_an_extract_folder(tiny, tmp_path, capsys)
     data.mkdir()
     (data / "value.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALUE_ROWS), encoding="utf-8")
     assert main(["train", "--data", str(data), "--method", "value", "--model", tiny, "--out", str(tmp_path / "v"),
-                 "--max-steps", "2", "--device", "cpu", "--no-progress", "--no-count-steps-once"]) == 0
+                 "--max-steps", "2", "--device", "cpu", "--no-progress", "--no-count-steps-once",
+                 "--backbone", "train", "--target", "q"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["optimizer_steps"] == 2 and printed["rows"] == 3
     log = json.loads((tmp_path / "v" / "training_log.json").read_text())
@@ -247,7 +253,14 @@ def test_smollm2_value_model_trains_and_scores_a_real_tree(real_gsm8k_run, tmp_p
     assert rows and all(len(r["labels"]) == len(r["completions"]) for r in rows)
     base = resolve_model("smollm2-135m")
     config = TrainConfig(device="cpu", progress=False, batch_size=2, max_steps=2, max_length=96, learning_rate=1e-5)
-    out = train_value_model(base, rows[:4], "value", config, tmp_path / "value-1")
+    frozen = train_value_model(base, rows, "value", config, tmp_path / "frozen")   # the default: frozen, outcome
+    frozen_log = json.loads((frozen / "training_log.json").read_text())
+    examples = value_examples_from_rows(rows, target="outcome")
+    weights = [w for e in examples for w in e.weights]
+    zero_head_error = sum(w * v * v for e in examples for w, v in zip(e.weights, e.labels)) / sum(weights)
+    assert frozen_log["value_config"]["backbone"] == "frozen" and frozen_log["steps_trained"] > 0
+    assert frozen_log["history"][0]["loss"] < 0.9 * zero_head_error   # the head beats scoring every step 0
+    out = train_value_model(base, rows[:4], "value", config, tmp_path / "value-1", TRAINED)
     log = json.loads((out / "training_log.json").read_text())
     assert log["optimizer_steps"] == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in log["history"])
     scorer = ValueScorer(out, device="cpu", batch_size=8)

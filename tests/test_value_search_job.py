@@ -15,12 +15,13 @@ import pytest
 
 from mcts_po.cli import main
 from mcts_po.llm.value_guide import ValueGuide
-from mcts_po.train.config import TrainConfig
+from mcts_po.train.config import TrainConfig, ValueConfig
 from mcts_po.train.value_model import ValueScorer, train_value_model, value_model_fingerprint
 from mcts_po.tree_io import read_trees
 from tiny_model import byte_level_tokenizer, save_tiny_llama
 
 ROWS = [{"prompt": "q: 1+1?\n", "completions": ["1+1=2", "so 2"], "labels": [0.8, 1.0], "tree_id": "t", "node_ids": [1, 2]}]
+TRAINED = ValueConfig(backbone="train", target="q")  # the rows hold Q labels; lr moves the weights
 
 
 def search_argv(policy: str, value: str, out: Path) -> list[str]:
@@ -35,7 +36,7 @@ def search_argv(policy: str, value: str, out: Path) -> list[str]:
 def test_search_with_a_trained_value_model_end_to_end(tmp_path, capsys):
     policy = save_tiny_llama(tmp_path / "policy", byte_level_tokenizer())
     config = TrainConfig(device="cpu", progress=False, batch_size=4, max_steps=1)
-    value = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value"))
+    value = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value", TRAINED))
     out = tmp_path / "run"
     assert main(search_argv(policy, value, out)) == 0
     trees = read_trees(out / "trees.jsonl")
@@ -75,11 +76,11 @@ def test_search_with_a_trained_value_model_end_to_end(tmp_path, capsys):
     # the same command resumes; a changed value model (other weights in the same folder) is refused
     assert main(search_argv(policy, value, out)) == 0
     train_value_model(policy, ROWS, "value", TrainConfig(device="cpu", progress=False, batch_size=4, max_steps=1,
-                                                           learning_rate=1e-2), tmp_path / "value")
+                                                           learning_rate=1e-2), tmp_path / "value", TRAINED)
     capsys.readouterr()
     assert main(search_argv(policy, value, out)) != 0
     assert "changed: value_model.fingerprint" in capsys.readouterr().err
-    other = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value2"))
+    other = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value2", TRAINED))
     assert main(search_argv(policy, other, out)) != 0
     assert "value_model.path" in capsys.readouterr().err
 
@@ -87,7 +88,7 @@ def test_search_with_a_trained_value_model_end_to_end(tmp_path, capsys):
 def test_value_model_without_weight_and_other_tokenizer_are_refused(tmp_path, capsys):
     policy = save_tiny_llama(tmp_path / "policy", byte_level_tokenizer())
     config = TrainConfig(device="cpu", progress=False, batch_size=4, max_steps=1)
-    value = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value"))
+    value = str(train_value_model(policy, ROWS, "value", config, tmp_path / "value", TRAINED))
     argv = search_argv(policy, value, tmp_path / "run")
     capsys.readouterr()
     assert main([a if a != "1" or argv[i - 1] != "--value-model-weight" else "0" for i, a in enumerate(argv)]) != 0
@@ -107,7 +108,7 @@ def test_smollm2_search_guided_by_a_smollm2_value_model(tmp_path):
 
     base = resolve_model("smollm2-135m")
     config = TrainConfig(device="cpu", progress=False, batch_size=1, max_steps=2, max_length=64, learning_rate=1e-5)
-    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value"))
+    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value", TRAINED))
     out = tmp_path / "run"
     argv = ["search", "--task", "arithmetic", "--limit", "2", "--backend", "transformers", "--model", "smollm2-135m",
             "--backend-options", '{"device": "cpu"}', "--out", str(out), "--no-greedy-baseline",
@@ -142,7 +143,7 @@ def test_smollm2_vllm_search_scored_by_vllms_pooling_runner(tmp_path):
 
     base = resolve_model("smollm2-135m")
     config = TrainConfig(device="cpu", progress=False, batch_size=1, max_steps=2, max_length=64, learning_rate=1e-4)
-    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value"))
+    value = str(train_value_model(base, ROWS * 2, "value", config, tmp_path / "value", TRAINED))
     out = tmp_path / "run"
     argv = ["search", "--task", "arithmetic", "--limit", "2", "--backend", "vllm", "--model", "smollm2-135m",
             "--out", str(out), "--no-greedy-baseline", "--num-simulations", "4", "--num-children", "2",
