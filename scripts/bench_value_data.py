@@ -385,7 +385,7 @@ def fmt_quality(q: dict[str, Any] | None, difference: dict[str, Any] | None = No
 
 def report(results: dict[str, Any]) -> str:
     lines = ["# Value model vs training data: a frozen-backbone head on more trees", "",
-             f"Written by `scripts/bench_value_data.py` from {results.get('work')}; commit {results.get('commit')}; "
+             f"Written by `scripts/bench_value_data.py` from {results.get('work')}; its last invocation ran at commit {results.get('commit')} (the Notes say which sections ran when); "
              f"{results.get('machine')}. Policy and backbone: `{results.get('model')}` (policy 0, frozen). "
              "AUC against the subtree outcome (a correct terminal at or below the node) on the step nodes of "
              f"{results.get('heldout_trees')} held-out trees (test problems no training tree saw), with a 95 % bootstrap "
