@@ -33,7 +33,7 @@ per path, one value in [-1, 1] per step: tanh of the head at the last token of t
 text being `prompt + step_1 + delimiter + ... + step_k` (the node's state as the search writes
 it, without the delimiter after the last step). One forward pass per batch of paths.
 
-    from mcts_po.train.config import VALUE_TARGETS, ValueConfig
+    from mcts_po.train.config import ValueConfig
     from mcts_po.train.value_model import train_value_model, score_paths
     out = train_value_model("smollm2-135m", rows, "value", TrainConfig(max_steps=20), "runs/value-1")
     score_paths(out, [prompt], [["3 * 4 = 12.", "2 + 12 = 14."]])   # [[v1, v2]]
@@ -435,11 +435,11 @@ def _fit_frozen_head(model_path: str, rows: Sequence[dict[str, Any]], examples: 
     """backbone frozen: one forward pass per row gives every step's last hidden state h; the head w
     (the `score` layer, no bias) minimises sum_i a_i (tanh(w . h_i) - y_i)^2 / sum_i a_i + head_l2 |w|^2
     (a_i the step weights, so each node counts once), by full-batch L-BFGS from zero."""
+    if config.lora:
+        raise UserError("value backbone frozen fits only the head: LoRA adapters would not be trained (leave lora off)")
     started = time.monotonic()
     method = "value"
     device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
-    if config.lora:
-        raise UserError("value backbone frozen fits only the head: LoRA adapters would not be trained (leave lora off)")
     model.eval()
     inner = unwrap(model)
     backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"))
