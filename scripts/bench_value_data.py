@@ -84,14 +84,14 @@ def node_table(trees: Sequence[Any]) -> list[dict[str, Any]]:
     from mcts_po.graphs.run_stats import subtree_outcomes
     from mcts_po.score_quality import step_nodes
 
+    counts = [outcome_counts(tree) for tree in trees]  # once per tree, not per node
+    labels = [subtree_outcomes(tree) for tree in trees]
     table = []
     for tree_index, node_id in step_nodes(trees):
-        tree = trees[tree_index]
-        node = tree.nodes[node_id]
-        counts = outcome_counts(tree)[node_id]
+        node = trees[tree_index].nodes[node_id]
         table.append({"tree": tree_index, "node": node_id, "depth": node.depth, "visits": node.visits,
-                      "q": float(node.q), "share": outcome_share(*counts),
-                      "label": subtree_outcomes(tree)[node_id], "self_eval": node.self_eval})
+                      "q": float(node.q), "share": outcome_share(*counts[tree_index][node_id]),
+                      "label": labels[tree_index][node_id], "self_eval": node.self_eval})
     return table
 
 
@@ -173,11 +173,11 @@ def load_backbone(model_name: str):
     bf16 where the CPU has bf16 instructions (a probe's ranking, not the shipped scores, is measured)."""
     from mcts_po.precision import cpu_has_native_bf16
     from mcts_po.train.checkpoints import load_tokenizer
-    from mcts_po.train.value_model import load_value_model, unwrap
+    from mcts_po.train.value_model import head_and_backbone, load_value_model
 
     tokenizer = load_tokenizer(model_name)
-    inner = unwrap(load_value_model(model_name, "cpu", tokenizer.pad_token_id).eval())
-    return tokenizer, getattr(inner, inner.base_model_prefix), cpu_has_native_bf16()
+    _, backbone = head_and_backbone(load_value_model(model_name, "cpu", tokenizer.pad_token_id).eval())
+    return tokenizer, backbone, cpu_has_native_bf16()
 
 
 def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16):
@@ -189,8 +189,7 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
 
     from mcts_po.extract.tree_text import step_delimiter
     from mcts_po.llm import node_text
-    from mcts_po.train.logprobs import position_ids_from_attention_mask
-    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch
+    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch, last_hidden_states
 
     tokenizer, backbone, bf16 = load_backbone(model) if isinstance(model, str) else model
     wanted = {(e["tree"], e["node"]): i for i, e in enumerate(table)}
@@ -206,9 +205,7 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
             texts = [node_text.value_path(trees[t], n) for t, n in chunk]
             delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
             batch = build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
-            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              position_ids=position_ids_from_attention_mask(batch.attention_mask),
-                              use_cache=False).last_hidden_state.float()
+            hidden = last_hidden_states(backbone, batch.input_ids, batch.attention_mask).float()
             for row, (t, n) in enumerate(chunk):
                 for step, node in enumerate(trees[t].path(n)):
                     index = wanted.get((t, node.node_id))

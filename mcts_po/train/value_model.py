@@ -141,17 +141,27 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def token_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The head's raw score at every position: Tensor[B, T] float32 (backbone, then `score`)."""
+def head_and_backbone(model: Any) -> tuple[Any, Any]:
+    """The `score` head and the backbone under it (the model's `base_model_prefix` attribute)."""
     inner = unwrap(model)
     head = getattr(inner, "score", None)
     backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
     if head is None or backbone is None:
         raise UserError(f"{type(inner).__name__} is not a *ForSequenceClassification with a `score` head; "
                         "value models need one (Llama, Qwen2, Mistral, SmolLM2, ...)")
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids_from_attention_mask(attention_mask), use_cache=False).last_hidden_state
-    return head(hidden).squeeze(-1).float()
+    return head, backbone
+
+
+def last_hidden_states(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The backbone's last hidden state at every position of right-padded rows: Tensor[B, T, H]."""
+    return backbone(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=position_ids_from_attention_mask(attention_mask), use_cache=False).last_hidden_state
+
+
+def token_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The head's raw score at every position: Tensor[B, T] float32 (backbone, then `score`)."""
+    head, backbone = head_and_backbone(model)
+    return head(last_hidden_states(backbone, input_ids, attention_mask)).squeeze(-1).float()
 
 
 def step_scores(model: Any, batch: PathBatch) -> torch.Tensor:
@@ -441,8 +451,7 @@ def _fit_frozen_head(model_path: str, rows: Sequence[dict[str, Any]], examples: 
     method = "value"
     device, config, precision, tokenizer, model, init = _prepare(model_path, method, config, value_config, rows)
     model.eval()
-    inner = unwrap(model)
-    backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"))
+    head, backbone = head_and_backbone(model)
     delimiter = rows_step_delimiter(rows)
     order = sorted(range(len(examples)), key=lambda i: -(len(examples[i].prompt) + sum(map(len, examples[i].steps))))
     features, targets, weights = [], [], []
@@ -452,9 +461,7 @@ def _fit_frozen_head(model_path: str, rows: Sequence[dict[str, Any]], examples: 
             chunk = [examples[i] for i in order[start : start + config.batch_size]]
             batch = build_path_batch(tokenizer, [e.prompt for e in chunk], [e.steps for e in chunk], delimiter,
                                      config.max_length).to(device)
-            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              position_ids=position_ids_from_attention_mask(batch.attention_mask),
-                              use_cache=False).last_hidden_state.float()
+            hidden = last_hidden_states(backbone, batch.input_ids, batch.attention_mask).float()
             for row, example in enumerate(chunk):
                 for step, (label, weight) in enumerate(zip(example.labels, example.weights)):
                     end = int(batch.step_ends[row, step])
@@ -466,10 +473,10 @@ def _fit_frozen_head(model_path: str, rows: Sequence[dict[str, Any]], examples: 
     bar.close()
     if not features:
         raise UserError(f"no step of the {len(rows)} value rows is left to fit the head on (all cut by max_length?)")
-    w, loss, iterations = fit_tanh_head(torch.stack(features), targets, weights, float(value_config.head_l2))
-    x, y, a = torch.stack(features), torch.tensor(targets), torch.tensor(weights) / sum(weights)
+    x = torch.stack(features)
+    w, loss, iterations = fit_tanh_head(x, targets, weights, float(value_config.head_l2))
+    y, a = torch.tensor(targets), torch.tensor(weights) / sum(weights)
     with torch.no_grad():
-        head = inner.score
         head.weight.copy_(w.view_as(head.weight).to(head.weight.dtype))
         mean_abs_error = float((a * (torch.tanh(x @ w) - y).abs()).sum())
     history = [{"step": 1, "loss": loss, "mean_abs_error": mean_abs_error, "lbfgs_iterations": iterations}]
