@@ -11,6 +11,9 @@ training-set size and target; a fine-tuned value model of the shipped trainer ca
     mcts-po search ... --split train --offset 512 --limit 256 --seed 11 --out runs/value_data/train_trees
     mcts-po search ... --split test  --offset 0   --limit 64  --seed 12 --out runs/value_data/heldout_trees
     flock /tmp/mcts_po_cpu.lock .venv/bin/python scripts/bench_value_data.py --work runs/value_data
+    # more train trees: search the next problems into another folder and name both (in order)
+    mcts-po search ... --split train --offset 768 --limit 256 --seed 13 --out runs/value_data/train_trees_768
+    ... scripts/bench_value_data.py --work runs/value_data --train-searches train_trees,train_trees_768 --sizes 32,64,128,256,512
     .venv/bin/python scripts/bench_value_data.py --work runs/value_data --report-only --publish
 
 (the full search commands are in the report). Sections, each saved in WORK when it finishes
@@ -269,14 +272,14 @@ def features_section(work: Path, model: str, train_trees: list[Any], heldout_tre
     loaded = None
     for name, trees in (("heldout", heldout_trees), ("train", train_trees)):
         path = work / f"features_{name}.pt"
-        if path.exists():
-            continue
         table = node_table(trees)
+        if path.exists() and len(torch.load(path)["table"]) == len(table):
+            continue  # (a search folder added to --train-searches changes the table: rebuilt from the group files)
         parts = []
         for first in range(0, len(trees), group):
             part = work / "features" / f"{name}_{first:04d}.pt"
             rows = [e for e in table if first <= e["tree"] < first + group]
-            if not part.exists():
+            if not part.exists() or len(torch.load(part)) != len(rows):  # (a last group that has grown since)
                 loaded = loaded or load_backbone(model)
                 started = time.monotonic()
                 features = hidden_states(loaded, trees, rows)
@@ -414,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/value_data", help="folder with train_trees/ and heldout_trees/; results go here")
     parser.add_argument("--model", default="smollm2-135m", help="the policy whose backbone is probed (the trees' policy)")
     parser.add_argument("--sizes", default="32,64,128,256", help="training sizes: the first N train trees")
+    parser.add_argument("--train-searches", default="train_trees",
+                        help="comma list of search folders under WORK whose trees, in this order, are the train trees "
+                             "(add a folder to grow the training set; the first trees stay the first)")
     parser.add_argument("--finetune-trees", type=int, default=0, help="also fine-tune the shipped value model on the first N trees (0: no)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--frozen-trees", default="", help="also fit `--backbone frozen` value models with the shipped trainer on the first N trees (comma list)")
@@ -429,12 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_value_data] {message}", flush=True)
 
     if not args.report_only:
-        train_trees = load_trees(work / "train_trees" / "trees.jsonl")
+        searches = [s.strip() for s in args.train_searches.split(",") if s.strip()]
+        train_trees = [tree for folder in searches for tree in load_trees(work / folder / "trees.jsonl")]
         heldout_trees = load_trees(work / "heldout_trees" / "trees.jsonl")
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         if max(sizes) > len(train_trees):
-            raise UserError(f"--sizes asks for {max(sizes)} train trees; {work / 'train_trees'} has {len(train_trees)}")
-        results.update({"work": str(work), "model": args.model, "commit": git_commit(), "machine": machine(),
+            raise UserError(f"--sizes asks for {max(sizes)} train trees; {', '.join(searches)} under {work} hold {len(train_trees)}")
+        results.update({"train_searches": searches, "work": str(work), "model": args.model, "commit": git_commit(), "machine": machine(),
                         "train_trees": len(train_trees), "heldout_trees": len(heldout_trees)})
         features_section(work, args.model, train_trees, heldout_trees, log)
         probes_section(work, sizes, results, log)

@@ -330,3 +330,10 @@ def test_bench_value_data_tables_targets_and_a_head_that_learns(tmp_path):
     assert features.shape == (5, 64)
     assert torch.allclose(features[0], alone[0], atol=1e-5)
     assert not torch.allclose(features[0], features[3], atol=1e-3)
+    # a train set that grows (another search folder) rebuilds the table and its last, partial group
+    bench.features_section(tmp_path, model, [tree], [tree], log=lambda message: None)
+    assert torch.load(tmp_path / "features_train.pt")["features"].shape == (5, 64)
+    bench.features_section(tmp_path, model, [tree, tree], [tree], log=lambda message: None)
+    grown = torch.load(tmp_path / "features_train.pt")
+    assert [e["tree"] for e in grown["table"]] == [0] * 5 + [1] * 5 and grown["features"].shape == (10, 64)
+    assert torch.allclose(grown["features"][5:], grown["features"][:5], atol=1e-5)
