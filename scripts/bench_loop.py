@@ -7,6 +7,8 @@ problems at the same generated-token budget; held-out greedy accuracy by round �
     # rerun the same command until it prints "all done": each run resumes at phase granularity and
     # stops starting new phases once the budget is spent (so each locked piece stays < 20 min)
     .venv/bin/python scripts/bench_loop.py --work runs/bench_loop --report-only   # rewrite the report
+    # a seed's work folder lost, arms rerun in a new one: the earlier report's other arms join in
+    ... --report-only --report benchmarks/loop_grid/seed1.md --earlier-report benchmarks/loop_grid/seed1_first_run.json
 
 The report goes to WORK/loop.md and WORK/loop.json (default work runs/bench_loop); `--publish`
 writes the repository's benchmarks/loop.md and benchmarks/loop.json instead (`--report PATH`
@@ -227,7 +229,50 @@ def _run_methods(work, config_path, first, deadline, budget_minutes, engines, me
     return True
 
 
-def write_report(work: Path, config_path: Path, report: Path, command: str) -> dict:
+def read_earlier_report(path: Path, held_out: list[str] | None, config_text: str) -> dict:
+    """An earlier report of the same seed (its .json), whose arms WORK no longer holds: it must have
+    evaluated the same held-out problems with the same config, else a clear error."""
+    from mcts_po.io_utils import UserError
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"--earlier-report {path}: not a bench_loop report .json ({error})") from error
+    if earlier.get("config") != config_text:
+        raise UserError(f"--earlier-report {path}: its config differs from --config's; only arms of one config can share a report")
+    if held_out and earlier.get("held_out_problem_ids") and earlier["held_out_problem_ids"] != held_out:
+        raise UserError(f"--earlier-report {path}: its held-out problems differ from this run's")
+    return earlier
+
+
+def rerun_lines(results: dict, earlier: dict, path: Path) -> list[str]:
+    """Which arms came from the earlier report, and, for arms both ran, whether the rerun repeated them."""
+    lines = ["## Arms from an earlier run of this seed", "",
+             f"The work folder of an earlier run of this seed is gone; the arms WORK does not hold come from its "
+             f"report `{path.name}` (command: `{earlier.get('command')}`). Arms run in both (the shared round-0 "
+             "search and the flat budgets need step-dpo in WORK) show whether the rerun repeated the earlier one.", "",
+             "| method | from | policy | earlier correct/300 | rerun correct/300 | problems solved by only one of the two |",
+             "|---|---|---|---|---|---|"]
+    for method, metrics in results.items():
+        if metrics.get("from_earlier_report"):
+            last = last_policy(metrics)
+            lines.append(f"| {method} | earlier report | {last['policy'] if last else '—'} | "
+                         f"{last['correct'] if last else '—'} | — | — |")
+    for method, old in earlier["results"].items():
+        new = results.get(method)
+        if new is None or new.get("from_earlier_report"):
+            continue
+        for old_policy in old["policies"]:
+            new_policy = next((p for p in new["policies"] if p["policy"] == old_policy["policy"]), None)
+            if new_policy is None or old_policy["policy"] == 0:
+                continue
+            differ = (len(set(old_policy.get("correct_problem_ids", [])) ^ set(new_policy.get("correct_problem_ids", [])))
+                      if "correct_problem_ids" in old_policy and "correct_problem_ids" in new_policy else "—")
+            lines.append(f"| {method} | both | {old_policy['policy']} | {old_policy['correct']} | {new_policy['correct']} | {differ} |")
+    return lines + [""]
+
+
+def write_report(work: Path, config_path: Path, report: Path, command: str, earlier_path: Path | None = None) -> dict:
     from mcts_po.loop import collect_metrics
     from mcts_po.loop_value import quality_by_round
 
@@ -242,11 +287,21 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
                     held_out = held_out or graded[0]
                     policy["correct_problem_ids"] = graded[1]
     config_text = config_path.read_text(encoding="utf-8")
+    earlier = read_earlier_report(earlier_path, held_out, config_text) if earlier_path else None
+    if earlier:
+        held_out = held_out or earlier.get("held_out_problem_ids")
+        for method, metrics in earlier["results"].items():
+            if method not in results:
+                results[method] = {**metrics, "from_earlier_report": earlier_path.name}
+        results = {m: results[m] for m in ALL_METHODS if m in results}
     data = {"command": command, "config_file": str(config_path.relative_to(REPO)), "config": config_text,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.python_version()}",
             "held_out_problem_ids": held_out, "results": results, "paired": paired_rows(results, held_out),
             "ablation_of": {m: ABLATIONS[m][0] if m in ABLATIONS else VARIANTS[m] for m in results
                             if m in ABLATIONS or m in VARIANTS}}
+    if earlier:
+        data["earlier_report"] = {"file": earlier_path.name, "command": earlier.get("command"),
+                                  "methods": [m for m, r in results.items() if r.get("from_earlier_report")]}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -306,6 +361,8 @@ def write_report(work: Path, config_path: Path, report: Path, command: str) -> d
               "copied them, so their round-0 search time repeats step-dpo's. Extraction, training and evaluation "
               "ran per method.", ""]
     lines += pieces_lines(work)
+    if earlier:
+        lines += rerun_lines(results, earlier, earlier_path)
     notes = work / "NOTES.md"  # measured side notes written during the runs (e.g. backend speed)
     if notes.exists():
         lines += ["## Notes", "", notes.read_text(encoding="utf-8").strip(), ""]
@@ -452,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the report to the repository's benchmarks/loop.md (+ .json)")
     parser.add_argument("--budget-minutes", type=float, default=18.0, help="start no new phase after this many minutes")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished phases")
+    parser.add_argument("--earlier-report", help="an earlier report .json of the same seed and config: its arms that "
+                                                 "WORK does not hold join the report (and its paired tests)")
     parser.add_argument("--task-options", help="JSON object replacing the config's task_options (the difficulty)")
     parser.add_argument("--seed", type=int, default=0,
                         help="the loops' one seed; also moves the training problems to a fresh slice (own --work per seed)")
@@ -478,7 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     finished = True
     if not args.report_only:
         finished = run_methods(work, config_path, args.budget_minutes, methods=methods)
-    write_report(work, config_path, report, command)
+    earlier = Path(args.earlier_report) if args.earlier_report else None
+    if earlier and earlier.resolve() == report.with_suffix(".json").resolve():
+        parser.error("--earlier-report is the report's own .json, which this run overwrites; move it aside first")
+    write_report(work, config_path, report, command, earlier)
     if not args.report_only:
         print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
     return 0

@@ -337,3 +337,36 @@ def test_bench_value_data_tables_targets_and_a_head_that_learns(tmp_path):
     grown = torch.load(tmp_path / "features_train.pt")
     assert [e["tree"] for e in grown["table"]] == [0] * 5 + [1] * 5 and grown["features"].shape == (10, 64)
     assert torch.allclose(grown["features"][5:], grown["features"][:5], atol=1e-5)
+
+
+def test_bench_loop_report_takes_the_arms_work_lacks_from_an_earlier_report_of_the_same_seed(tmp_path):
+    from mcts_po.io_utils import UserError
+
+    bench_loop = load_script("bench_loop.py")
+    config = bench_loop.REPO / "configs" / "loop_arithmetic_cpu.yaml"
+    held_out = [f"p{i}" for i in range(10)]
+
+    def arm(solved):
+        policy = lambda k, ids: {"policy": k, "correct": len(ids), "problems": 10, "accuracy": len(ids) / 10,
+                                 "ci95": [0.0, 1.0], "correct_problem_ids": ids, "eval_seconds": 1.0}
+        return {"policies": [policy(0, ["p0"]), policy(2, solved)], "accuracy_gain": 0.1, "rounds": []}
+
+    earlier = {"command": "bench_loop.py --seed 1 (first run)", "config": config.read_text(encoding="utf-8"),
+               "held_out_problem_ids": held_out,
+               "results": {"step-dpo": arm(["p0", "p1"]), "rft": arm(["p0", "p1", "p2", "p3", "p4", "p5"])}}
+    path = tmp_path / "seed1_first_run.json"
+    path.write_text(json.dumps(earlier))
+    data = bench_loop.write_report(tmp_path / "work", config, tmp_path / "seed1.md", "cmd", path)
+    assert list(data["results"]) == ["step-dpo", "rft"] and data["earlier_report"]["methods"] == ["step-dpo", "rft"]
+    # the merged arms are paired with each other as if they had run here
+    row = next(r for r in data["paired"] if (r["method"], r["reference"]) == ("step-dpo", "rft"))
+    assert (row["a_only"], row["b_only"]) == (0, 4)
+    text = (tmp_path / "seed1.md").read_text()
+    assert "## Arms from an earlier run of this seed" in text and "| rft | earlier report | 2 | 6 | — | — |" in text
+    # another config or other held-out problems cannot share a report
+    path.write_text(json.dumps({**earlier, "config": "method: step-dpo\n"}))
+    with pytest.raises(UserError, match="config differs"):
+        bench_loop.write_report(tmp_path / "work", config, tmp_path / "seed1.md", "cmd", path)
+    path.write_text(json.dumps({**earlier, "held_out_problem_ids": held_out[::-1]}))
+    with pytest.raises(UserError, match="held-out problems differ"):
+        bench_loop.read_earlier_report(path, held_out, earlier["config"])
