@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from mcts_po.config_utils import build_dataclass, route_options
 from mcts_po.io_utils import UserError
-from mcts_po.score_quality import step_nodes, value_and_self_eval_quality
+from mcts_po.score_quality import outcome_step_nodes, value_and_self_eval_quality
 from mcts_po.seeds import derive_seed
 from mcts_po.train.config import DEVICES, TrainConfig, ValueConfig
 
@@ -158,7 +158,7 @@ def run_value_phase(config: LoopValueConfig, extract_config: Any, seed: int, rou
     fresh = read_tree_file(Path(fresh_dir) / "trees.jsonl")
     scores = None
     if value_model:
-        keys = step_nodes(fresh)
+        keys = outcome_step_nodes(fresh)  # the nodes AUC and Brier are over
         values = score(value_model, fresh, keys) if keys else []
         scores = dict(zip(keys, values))
     quality = value_and_self_eval_quality(fresh, scores)

@@ -14,6 +14,7 @@ other way round (2 * self_eval - 1).
     from mcts_po.score_quality import outcome_points, score_quality, value_and_self_eval_quality
     score_quality(outcome_points(trees, {(0, 3): 0.8, ...}, "subtree"))   # {"auc": ..., "brier": ...}
     value_and_self_eval_quality(trees, {(0, 3): 0.2, ...})                # value model vs self-eval
+    outcome_step_nodes(trees)     # the nodes a value model must score for that
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def step_nodes(trees: Sequence[Tree]) -> list[NodeKey]:
             if n.depth >= 1 and not n.terminal and n.kind != "plan"]
 
 
+def outcome_step_nodes(trees: Sequence[Tree], outcome: str = "subtree") -> list[NodeKey]:
+    """The step nodes that have an outcome: the only ones AUC and Brier are over, so the only ones
+    a value model needs to score for `value_and_self_eval_quality` (about a fifth of the step nodes
+    of a loop search: most have no verified terminal below)."""
+    keys = []
+    for tree_index, tree in enumerate(trees):
+        outcomes = subtree_outcomes(tree) if outcome == "subtree" else rollout_outcomes(tree)
+        keys += [(tree_index, n.node_id) for n in tree.nodes
+                 if n.depth >= 1 and not n.terminal and n.kind != "plan" and outcomes[n.node_id] is not None]
+    return keys
+
+
 def value_probability(value: float) -> float:
     """A value in [-1, 1] as a probability of success: (v + 1) / 2, clamped to [0, 1]."""
     return min(1.0, max(0.0, (float(value) + 1.0) / 2.0))
@@ -71,7 +84,8 @@ def value_and_self_eval_quality(trees: Sequence[Tree], value_scores: dict[NodeKe
     """The value model's scores (in [-1, 1], keyed by (tree index, node id)) and the nodes' stored
     self-evaluations against the nodes' outcomes, on the step nodes of `trees`.
 
-    `value_model`: every scored step node with an outcome (None without scores); `self_eval`: those
+    `value_model`: every step node with an outcome (`outcome_step_nodes`: each must have a score;
+    None without scores); `self_eval`: those
     of the same step nodes that hold a self-evaluation (None when none does: a search without
     verdicts); `value_model_on_self_eval_nodes`: the value model on exactly the self-evaluated
     nodes, present only when those are fewer than the value model's nodes."""
@@ -84,12 +98,13 @@ def value_and_self_eval_quality(trees: Sequence[Tree], value_scores: dict[NodeKe
     if value_scores is None:
         result["value_model"] = None
         return result
-    missing = [key for key in keys if key not in value_scores]
+    scored = outcome_step_nodes(trees, outcome)
+    missing = [key for key in scored if key not in value_scores]
     if missing:
-        raise ValueError(f"{len(missing)} step nodes have no value-model score, e.g. (tree, node) {missing[0]}")
-    probabilities = {key: value_probability(value_scores[key]) for key in keys}
+        raise ValueError(f"{len(missing)} step nodes with an outcome have no value-model score, e.g. (tree, node) {missing[0]}")
+    probabilities = {key: value_probability(value_scores[key]) for key in scored}
     result["value_model"] = score_quality(outcome_points(trees, probabilities, outcome))
     if self_points and len(self_points) < result["value_model"]["nodes"]:
         result["value_model_on_self_eval_nodes"] = score_quality(
-            outcome_points(trees, {k: probabilities[k] for k in self_eval}, outcome))
+            outcome_points(trees, {k: probabilities[k] for k in self_eval if k in probabilities}, outcome))
     return result

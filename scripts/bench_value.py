@@ -117,11 +117,11 @@ def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any
 
 def run_auc(args, task: str, work: Path) -> dict[str, Any]:
     from mcts_po.llm.value_guide import ValueGuide
-    from mcts_po.score_quality import step_nodes, value_and_self_eval_quality
+    from mcts_po.score_quality import outcome_step_nodes, value_and_self_eval_quality
     from mcts_po.tree_io import read_tree_file
 
     trees = read_tree_file(work / task / "mcts_default" / "trees.jsonl")
-    keys = step_nodes(trees)
+    keys = outcome_step_nodes(trees)  # the nodes AUC and Brier are over
     started = time.perf_counter()
     guide = ValueGuide(args.value_model, device="cpu", batch_size=16)
     scores = dict(zip(keys, guide.score(trees, keys))) if keys else {}

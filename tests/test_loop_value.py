@@ -26,7 +26,7 @@ import pytest
 from mcts_po.io_utils import UserError, atomic_write_json
 from mcts_po.loop import CONFIG_FILE, LoopConfig, LoopPhases, marker_path, run_loop
 from mcts_po.loop_value import LoopValueConfig, replay_buffer_rounds, run_value_phase
-from mcts_po.score_quality import value_and_self_eval_quality
+from mcts_po.score_quality import outcome_step_nodes, value_and_self_eval_quality
 from mcts_po.search.config import SearchConfig
 from mcts_po.search.tree import Tree
 from mcts_po.seeds import derive_seed
@@ -199,8 +199,12 @@ def test_value_model_on_the_self_evaluated_subset_when_some_nodes_lack_a_verdict
     assert quality["self_eval"]["auc"] is None  # a1 and b1 are both good
     assert quality["value_model_on_self_eval_nodes"]["nodes"] == 2
     assert quality["value_model_on_self_eval_nodes"]["brier"] == round((0.04 + 0.16) / 2, 4)
-    with pytest.raises(ValueError, match="1 step nodes have no value-model score"):
+    with pytest.raises(ValueError, match="1 step nodes with an outcome have no value-model score"):
         value_and_self_eval_quality(trees, {k: v for k, v in list(scores.items())[1:]})
+    # only the step nodes with an outcome need a score (b3 has none): the same figures from those
+    labeled = outcome_step_nodes(trees)
+    assert len(labeled) == 3 and len(scores) == 4 and set(labeled) < set(scores)
+    assert value_and_self_eval_quality(trees, {k: scores[k] for k in labeled}) == quality
 
 
 def test_a_killed_value_phase_is_redone_and_finished_phases_are_skipped(tmp_path):
