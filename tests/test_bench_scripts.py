@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
-              "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py"}
+              "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py", "probe_logit_head.py"}
 
 
 def load_script(name: str):
@@ -370,3 +370,22 @@ def test_bench_loop_report_takes_the_arms_work_lacks_from_an_earlier_report_of_t
     path.write_text(json.dumps({**earlier, "held_out_problem_ids": held_out[::-1]}))
     with pytest.raises(UserError, match="held-out problems differ"):
         bench_loop.read_earlier_report(path, held_out, earlier["config"])
+
+
+def test_probe_logit_head_pursuit_spans_a_head_made_of_token_directions_and_centring_removes_the_logsumexp():
+    import torch
+
+    probe = load_script("probe_logit_head.py")
+    generator = torch.Generator().manual_seed(0)
+    E = torch.randn(50, 6, generator=generator)   # 50 tokens, hidden size 6
+    centred = E - E.mean(0, keepdim=True)
+    w = 2.0 * centred[7] - 0.5 * centred[31]          # a head inside the span of two token directions
+    ids = probe.pursuit_ids(E, w, 2)
+    assert sorted(ids) == [7, 31]
+    basis = centred[ids].T
+    assert torch.allclose(basis @ torch.linalg.lstsq(basis, w.unsqueeze(1)).solution.squeeze(1), w, atol=1e-4)
+    # logprobs = logits - logsumexp: centred over the chosen ids they equal the centred logits
+    h = torch.randn(4, 6, generator=generator)
+    logprobs = torch.log_softmax(h @ E.T, dim=1)
+    chosen = logprobs[:, ids]
+    assert torch.allclose(chosen - chosen.mean(1, keepdim=True), probe.centred_logits(h, E, ids), atol=1e-4)
