@@ -117,8 +117,24 @@ def report(results: dict[str, Any]) -> str:
         choice, k = (key, "-") if key == "hidden" else key.split("_")
         what = "h (the shipped frozen head)" if key == "hidden" else f"centred logits, ids by {choice}"
         lines.append(f"| {what} | {k} | {record['features']} | {q['nodes']} ({q['good']} good) | {q['auc']} [{ci[0]}, {ci[1]}] | {diff} | {q['brier']} |")
-    lines += ["", results.get("reading", ""), ""]
+    lines += ["", reading(results), ""]
     return "\n".join(lines)
+
+
+def reading(results: dict[str, Any]) -> str:
+    """What the table says, from its own numbers."""
+    probes = results["probes"]
+    full = probes["hidden"]["heldout"]["auc"]
+    pursuit = {int(k.split("_")[1]): r["heldout"]["auc"] for k, r in probes.items() if k.startswith("pursuit_")}
+    random_ = {int(k.split("_")[1]): r["heldout"]["auc"] for k, r in probes.items() if k.startswith("random_")}
+    if not pursuit:
+        return ""
+    close = [k for k in sorted(pursuit) if pursuit[k] >= full - 0.01]
+    return (f"The head on h scores {full}. Ids chosen by pursuit score {', '.join(f'{pursuit[k]} at K = {k}' for k in sorted(pursuit))}"
+            + (f"; from K = {close[0]} on within 0.01 of the full head" if close else "")
+            + f". Random ids score {', '.join(f'{random_[k]} (K = {k})' for k in sorted(random_))}: which tokens are read matters, "
+            "and the pursuit must be fitted with the head. Ranking quality is not what stops a value read off the "
+            "generation call's logprobs; what it would take is in docs/value_search.md.")
 
 
 def main(argv: list[str] | None = None) -> int:
