@@ -21,7 +21,8 @@ from conftest import REPO_ROOT
 SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
-              "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py", "probe_logit_head.py"}
+              "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py", "probe_logit_head.py",
+              "probe_logprob_ids.py"}
 
 
 def load_script(name: str):
