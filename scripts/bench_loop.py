@@ -48,7 +48,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,10 +194,11 @@ def piece_machine() -> dict[str, Any]:
 def log_piece(work: Path, started: float, phases: list[str], methods: tuple[str, ...] | None = None) -> None:
     """Append this piece (commit, machine, its --methods, the phases it finished) to WORK/pieces.jsonl."""
     from mcts_po.io_utils import append_jsonl_lines
+    from mcts_po.precision import source_commit
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = source_commit(REPO)
     record = {"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
-              "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": commit or "unknown",
+              "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "commit": commit,
               "machine": piece_machine(), "methods": list(methods) if methods else None, "phases": phases}
     work.mkdir(parents=True, exist_ok=True)
     append_jsonl_lines(work / "pieces.jsonl", [json.dumps(record)])

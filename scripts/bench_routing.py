@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 MODES = ("sticky", "round-robin")
 
@@ -164,7 +164,7 @@ def main() -> None:
     runs = [json.loads(line) for line in runs_path.read_text().splitlines()] if runs_path.exists() else []
     if runs and any(r.get("settings") != settings for r in runs):
         sys.exit(f"{runs_path} holds runs with other settings; use another --work")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = source_commit(REPO)
     meta = {**settings, "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "command": "scripts/bench_routing.py " + " ".join(sys.argv[1:])}
     target = REPO / "benchmarks" / "routing.md" if args.publish else work / "routing.md"

@@ -49,7 +49,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ sys.path.insert(0, str(REPO))
 from mcts_po.backends.stats import ENGINE_COUNTERS  # noqa: E402
 from mcts_po.evaluation import best_of_n_at_tokens  # noqa: E402
 from mcts_po.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k"
 DEFAULT_WORK = REPO / "runs" / "bench_search"
 PUBLISHED_REPORT = REPO / "benchmarks" / "search.md"  # written with --publish
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare_scale": args.compare_scale,
             "backend": args.backend,
             "model": args.model,
-            "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+            "git_commit": source_commit(REPO),
         })
         commands = meta.setdefault("commands", [])
         if command not in commands:

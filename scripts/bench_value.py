@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from mcts_po.evaluation import majority_answer, normalise_answer, wilson_interval  # noqa: E402
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 TASKS = ("arithmetic", "gsm8k")
 ARITH_OPTIONS = {"num_ops": 1, "max_value": 50}  # configs/loop_arithmetic_cpu.yaml's difficulty
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("settings", settings) != settings:
         raise UserError(f"{results_path} holds results of other settings ({results['settings']}); use another --work")
     results["settings"] = settings
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = source_commit(REPO)
     meta = {"command": "scripts/bench_value.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "value_model": args.value_model, "model": args.model}

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,11 +64,9 @@ BOOTSTRAP = 1000
 
 
 def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from mcts_po.precision import source_commit
+
+    return source_commit(REPO)
 
 
 def machine() -> str:

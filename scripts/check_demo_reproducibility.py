@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import atomic_write_json  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 from mcts_po.tree_io import read_tree_file  # noqa: E402
 
 # What a node generated (its own content, in creation order). The search statistics (visits,
@@ -127,8 +128,7 @@ def main() -> None:
     comparisons = {f"run_0 vs run_{i}": compare(trees[0], trees[i]) for i in range(1, len(trees))}
     results = {"machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                            "auto_dtype": cpu_engine_dtype()},
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True).stdout.strip(),
+               "commit": source_commit(REPO),
                "engine_core": args.engine_core, "limit": args.limit, "num_simulations": args.num_simulations,
                "runs": runs, "comparisons": comparisons}
     atomic_write_json(work / "results.json", results)

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import UserError, atomic_write_json  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 
 def compare(scores: list[float], reference: list[float]) -> dict[str, float]:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["speedup_vs_transformers_float32"] = round(results["transformers_float32"]["seconds"] / seconds, 2)
         results[name] = entry
         print(name, entry, file=sys.stderr, flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = source_commit(REPO)
     from mcts_po.precision import cpu_has_native_bf16
 
     report = {"command": "scripts/probe_value_scorers.py " + " ".join(argv if argv is not None else sys.argv[1:]),

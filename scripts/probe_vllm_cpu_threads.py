@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import atomic_write_json  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 # name -> environment for the engine process
 SETTINGS: dict[str, dict[str, str]] = {
@@ -93,8 +94,7 @@ def main() -> int:
 
     results = {"machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                            "engine_dtype": cpu_engine_dtype()},
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True).stdout.strip(),
+               "commit": source_commit(REPO),
                "problems": args.problems, "max_tokens": args.max_tokens, "repeats": args.repeats,
                "settings": {name: {"environment": SETTINGS[name], "runs": r,
                                    "mean_generated_tokens_per_second":

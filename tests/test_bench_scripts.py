@@ -390,3 +390,11 @@ def test_probe_logit_head_pursuit_spans_a_head_made_of_token_directions_and_cent
     logprobs = torch.log_softmax(h @ E.T, dim=1)
     chosen = logprobs[:, ids]
     assert torch.allclose(chosen - chosen.mean(1, keepdim=True), probe.centred_logits(h, E, ids), atol=1e-4)
+
+
+def test_source_commit_names_the_checkout_or_says_unknown(tmp_path):
+    from mcts_po.precision import source_commit
+
+    commit = source_commit(REPO_ROOT)
+    assert len(commit) >= 7 and all(c in "0123456789abcdef" for c in commit)
+    assert source_commit(tmp_path) == "unknown"  # not a git checkout
