@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     id_sets = {f"ids_{k}": probe_ids(k) for k in (64, 128)}
 
     def params(ids: list[int] | None) -> SamplingParams:
-        extra = {"logprob_token_ids": ids, "flat_logprobs": True} if ids else {}
-        return SamplingParams(n=4, temperature=0.7, top_p=0.95, max_tokens=64, stop=["\n"], logprobs=0, **extra)
+        # vLLM: with logprob_token_ids, `logprobs` must be unset or equal their count (the sampled
+        # token's logprob comes with them either way)
+        extra = {"logprob_token_ids": ids, "flat_logprobs": True} if ids else {"logprobs": 0}
+        return SamplingParams(n=4, temperature=0.7, top_p=0.95, max_tokens=64, stop=["\n"], **extra)
 
     backend.llm.generate(prompts[:8], params(None), use_tqdm=False)  # warm-up (first-call compilation)
     timings: dict[str, list[float]] = {"plain": [], **{name: [] for name in id_sets}}
