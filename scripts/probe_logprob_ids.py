@@ -6,8 +6,8 @@ step settings: stop at a newline, 64 tokens, temperature 0.7, 4 samples per prom
 arithmetic prompts three ways, alternating, --repeats times each:
 
 - `plain`: what the search asks today (the sampled token's logprob only);
-- `ids_K`: plus `logprob_token_ids` = the K ids of benchmarks/logit_head.json's pursuit (K = 64, 128)
-  with `flat_logprobs=True`.
+- `ids_K`: plus `logprob_token_ids` = the K ids of benchmarks/logit_head.json's pursuit (--ks,
+  default 16, 32, 64, 128) with `flat_logprobs=True`.
 
 Reported: generated tokens/s of each (median over repeats) and its ratio to plain; and whether the
 returned rows are what the head needs: for the first --check completions that ended at their stop
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--check", type=int, default=16, help="completions whose rows are checked against transformers")
+    parser.add_argument("--ks", default="16,32,64,128", help="numbers of ids (each a pursuit set of logit_head.json)")
     parser.add_argument("--publish", action="store_true", help="write benchmarks/logprob_ids.json")
     args = parser.parse_args(argv)
     import torch
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = task.load("test", limit=args.problems)
     backend = VLLMBackend(args.model, seed=0)
     prompts = [backend.render_chat([{"role": "user", "content": p.question}]) for p in problems]
-    id_sets = {f"ids_{k}": probe_ids(k) for k in (64, 128)}
+    ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    id_sets = {f"ids_{k}": probe_ids(k) for k in ks}
+    checked_set = f"ids_{max(ks)}"  # the rows checked against transformers: the most ids
 
     def params(ids: list[int] | None) -> SamplingParams:
         # vLLM: with logprob_token_ids, `logprobs` must be unset or equal their count (the sampled
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - started
             tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
             timings[name].append(tokens / seconds)
-            if name == "ids_64":
+            if name == checked_set:
                 outputs_with_ids = outputs
     rates = {name: round(statistics.median(values), 1) for name, values in timings.items()}
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mcts_po.models import resolve_model
 
-    ids = id_sets["ids_64"]
+    ids = id_sets[checked_set]
     lm = AutoModelForCausalLM.from_pretrained(resolve_model(args.model), torch_dtype=torch.float32).eval()
     checked, differences = 0, []
     for output in outputs_with_ids:
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               "tokens_per_second": rates,
               "ratio_to_plain": {name: round(rate / rates["plain"], 3) for name, rate in rates.items()},
               "tokens_per_second_each_repeat": {name: [round(v, 1) for v in values] for name, values in timings.items()},
-              "rows_checked": checked,
+              "rows_checked": checked, "rows_checked_ids": checked_set,
               "row_max_abs_difference_centred": {"median": round(statistics.median(differences), 4) if differences else None,
                                                  "max": round(max(differences), 4) if differences else None}}
     target = REPO / "benchmarks" / "logprob_ids.json" if args.publish else REPO / "runs" / "probe_logprob_ids.json"
