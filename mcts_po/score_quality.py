@@ -66,12 +66,8 @@ def outcome_step_nodes(trees: Sequence[Tree], outcome: str = "subtree") -> list[
     """The step nodes that have an outcome: the only ones AUC and Brier are over, so the only ones
     a value model needs to score for `value_and_self_eval_quality` (about a fifth of the step nodes
     of a loop search: most have no verified terminal below)."""
-    keys = []
-    for tree_index, tree in enumerate(trees):
-        outcomes = subtree_outcomes(tree) if outcome == "subtree" else rollout_outcomes(tree)
-        keys += [(tree_index, n.node_id) for n in tree.nodes
-                 if n.depth >= 1 and not n.terminal and n.kind != "plan" and outcomes[n.node_id] is not None]
-    return keys
+    outcomes = [subtree_outcomes(tree) if outcome == "subtree" else rollout_outcomes(tree) for tree in trees]
+    return [(t, n) for t, n in step_nodes(trees) if outcomes[t][n] is not None]
 
 
 def value_probability(value: float) -> float:

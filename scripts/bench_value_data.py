@@ -57,16 +57,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 TARGETS = ("q", "outcome")
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 BOOTSTRAP = 1000
-
-
-def git_commit() -> str:
-    from mcts_po.precision import source_commit
-
-    return source_commit(REPO)
 
 
 def machine() -> str:
@@ -276,7 +271,8 @@ def features_section(work: Path, model: str, train_trees: list[Any], heldout_tre
         for first in range(0, len(trees), group):
             part = work / "features" / f"{name}_{first:04d}.pt"
             rows = [e for e in table if first <= e["tree"] < first + group]
-            if not part.exists() or len(torch.load(part)) != len(rows):  # (a last group that has grown since)
+            features = torch.load(part) if part.exists() else None
+            if features is None or len(features) != len(rows):  # (or a last group that has grown since)
                 loaded = loaded or load_backbone(model)
                 started = time.monotonic()
                 features = hidden_states(loaded, trees, rows)
@@ -285,7 +281,7 @@ def features_section(work: Path, model: str, train_trees: list[Any], heldout_tre
                 part.with_suffix(".tmp").replace(part)
                 log(f"features {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes in "
                     f"{time.monotonic() - started:.0f} s")
-            parts.append(torch.load(part))
+            parts.append(features)
         tmp = path.with_suffix(".tmp")
         torch.save({"table": table, "features": torch.cat(parts)}, tmp)
         tmp.replace(path)
@@ -438,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         if max(sizes) > len(train_trees):
             raise UserError(f"--sizes asks for {max(sizes)} train trees; {', '.join(searches)} under {work} hold {len(train_trees)}")
-        results.update({"train_searches": searches, "work": str(work), "model": args.model, "commit": git_commit(), "machine": machine(),
+        results.update({"train_searches": searches, "work": str(work), "model": args.model, "commit": source_commit(REPO), "machine": machine(),
                         "train_trees": len(train_trees), "heldout_trees": len(heldout_trees)})
         features_section(work, args.model, train_trees, heldout_trees, log)
         probes_section(work, sizes, results, log)

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.precision import source_commit  # noqa: E402
 
 
 def bench_value_data():
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     E, tied = embeddings(args.model)
     h, hh = train["features"].float(), heldout["features"].float()
     results: dict[str, Any] = {"command": " ".join(["scripts/probe_logit_head.py", *(argv if argv is not None else sys.argv[1:])]),
-                               "commit": bench.git_commit(), "machine": bench.machine(), "work": str(work),
+                               "commit": source_commit(REPO), "machine": bench.machine(), "work": str(work),
                                "trees": args.trees, "train_nodes": len(rows), "tied": tied, "probes": {}}
     results["probes"]["hidden"] = probe(bench, "hidden", {"x": h, "table": train["table"]},
                                         {"x": hh, "table": heldout["table"]}, rows, targets, log)
