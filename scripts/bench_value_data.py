@@ -175,9 +175,12 @@ def load_backbone(model_name: str):
     return tokenizer, backbone, cpu_has_native_bf16()
 
 
-def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16):
+def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], batch_size: int = 16,
+                  layers: Sequence[int] | None = None):
     """Tensor[len(table), hidden] float32: the frozen backbone's last hidden state at each node's last
-    step token. `model`: a model name or load_backbone's triple."""
+    step token. `model`: a model name or load_backbone's triple. With `layers` (1 = the first decoder
+    layer, num_hidden_layers = the last): Tensor[len(table), len(layers), hidden], the output of each
+    of those layers after the backbone's final norm (what the backbone cut after that layer outputs)."""
     import contextlib
 
     import torch
@@ -191,7 +194,7 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
     # maximal paths: a wanted node none of whose children is wanted
     ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
     ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
-    out = torch.zeros(len(table), backbone.config.hidden_size)
+    out = torch.zeros(len(table), *([len(layers)] if layers else []), backbone.config.hidden_size)
     filled = [False] * len(table)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -200,7 +203,10 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
             texts = [node_text.value_path(trees[t], n) for t, n in chunk]
             delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
             batch = build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
-            hidden = last_hidden_states(backbone, batch.input_ids, batch.attention_mask).float()
+            if layers:
+                hidden = layer_outputs(backbone, batch.input_ids, batch.attention_mask, layers).float()
+            else:
+                hidden = last_hidden_states(backbone, batch.input_ids, batch.attention_mask).float()
             for row, (t, n) in enumerate(chunk):
                 for step, node in enumerate(trees[t].path(n)):
                     index = wanted.get((t, node.node_id))
@@ -210,6 +216,21 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
     if not all(filled):
         raise RuntimeError(f"{filled.count(False)} nodes got no hidden state")
     return out
+
+
+def layer_outputs(backbone, input_ids, attention_mask, layers: Sequence[int]):
+    """Tensor[B, T, len(layers), H]: each chosen decoder layer's output, passed through the final norm
+    (hidden_states[num_hidden_layers] has it already)."""
+    import torch
+
+    from mcts_po.train.value_model import position_ids_from_attention_mask
+
+    last = backbone.config.num_hidden_layers
+    if not layers or min(layers) < 1 or max(layers) > last:
+        raise UserError(f"layers {list(layers)}: each must be in 1..{last} (the backbone's decoder layers)")
+    states = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False,
+                      position_ids=position_ids_from_attention_mask(attention_mask)).hidden_states
+    return torch.stack([states[k] if k == last else backbone.norm(states[k]) for k in layers], dim=2)
 
 
 def fit_head(features, targets: Sequence[float], l2: float):
