@@ -22,7 +22,7 @@ SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
               "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py", "probe_logit_head.py",
-              "probe_logprob_ids.py"}
+              "probe_logprob_ids.py", "probe_value_layers.py"}
 
 
 def load_script(name: str):
@@ -338,6 +338,38 @@ def test_bench_value_data_tables_targets_and_a_head_that_learns(tmp_path):
     grown = torch.load(tmp_path / "features_train.pt")
     assert [e["tree"] for e in grown["table"]] == [0] * 5 + [1] * 5 and grown["features"].shape == (10, 64)
     assert torch.allclose(grown["features"][5:], grown["features"][:5], atol=1e-5)
+
+
+def test_layer_features_are_what_a_backbone_cut_after_that_layer_outputs(tmp_path):
+    import torch
+    from test_value_data import value_tree
+    from tiny_model import byte_level_tokenizer, save_tiny_llama
+    from transformers import AutoModel
+
+    bench = load_script("bench_value_data.py")
+    layers_probe = load_script("probe_value_layers.py")
+    tree = value_tree()
+    table = bench.node_table([tree])
+    model = save_tiny_llama(tmp_path / "tiny", byte_level_tokenizer())
+    tokenizer, backbone, _ = bench.load_backbone(model)
+    loaded = (tokenizer, backbone, False)   # float32 (no bf16 autocast), to compare exactly
+    last = bench.hidden_states(loaded, [tree], table)
+    both = bench.hidden_states(loaded, [tree], table, layers=[1, 2])
+    assert both.shape == (5, 2, 64)
+    assert torch.allclose(both[:, 1], last, atol=1e-5)          # layer 2 of 2 is the last hidden state
+    assert not torch.allclose(both[:, 0], last, atol=1e-3)
+    cut = AutoModel.from_pretrained(model, num_hidden_layers=1).eval()   # the backbone cut after layer 1
+    assert torch.allclose(bench.hidden_states((tokenizer, cut, False), [tree], table), both[:, 0], atol=1e-5)
+    with pytest.raises(bench.UserError, match="1..2"):
+        bench.hidden_states(loaded, [tree], table, layers=[3])
+    # group files: reused when they hold the same layers, recomputed for others
+    made = layers_probe.layer_features(bench, tmp_path, model, "train", [tree], [1, 2], log=lambda message: None)
+    assert made["features"].dtype == torch.float16 and torch.allclose(made["features"].float(), both, atol=1e-2)
+    logged = []
+    layers_probe.layer_features(bench, tmp_path, model, "train", [tree], [1, 2], log=logged.append)
+    assert logged == []
+    assert layers_probe.layer_features(bench, tmp_path, model, "train", [tree], [2], log=logged.append)["features"].shape == (5, 1, 64)
+    assert len(logged) == 1
 
 
 def test_bench_loop_report_takes_the_arms_work_lacks_from_an_earlier_report_of_the_same_seed(tmp_path):
