@@ -19,12 +19,13 @@ in this order, each a section of WORK/results.json:
   with prefix caching, `mcts_po.backends.vllm_value`; transformers: the whole path each time) and
   its seconds, and of them its one-time load, are reported on their own (the search summary's
   `value_model_seconds` / `value_model_load_seconds`);
-- `auc_T`: the value model's and the stored self-evaluation's AUC / Brier against the subtree
-  outcome on the step nodes of `mcts_default_T`'s trees (problems the value model never saw);
 - `flat_T`: whole solutions sampled (`mcts_po.flat_baselines.sample_to_budget`, temperature 0.7)
   to the larger of the two searches' generated tokens; best-of-N (a correct sample) and maj@N (the
   most frequent answer is correct) at each search's tokens use every problem's samples in the
-  order they were drawn until that many tokens were generated.
+  order they were drawn until that many tokens were generated;
+- `auc_T`: the value model's and the stored self-evaluation's AUC / Brier against the subtree
+  outcome on the step nodes of `mcts_default_T`'s trees (problems the value model never saw;
+  the slowest section on CPU, the whole path through transformers for every node, so it runs last).
 
 Solved counts carry 95 % Wilson intervals. "solved" of a search = a verified-correct terminal
 in its tree; `solved_with_rollouts` also counts a correct rollout. Throughput: generated tokens
@@ -51,7 +52,7 @@ from mcts_po.precision import source_commit  # noqa: E402
 
 TASKS = ("arithmetic", "gsm8k")
 ARITH_OPTIONS = {"num_ops": 1, "max_value": 50}  # configs/loop_arithmetic_cpu.yaml's difficulty
-SECTIONS = ("mcts_default", "mcts_value", "auc", "flat")
+SECTIONS = ("mcts_default", "mcts_value", "flat", "auc")
 
 
 class BudgetSpent(Exception):
