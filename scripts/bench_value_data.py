@@ -474,12 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     searches = work / "SEARCHES.md"
     if searches.exists():
         results["trees_note"] = searches.read_text(encoding="utf-8").strip()
-    target = REPO / "benchmarks" / "value_data" if args.publish else work / "value_data"
-    atomic_write_text(target.with_suffix(".md"), report(results))
-    if args.publish:
+    write_report(results, report(results), work, "value_data", args.publish, log)
+    return 0
+
+
+def write_report(results: dict[str, Any], markdown: str, work: Path, name: str, publish: bool, log) -> None:
+    """WORK/<name>.md, or with `publish` benchmarks/<name>.md + .json."""
+    target = REPO / "benchmarks" / name if publish else work / name
+    atomic_write_text(target.with_suffix(".md"), markdown)
+    if publish:
         atomic_write_json(target.with_suffix(".json"), results)
     log(f"report: {target.with_suffix('.md')}")
-    return 0
 
 
 if __name__ == "__main__":

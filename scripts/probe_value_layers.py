@@ -32,7 +32,7 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
+from mcts_po.io_utils import UserError, atomic_write_json  # noqa: E402
 from mcts_po.precision import source_commit  # noqa: E402
 
 DEFAULT_LAYERS = "2,6,10,14,18,22,26,30"
@@ -197,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = work / "LAYERS.md"
     if notes.exists():
         results["notes"] = notes.read_text(encoding="utf-8").strip()
-    target = REPO / "benchmarks" / "value_layers" if args.publish else work / "value_layers"
-    atomic_write_text(target.with_suffix(".md"), report(results))
-    if args.publish:
-        atomic_write_json(target.with_suffix(".json"), results)
-    log(f"report: {target.with_suffix('.md')}")
+    bench.write_report(results, report(results), work, "value_layers", args.publish, log)
     return 0
 
 
