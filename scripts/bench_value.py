@@ -184,6 +184,28 @@ def run_flat(args, task: str, work: Path, results: dict[str, Any], backend) -> d
     return entry
 
 
+def paired_with_flat(work: Path, task: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Each search against best-of-N at its tokens on the same problems: the discordant counts (solved
+    by the search only, by best-of-N only) and the exact McNemar p, from WORK's trees and samples."""
+    from mcts_po.comparisons import mcnemar_exact, paired_counts
+    from mcts_po.flat_baselines import read_samples
+    from mcts_po.tree_io import read_tree_file
+
+    records = read_samples(work / task / "flat" / "samples.jsonl")
+    out = {}
+    for kind in ("default", "value"):
+        trees = read_tree_file(work / task / f"mcts_{kind}" / "trees.jsonl")
+        problems = [t.problem_id for t in trees]
+        searched = [t.problem_id for t in trees if t.has_correct_terminal()]
+        taken = take_to_tokens(records, results[f"mcts_{kind}_{task}"]["generated_tokens"])
+        sampled = sorted({r["problem_id"] for r in taken if r["correct"]})
+        counts = paired_counts(searched, sampled, problems)
+        out[f"mcts_{kind}_vs_best_of_n"] = {"search_only": counts["a_only"], "best_of_n_only": counts["b_only"],
+                                            "both": counts["both"], "neither": counts["neither"],
+                                            "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])}
+    return out
+
+
 def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
     """The keys issue #20 asks for, for one task (None until its sections ran)."""
     need = [f"{s}_{task}" for s in SECTIONS]
@@ -206,6 +228,7 @@ def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
             "best_of_n": at_value["best_of_n"], "maj_at_n": at_value["maj_at_n"],
             "best_of_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["best_of_n"],
             "maj_at_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["maj_at_n"],
+            "paired": results.get(f"paired_{task}"),
         },
         "throughput_vs_flat": {
             "mcts_value": round(value_run["generated_tokens_per_second"] / flat_speed, 3)
@@ -266,6 +289,15 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
                     lines.append(f"| {label} at MCTS {kind}'s tokens | {e['solved']}/{e['problems']} | "
                                  f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] | {e['generated_tokens']} | "
                                  f"{flat['generated_tokens_per_second']} | |")
+        paired = results.get(f"paired_{task}")
+        if paired:
+            lines += ["", "Paired on the same problems (a verified-correct terminal in the tree against a correct sample "
+                      "among best-of-N's at the search's tokens; exact McNemar):", "",
+                      "| search | vs | search only | best-of-N only | both | McNemar p |", "|---|---|---|---|---|---|"]
+            for kind in ("default", "value"):
+                e = paired[f"mcts_{kind}_vs_best_of_n"]
+                lines.append(f"| MCTS {'+ value model' if kind == 'value' else 'as shipped'} | best-of-N at its tokens | "
+                             f"{e['search_only']} | {e['best_of_n_only']} | {e['both']} | {e['mcnemar_p']:.3g} |")
         lines.append("")
     atomic_write_text(target, "\n".join(lines) + "\n")
 
@@ -319,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault("pieces", []).append({**{k: meta[k] for k in ("command", "commit", "machine")},
                                                          "sections": ran})
                 atomic_write_json(results_path, results)
+    for task in tasks:  # derived from WORK's files, once both searches and the samples are there
+        if f"paired_{task}" not in results and all(f"{s}_{task}" in results for s in ("mcts_default", "mcts_value", "flat")):
+            results[f"paired_{task}"] = paired_with_flat(work, task, results)
+            atomic_write_json(results_path, results)
     meta["pieces"] = results.get("pieces", [])
     write_report({k: v for k, v in results.items() if k not in ("settings", "pieces")}, meta, target)
     if not args.report_only:

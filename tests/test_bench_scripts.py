@@ -179,6 +179,31 @@ def test_bench_value_takes_flat_samples_in_drawing_order_to_a_token_count_and_vo
     assert entry["solved"] == 3 and entry["ci95"][0] < 0.3 < entry["ci95"][1] and entry["generated_tokens"] == 99
 
 
+def test_bench_value_pairs_each_search_with_best_of_n_at_its_tokens(tmp_path):
+    from test_value_data import value_tree
+
+    from mcts_po.search.tree import Tree
+
+    bench_value = load_script("bench_value.py")
+    solved = value_tree()                                             # has a correct terminal
+    unsolved = Tree.new(problem_id="p2", tree_id="t2", question="?")  # only a root
+    for kind, trees in (("default", [solved, unsolved]), ("value", [unsolved, value_tree()])):
+        folder = tmp_path / "arithmetic" / f"mcts_{kind}"
+        folder.mkdir(parents=True)
+        (folder / "trees.jsonl").write_text("".join(t.to_json() + "\n" for t in trees))
+    samples = [{"problem_id": "p2", "wave": 0, "sample_index": 0, "generated_tokens": 10, "answer": "5", "correct": True},
+               {"problem_id": "p1", "wave": 1, "sample_index": 1, "generated_tokens": 10, "answer": "14", "correct": True}]
+    (tmp_path / "arithmetic" / "flat").mkdir()
+    (tmp_path / "arithmetic" / "flat" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    results = {"mcts_default_arithmetic": {"generated_tokens": 10}, "mcts_value_arithmetic": {"generated_tokens": 20}}
+    paired = bench_value.paired_with_flat(tmp_path, "arithmetic", results)
+    # default: p1 by the search only, p2 by best-of-N only (its 10 tokens take wave 0's sample alone)
+    assert paired["mcts_default_vs_best_of_n"] == {"search_only": 1, "best_of_n_only": 1, "both": 0, "neither": 0,
+                                                   "mcnemar_p": 1.0}
+    # value (20 tokens: both samples): p1 by both, p2 by best-of-N only
+    assert paired["mcts_value_vs_best_of_n"]["both"] == 1 and paired["mcts_value_vs_best_of_n"]["best_of_n_only"] == 1
+
+
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     bench_math = load_script("bench_math.py")
     text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"
