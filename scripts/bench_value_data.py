@@ -46,6 +46,7 @@ Report: WORK/value_data.md + .json; --publish writes benchmarks/value_data.md + 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -163,9 +164,11 @@ def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], pro
 # ---------------------------------------------------------------- features (torch)
 
 
+@functools.lru_cache(maxsize=1)
 def load_backbone(model_name: str):
     """(tokenizer, backbone, bf16) of the policy: the value model's backbone, frozen, in eval mode;
-    bf16 where the CPU has bf16 instructions (a probe's ranking, not the shipped scores, is measured)."""
+    bf16 where the CPU has bf16 instructions (a probe's ranking, not the shipped scores, is measured).
+    Kept for the next call (the held-out and the train features load it once)."""
     from mcts_po.precision import cpu_has_native_bf16
     from mcts_po.train.checkpoints import load_tokenizer
     from mcts_po.train.value_model import head_and_backbone, load_value_model
@@ -276,35 +279,50 @@ def load_trees(path: Path) -> list[Any]:
     return read_tree_file(path)
 
 
-def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log,
-                     group: int = 32) -> None:
-    """WORK/features_{heldout,train}.pt ({"table", "features"}), built from per-group files
-    (WORK/features/<name>_<first tree>.pt, `group` trees each) so that an interrupted run resumes."""
+def group_features(work: Path, folder: str, name: str, model, trees: list[Any], table: Sequence[dict[str, Any]], log,
+                   layers: Sequence[int] | None = None, group: int = 32):
+    """hidden_states of `table`'s nodes (`trees`), `group` trees at a time, each group kept in
+    WORK/<folder>/<name>_<first tree>.pt so that an interrupted run resumes: a group is computed again
+    when its file is missing, holds another node count (a last group that has grown since) or, with
+    `layers`, other layers (those files hold {"layers", "features"} in float16). `model`: a model name
+    or load_backbone's triple (loaded once, only if some group needs computing)."""
     import torch
 
-    loaded = None
+    parts = []
+    for first in range(0, len(trees), group):
+        part = work / folder / f"{name}_{first:04d}.pt"
+        rows = [e for e in table if first <= e["tree"] < first + group]
+        saved = torch.load(part) if part.exists() else None
+        features = saved if layers is None or saved is None else saved["features"] if saved["layers"] == list(layers) else None
+        if features is None or len(features) != len(rows):
+            model = load_backbone(model) if isinstance(model, str) else model
+            started = time.monotonic()
+            features = hidden_states(model, trees, rows, layers=layers)
+            if layers is not None:
+                features = features.half()
+            part.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(features if layers is None else {"layers": list(layers), "features": features}, part.with_suffix(".tmp"))
+            part.with_suffix(".tmp").replace(part)
+            shape = f" x {len(layers)} layers" if layers is not None else ""
+            log(f"{folder} {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes{shape} in "
+                f"{time.monotonic() - started:.0f} s")
+        parts.append(features)
+    return torch.cat(parts)
+
+
+def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log) -> None:
+    """WORK/features_{heldout,train}.pt ({"table", "features"}), built from group_features' files
+    (WORK/features/)."""
+    import torch
+
     for name, trees in (("heldout", heldout_trees), ("train", train_trees)):
         path = work / f"features_{name}.pt"
         table = node_table(trees)
         if path.exists() and len(torch.load(path)["table"]) == len(table):
             continue  # (a search folder added to --train-searches changes the table: rebuilt from the group files)
-        parts = []
-        for first in range(0, len(trees), group):
-            part = work / "features" / f"{name}_{first:04d}.pt"
-            rows = [e for e in table if first <= e["tree"] < first + group]
-            features = torch.load(part) if part.exists() else None
-            if features is None or len(features) != len(rows):  # (or a last group that has grown since)
-                loaded = loaded or load_backbone(model)
-                started = time.monotonic()
-                features = hidden_states(loaded, trees, rows)
-                part.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(features, part.with_suffix(".tmp"))
-                part.with_suffix(".tmp").replace(part)
-                log(f"features {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes in "
-                    f"{time.monotonic() - started:.0f} s")
-            parts.append(features)
+        features = group_features(work, "features", name, model, trees, table, log)
         tmp = path.with_suffix(".tmp")
-        torch.save({"table": table, "features": torch.cat(parts)}, tmp)
+        torch.save({"table": table, "features": features}, tmp)
         tmp.replace(path)
         log(f"features {name}: {len(table)} nodes of {len(trees)} trees")
 

@@ -46,30 +46,12 @@ def bench_value_data():
     return module
 
 
-def layer_features(bench, work: Path, model: str, name: str, trees: list[Any], layers: list[int], log,
-                   group: int = 32) -> dict[str, Any]:
+def layer_features(bench, work: Path, model: str, name: str, trees: list[Any], layers: list[int], log) -> dict[str, Any]:
     """{"table", "features": Tensor[nodes, len(layers), hidden] float16} of `trees`, from per-group files
-    WORK/layer_features/<name>_<first tree>.pt (computed where missing or made with other layers)."""
-    import torch
-
+    WORK/layer_features/<name>_<first tree>.pt (bench_value_data.group_features)."""
     table = bench.node_table(trees)
-    parts, loaded = [], None
-    for first in range(0, len(trees), group):
-        part = work / "layer_features" / f"{name}_{first:04d}.pt"
-        rows = [e for e in table if first <= e["tree"] < first + group]
-        saved = torch.load(part) if part.exists() else None
-        if saved is None or saved["layers"] != layers or len(saved["features"]) != len(rows):
-            loaded = loaded or bench.load_backbone(model)
-            started = time.monotonic()
-            features = bench.hidden_states(loaded, trees, rows, layers=layers).half()
-            saved = {"layers": layers, "features": features}
-            part.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(saved, part.with_suffix(".tmp"))
-            part.with_suffix(".tmp").replace(part)
-            log(f"{name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes x {len(layers)} layers "
-                f"in {time.monotonic() - started:.0f} s")
-        parts.append(saved["features"])
-    return {"table": table, "features": torch.cat(parts)}
+    return {"table": table, "features": bench.group_features(work, "layer_features", name, model, trees, table, log,
+                                                             layers=layers)}
 
 
 def probe(bench, train: dict[str, Any], heldout: dict[str, Any], column, rows: Sequence[int], target: str) -> dict[str, Any]:
