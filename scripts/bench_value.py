@@ -142,13 +142,18 @@ def take_to_tokens(records: list[dict[str, Any]], tokens: int) -> list[dict[str,
     return taken
 
 
+def solved_by_samples(records: list[dict[str, Any]]) -> set[str]:
+    """The problems with a correct sample among `records` (best-of-N's)."""
+    return {r["problem_id"] for r in records if r["correct"]}
+
+
 def best_and_majority(records: list[dict[str, Any]], problems: int) -> tuple[int, int, int]:
     """(problems with a correct sample, problems whose most frequent answer is correct, tokens);
     the vote is `mcts_po.evaluation.majority_answer` over each problem's samples in drawing order."""
     by_problem: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r["sample_index"]):
         by_problem.setdefault(record["problem_id"], []).append(record)
-    best = sum(1 for rs in by_problem.values() if any(r["correct"] for r in rs))
+    best = len(solved_by_samples(records))
     majority = 0
     for rs in by_problem.values():
         top = majority_answer([r["answer"] for r in rs])
@@ -197,8 +202,7 @@ def paired_with_flat(work: Path, task: str, results: dict[str, Any]) -> dict[str
         trees = read_tree_file(work / task / f"mcts_{kind}" / "trees.jsonl")
         problems = [t.problem_id for t in trees]
         searched = [t.problem_id for t in trees if t.has_correct_terminal()]
-        taken = take_to_tokens(records, results[f"mcts_{kind}_{task}"]["generated_tokens"])
-        sampled = sorted({r["problem_id"] for r in taken if r["correct"]})
+        sampled = solved_by_samples(take_to_tokens(records, results[f"mcts_{kind}_{task}"]["generated_tokens"]))
         counts = paired_counts(searched, sampled, problems)
         out[f"mcts_{kind}_vs_best_of_n"] = {"search_only": counts["a_only"], "best_of_n_only": counts["b_only"],
                                             "both": counts["both"], "neither": counts["neither"],
