@@ -22,7 +22,8 @@ SCRIPTS = sorted(p.name for p in (REPO_ROOT / "scripts").glob("*.py"))
 PUBLISHING = {"bench_search.py", "bench_loop.py", "measure_extraction.py", "bench_precision.py", "bench_math.py",
               "check_demo_reproducibility.py", "probe_vllm_cpu_threads.py", "bench_routing.py",
               "bench_value.py", "probe_value_scorers.py", "loop_grid.py", "bench_value_data.py", "probe_logit_head.py",
-              "probe_logprob_ids.py", "probe_value_layers.py"}
+              "probe_logprob_ids.py", "probe_value_layers.py",
+              "probe_value_top_layers.py"}
 
 
 def load_script(name: str):
@@ -395,6 +396,36 @@ def test_layer_features_are_what_a_backbone_cut_after_that_layer_outputs(tmp_pat
     assert logged == []
     assert layers_probe.layer_features(bench, tmp_path, model, "train", [tree], [2], log=logged.append)["features"].shape == (5, 1, 64)
     assert len(logged) == 1
+
+
+def test_top_layers_on_stored_states_are_the_backbones_last_hidden_state_and_spans_mark_each_step(tmp_path):
+    import torch
+    from test_value_data import value_tree
+    from tiny_model import byte_level_tokenizer, save_tiny_llama
+
+    bench = load_script("bench_value_data.py")
+    probe = load_script("probe_value_top_layers.py")
+    tree = value_tree()
+    table = bench.node_table([tree])
+    model = save_tiny_llama(tmp_path / "tiny", byte_level_tokenizer())
+    tokenizer, backbone, _ = bench.load_backbone(model)
+    loaded = (tokenizer, backbone, False)   # float32, to compare exactly
+    last = bench.hidden_states(loaded, [tree], table)
+    rows = [0, 1, 3]   # the nodes with an outcome: 1, 2 and 6 (6 lies below 1)
+    for top in (1, 2):   # the last layer; both layers of the tiny model (the states are the embeddings)
+        entries = probe.path_states(loaded, [tree], table, rows, top, batch_size=2)   # two paths of unequal length, padded
+        assert len(entries) == 2 and sorted(i for e in entries for i, *_ in e["nodes"]) == rows
+        runner = probe.TopLayers(backbone, top, torch.zeros(64))
+        with torch.no_grad():
+            hidden = runner.hidden(probe.padded(entries))
+        for row, entry in enumerate(entries):
+            for index, step_start, steps_start, end in entry["nodes"]:
+                distances = (last - hidden[row, end]).abs().max(dim=1).values   # to every node's hidden state
+                assert distances[index] < 2e-2 < distances.sort().values[1]      # its own (states kept in bf16), no other
+                assert steps_start <= step_start <= end < len(entry["states"])
+    spans = {table[i]["node"]: (start, first, end) for e in entries for i, start, first, end in e["nodes"]}
+    assert spans[1][0] == spans[1][1] == spans[2][1] and spans[6][0] > spans[1][2]   # node 6's step starts after node 1's
+    assert runner.layers[0] is not backbone.layers[0]   # trained copies: the backbone stays the policy's
 
 
 def test_bench_loop_report_takes_the_arms_work_lacks_from_an_earlier_report_of_the_same_seed(tmp_path):
