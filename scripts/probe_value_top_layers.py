@@ -221,11 +221,20 @@ def load_states(bench, work: Path, name: str, model: str, trees: list[Any], tabl
     return entries
 
 
-def pooled_section(bench, train, heldout, sizes: Sequence[int], runner: TopLayers, results: dict[str, Any], log) -> None:
+def head_scores(table: Sequence[dict[str, Any]], features, w) -> list[float | None]:
+    """tanh(w . x) of each node with an outcome (None elsewhere)."""
+    import torch
+
+    return [None if e["label"] is None else float(torch.tanh(features[i] @ w)) for i, e in enumerate(table)]
+
+
+def pooled_section(bench, train, heldout, also: dict[str, dict[str, Any]], sizes: Sequence[int], runner: TopLayers,
+                   results: dict[str, Any], log) -> None:
     import torch
 
     train_x = pooled_features(runner, train["entries"], len(train["table"]))
     heldout_x = pooled_features(runner, heldout["entries"], len(heldout["table"]))
+    also_x = {name: pooled_features(runner, other["entries"], len(other["table"])) for name, other in also.items()}
     targets = bench.targets_of(train["table"], "outcome")
     for size in sizes:
         block = results.setdefault("pooled", {}).setdefault(str(size), {})
@@ -235,16 +244,17 @@ def pooled_section(bench, train, heldout, sizes: Sequence[int], runner: TopLayer
             l2 = bench.choose_l2(train_x[name], targets, train["table"], rows)
             fit = [i for i in rows if targets[i] is not None]
             w = bench.fit_head(train_x[name][fit], [targets[i] for i in fit], l2)
-            scores = [None if e["label"] is None else float(torch.tanh(heldout_x[name][i] @ w))
-                      for i, e in enumerate(heldout["table"])]
+            scores = head_scores(heldout["table"], heldout_x[name], w)
             block[name] = {"features": int(train_x[name].shape[1]), "train_nodes": len(fit), "l2": l2,
                            "seconds": round(time.monotonic() - started, 1),
                            "heldout": bench.quality(heldout["table"], scores, probability=False),
-                           "minus_self_eval": bench.auc_difference(heldout["table"], scores)}
+                           "minus_self_eval": bench.auc_difference(heldout["table"], scores),
+                           "also": {set_name: bench.quality(other["table"], head_scores(other["table"], also_x[set_name][name], w),
+                                                            probability=False) for set_name, other in also.items()}}
             log(f"pooled {name}, {size} trees: AUC {block[name]['heldout']['auc']} {block[name]['heldout']['auc_ci95']} (l2 {l2})")
 
 
-def top_section(bench, train, heldout, backbone, top: int, fit_trees: int, epochs: int, learning_rate: float,
+def top_section(bench, train, heldout, also: dict[str, dict[str, Any]], backbone, top: int, fit_trees: int, epochs: int, learning_rate: float,
                 batch_size: int, seed: int, results: dict[str, Any], log) -> None:
     """Train the last `top` layers + norm + head on the first `fit_trees` train trees' nodes; per epoch the
     validation AUC (the other train trees) and the held-out quality; the epoch chosen by validation."""
@@ -277,7 +287,9 @@ def top_section(bench, train, heldout, backbone, top: int, fit_trees: int, epoch
         entry = {"epoch": epoch, "seconds": round(seconds, 1), "train_loss": loss,
                  "validation": bench.quality(val_table, val_scores, probability=False),
                  "heldout": bench.quality(heldout["table"], held, probability=False),
-                 "minus_self_eval": bench.auc_difference(heldout["table"], held)}
+                 "minus_self_eval": bench.auc_difference(heldout["table"], held),
+                 "also": {name: bench.quality(other["table"], node_scores(runner, other["entries"], len(other["table"])),
+                                              probability=False) for name, other in also.items()}}
         record["epochs"].append(entry)
         log(f"{key} epoch {epoch}: validation AUC {entry['validation']['auc']}, held-out AUC {entry['heldout']['auc']} "
             f"{entry['heldout']['auc_ci95']}, loss {loss}, {seconds:.0f} s")
@@ -328,15 +340,26 @@ def report(results: dict[str, Any]) -> str:
              f"held-out trees of test problems). Target: the outcome share below a node (2 s - 1); AUC against the "
              f"subtree outcome on the {results['heldout_nodes']} held-out step nodes that have one, with a 95 % bootstrap "
              f"interval over held-out trees and the paired difference to the self-evaluation on the same nodes.", ""]
+    also = results.get("also_heldout") or {}
+    for name, info in also.items():
+        lines += [f"Also held out, `{name}`: the {info['nodes']} step nodes with an outcome of the {info['trees']} trees "
+                  f"in {info['folder']} (problems no train tree saw), AUC with its 95 % bootstrap interval in the last "
+                  f"column(s).", ""]
+    also_head = "".join(f" {name} AUC [95 % CI] |" for name in also)
+    also_rule = "---|" * len(also)
+
+    def also_cells(record):
+        return "".join(f" {cell(record['also'][name]) if record.get('also', {}).get(name) else '-'} |" for name in also)
+
     for size, block in sorted(results.get("pooled", {}).items(), key=lambda kv: int(kv[0])):
         lines += [f"## Frozen policy, linear head on pooled features, first {size} train trees", "",
-                  "| features | dims | train nodes | l2 | held-out AUC [95 % CI] | minus self-eval [paired CI] | Brier |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| features | dims | train nodes | l2 | held-out AUC [95 % CI] | minus self-eval [paired CI] | Brier |{also_head}",
+                  f"|---|---|---|---|---|---|---|{also_rule}"]
         for name in POOLINGS:
             if name in block:
                 r = block[name]
                 lines.append(f"| {name} | {r['features']} | {r['train_nodes']} | {r['l2']} | "
-                             f"{cell(r['heldout'], r['minus_self_eval'])} | {r['heldout']['brier']} |")
+                             f"{cell(r['heldout'], r['minus_self_eval'])} | {r['heldout']['brier']} |{also_cells(r)}")
         lines.append("")
     for key, record in results.get("top", {}).items():
         lines += [f"## Last {record['top']} decoder layer(s) + norm + head trained, lr {record['learning_rate']:g}", "",
@@ -345,12 +368,12 @@ def report(results: dict[str, Any]) -> str:
                   f"started from the frozen fit with l2 {record['l2']}, kept in the loss); validation: the other "
                   f"{record['validation_trees']} train trees ({record['validation_nodes']} nodes). Epoch 0 = the frozen "
                   f"model. **Chosen by validation: epoch {record['chosen_epoch']}.**", "",
-                  "| epoch | seconds | train loss | validation AUC | held-out AUC [95 % CI] | minus self-eval [paired CI] | Brier |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| epoch | seconds | train loss | validation AUC | held-out AUC [95 % CI] | minus self-eval [paired CI] | Brier |{also_head}",
+                  f"|---|---|---|---|---|---|---|{also_rule}"]
         for e in record["epochs"]:
             mark = " (chosen)" if e["epoch"] == record["chosen_epoch"] else ""
             lines.append(f"| {e['epoch']}{mark} | {e['seconds']} | {e['train_loss'] if e['train_loss'] is not None else '-'} | "
-                         f"{(e['validation'] or {}).get('auc')} | {cell(e['heldout'], e['minus_self_eval'])} | {e['heldout']['brier']} |")
+                         f"{(e['validation'] or {}).get('auc')} | {cell(e['heldout'], e['minus_self_eval'])} | {e['heldout']['brier']} |{also_cells(e)}")
         lines.append("")
     if results.get("notes"):
         lines += ["## Notes", "", results["notes"], ""]
@@ -369,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rates", default="3e-5", help="comma list; one run per (layers, lr)")
     parser.add_argument("--batch-size", type=int, default=16, help="paths per optimiser step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--also-heldout", default="", help="comma list of further search folders (trees.jsonl) of problems no "
+                        "train tree saw, each scored as one more held-out set (e.g. bench_value's mcts_default trees)")
     parser.add_argument("--sections", default="pooled,top", help="pooled, top")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from WORK/value_top_layers.json")
     parser.add_argument("--publish", action="store_true", help="write benchmarks/value_top_layers.md + .json instead of WORK's")
@@ -400,18 +425,29 @@ def main(argv: list[str] | None = None) -> int:
                    "entries": load_states(bench, work, "heldout", args.model, heldout_trees, heldout_table, args.top, log)}
         train = {"trees": train_trees, "table": train_table,
                  "entries": load_states(bench, work, "train", args.model, train_trees, train_table, args.top, log)}
+        also = {}
+        for folder in [f.strip() for f in args.also_heldout.split(",") if f.strip()]:
+            trees = bench.load_trees(Path(folder) / "trees.jsonl")
+            table = bench.node_table(trees)
+            name = "_".join(Path(folder).parts[-2:])
+            also[name] = {"trees": trees, "table": table,
+                          "entries": load_states(bench, work, f"also_{name}", args.model, trees, table, args.top, log)}
+        results["also_heldout"] = {name: {"folder": folder, "trees": len(other["trees"]),
+                                          "nodes": sum(e["label"] is not None for e in other["table"])}
+                                   for folder, (name, other) in zip([f.strip() for f in args.also_heldout.split(",") if f.strip()],
+                                                                    also.items())}
         _, backbone, _ = bench.load_backbone(args.model)
         sections = {s.strip() for s in args.sections.split(",") if s.strip()}
         if "pooled" in sections:
             runner = TopLayers(backbone, args.top, __import__("torch").zeros(backbone.config.hidden_size))
-            pooled_section(bench, train, heldout, [int(s) for s in args.sizes.split(",") if s.strip()], runner, results, log)
+            pooled_section(bench, train, heldout, also, [int(s) for s in args.sizes.split(",") if s.strip()], runner, results, log)
             atomic_write_json(results_path, results)
         if "top" in sections:
             for top in range(1, args.top + 1):
                 for learning_rate in [float(s) for s in args.learning_rates.split(",") if s.strip()]:
                     if f"top{top}_lr{learning_rate:g}" in results.get("top", {}):
                         continue
-                    top_section(bench, train, heldout, backbone, top, args.fit_trees, args.epochs, learning_rate,
+                    top_section(bench, train, heldout, also, backbone, top, args.fit_trees, args.epochs, learning_rate,
                                 args.batch_size, args.seed, results, log)
                     atomic_write_json(results_path, results)
         log("all done")
