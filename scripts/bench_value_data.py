@@ -188,24 +188,15 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
 
     import torch
 
-    from mcts_po.extract.tree_text import step_delimiter
-    from mcts_po.llm import node_text
-    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch, last_hidden_states
+    from mcts_po.train.value_model import last_hidden_states
 
     tokenizer, backbone, bf16 = load_backbone(model) if isinstance(model, str) else model
     wanted = {(e["tree"], e["node"]): i for i, e in enumerate(table)}
-    # maximal paths: a wanted node none of whose children is wanted
-    ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
-    ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
     out = torch.zeros(len(table), *([len(layers)] if layers else []), backbone.config.hidden_size)
     filled = [False] * len(table)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
-        for start in range(0, len(ends), batch_size):
-            chunk = ends[start:start + batch_size]
-            texts = [node_text.value_path(trees[t], n) for t, n in chunk]
-            delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
-            batch = build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
+        for chunk, _, _, batch in maximal_path_batches(tokenizer, trees, wanted, batch_size):
             if layers:
                 hidden = layer_outputs(backbone, batch.input_ids, batch.attention_mask, layers).float()
             else:
@@ -219,6 +210,23 @@ def hidden_states(model, trees: Sequence[Any], table: Sequence[dict[str, Any]], 
     if not all(filled):
         raise RuntimeError(f"{filled.count(False)} nodes got no hidden state")
     return out
+
+
+def maximal_path_batches(tokenizer, trees: Sequence[Any], wanted, batch_size: int):
+    """The maximal paths through the `wanted` (tree, node) keys (ending at a wanted node none of whose
+    children is wanted), longest first, tokenised as the value model reads them, `batch_size` at a
+    time: yields (chunk of (tree, node) ends, the chunk's (prompt, steps), its step delimiter, PathBatch)."""
+    from mcts_po.extract.tree_text import step_delimiter
+    from mcts_po.llm import node_text
+    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch
+
+    ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
+    ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
+    for start in range(0, len(ends), batch_size):
+        chunk = ends[start:start + batch_size]
+        texts = [node_text.value_path(trees[t], n) for t, n in chunk]
+        delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
+        yield chunk, texts, delimiter, build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
 
 
 def layer_outputs(backbone, input_ids, attention_mask, layers: Sequence[int]):

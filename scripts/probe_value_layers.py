@@ -22,6 +22,7 @@ maximal path and tree group, saved in WORK/layer_features/ (rerun to resume; abo
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -38,8 +39,9 @@ from mcts_po.precision import source_commit  # noqa: E402
 DEFAULT_LAYERS = "2,6,10,14,18,22,26,30"
 
 
+@functools.lru_cache(maxsize=1)
 def bench_value_data():
-    """scripts/bench_value_data.py as a module (trees, node table, features, head fit, l2 choice, AUC intervals)."""
+    """scripts/bench_value_data.py as a module, loaded once (trees, node table, features, head fit, l2 choice, AUC intervals)."""
     spec = importlib.util.spec_from_file_location("bench_value_data", REPO / "scripts" / "bench_value_data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -59,29 +59,21 @@ def path_states(backbone_triple, trees: Sequence[Any], table: Sequence[dict[str,
 
     import torch
 
-    from mcts_po.extract.tree_text import step_delimiter
-    from mcts_po.llm import node_text
     from mcts_po.train.logprobs import position_ids_from_attention_mask, tokenize_segments
-    from mcts_po.train.value_model import DEFAULT_DELIMITER, build_path_batch
 
+    bench = bench_value_data()
     tokenizer, backbone, bf16 = backbone_triple
     num_layers = backbone.config.num_hidden_layers
     wanted = {(table[i]["tree"], table[i]["node"]): i for i in rows}
-    ends = [(t, n) for (t, n) in wanted if not any((t, c) in wanted for c in trees[t].nodes[n].children)]
-    ends.sort(key=lambda key: -len(trees[key[0]].path(key[1])))
     taken: set[int] = set()
     out = []
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
-        for start in range(0, len(ends), batch_size):
-            chunk = ends[start:start + batch_size]
-            texts = [node_text.value_path(trees[t], n) for t, n in chunk]
-            delimiter = step_delimiter(trees[chunk[0][0]]) or DEFAULT_DELIMITER
-            batch = build_path_batch(tokenizer, [p for p, _ in texts], [s for _, s in texts], delimiter)
+        for number, (chunk, texts, delimiter, batch) in enumerate(bench.maximal_path_batches(tokenizer, trees, wanted, batch_size)):
             output = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True,
                               use_cache=False, position_ids=position_ids_from_attention_mask(batch.attention_mask))
             states = output.hidden_states[num_layers - top]
-            if start == 0:
+            if number == 0:
                 check_top_layers(backbone, states, output.hidden_states[num_layers], batch.attention_mask, top)
             for row, ((t, n), (prompt, steps)) in enumerate(zip(chunk, texts)):
                 length = int(batch.attention_mask[row].sum())
