@@ -96,17 +96,24 @@ def path_states(backbone_triple, trees: Sequence[Any], table: Sequence[dict[str,
 
 
 class TopLayers:
-    """The last `top` decoder layers, the final norm and a head w on states[B, T, H] (right-padded
-    rows: causal attention alone keeps padding out of every real position)."""
+    """The last `top` decoder layers, the final norm and a head w on states[B, T, H], the residual
+    stream entering those layers (right-padded rows: causal attention alone keeps padding out of every
+    real position). Copies: the backbone is never changed. Of the `top` layers, the last `trained`
+    (default all) are trainable with the norm and w (`parameters()`), the ones below run frozen."""
 
-    def __init__(self, backbone, top: int, w):
+    def __init__(self, backbone, top: int, w, trained: int | None = None):
         import torch
 
-        self.layers = torch.nn.ModuleList(copy.deepcopy(list(backbone.layers[-top:])))
+        trained = top if trained is None else trained
+        if not 1 <= trained <= top:
+            raise ValueError(f"trained {trained}: between 1 and top {top}")
+        layers = list(backbone.layers[-top:])
+        self.frozen = torch.nn.ModuleList(copy.deepcopy(layers[: top - trained])).requires_grad_(False)
+        self.layers = torch.nn.ModuleList(copy.deepcopy(layers[top - trained:]))
         self.norm = copy.deepcopy(backbone.norm)
         self.rotary = backbone.rotary_emb
         self.w = torch.nn.Parameter(w.clone().float())
-        for module in (self.layers, self.norm):
+        for module in (self.frozen, self.layers, self.norm):
             module.float()
 
     def parameters(self):
@@ -116,15 +123,22 @@ class TopLayers:
         self.layers.train(mode)
         self.norm.train(mode)
 
+    @staticmethod
+    def _run(layer, hidden, positions, embeddings):
+        hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=embeddings)
+        return hidden[0] if isinstance(hidden, tuple) else hidden
+
     def hidden(self, states):
         import torch
 
         positions = torch.arange(states.shape[1]).unsqueeze(0).expand(states.shape[0], -1)
         embeddings = self.rotary(states, positions)
         hidden = states
+        with torch.no_grad():
+            for layer in self.frozen:
+                hidden = self._run(layer, hidden, positions, embeddings)
         for layer in self.layers:
-            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=embeddings)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            hidden = self._run(layer, hidden, positions, embeddings)
         return self.norm(hidden)
 
 
@@ -246,9 +260,9 @@ def pooled_section(bench, train, heldout, also: dict[str, dict[str, Any]], sizes
             log(f"pooled {name}, {size} trees: AUC {block[name]['heldout']['auc']} {block[name]['heldout']['auc_ci95']} (l2 {l2})")
 
 
-def top_section(bench, train, heldout, also: dict[str, dict[str, Any]], backbone, top: int, fit_trees: int, epochs: int, learning_rate: float,
-                batch_size: int, seed: int, results: dict[str, Any], log) -> None:
-    """Train the last `top` layers + norm + head on the first `fit_trees` train trees' nodes; per epoch the
+def top_section(bench, train, heldout, also: dict[str, dict[str, Any]], backbone, stored_top: int, top: int, fit_trees: int,
+                epochs: int, learning_rate: float, batch_size: int, seed: int, results: dict[str, Any], log) -> None:
+    """Train the last `top` layers (of the `stored_top` the states enter) + norm + head on the first `fit_trees` train trees' nodes; per epoch the
     validation AUC (the other train trees) and the held-out quality; the epoch chosen by validation."""
     import torch
 
@@ -258,7 +272,7 @@ def top_section(bench, train, heldout, also: dict[str, dict[str, Any]], backbone
     fit_entries = [e for e in train["entries"] if table[e["nodes"][0][0]]["tree"] < fit_trees]
     val_entries = [e for e in train["entries"] if table[e["nodes"][0][0]]["tree"] >= fit_trees]
     val_table = [table[i] for e in val_entries for i, *_ in e["nodes"]]
-    runner = TopLayers(backbone, top, torch.zeros(backbone.config.hidden_size))
+    runner = TopLayers(backbone, stored_top, torch.zeros(backbone.config.hidden_size), trained=top)
     # the head starts from the frozen fit on the same nodes (the shipped value model)
     x = pooled_features(runner, fit_entries, len(table))["last"]
     rows = [i for e in fit_entries for i, *_ in e["nodes"] if targets[i] is not None]
@@ -439,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 for learning_rate in [float(s) for s in args.learning_rates.split(",") if s.strip()]:
                     if f"top{top}_lr{learning_rate:g}" in results.get("top", {}):
                         continue
-                    top_section(bench, train, heldout, also, backbone, top, args.fit_trees, args.epochs, learning_rate,
+                    top_section(bench, train, heldout, also, backbone, args.top, top, args.fit_trees, args.epochs, learning_rate,
                                 args.batch_size, args.seed, results, log)
                     atomic_write_json(results_path, results)
         log("all done")

@@ -426,6 +426,13 @@ def test_top_layers_on_stored_states_are_the_backbones_last_hidden_state_and_spa
     spans = {table[i]["node"]: (start, first, end) for e in entries for i, start, first, end in e["nodes"]}
     assert spans[1][0] == spans[1][1] == spans[2][1] and spans[6][0] > spans[1][2]   # node 6's step starts after node 1's
     assert runner.layers[0] is not backbone.layers[0]   # trained copies: the backbone stays the policy's
+    # the last layer trained, the one below run frozen: the same output, only the last layer's weights train
+    upper = probe.TopLayers(backbone, 2, torch.zeros(64), trained=1)
+    with torch.no_grad():
+        assert torch.allclose(upper.hidden(probe.padded(entries)), hidden, atol=1e-5)
+    trainable = {id(p) for p in upper.parameters()}
+    assert not any(id(p) in trainable for p in upper.frozen.parameters())
+    assert all(id(p) in trainable for p in upper.layers[0].parameters()) and len(upper.layers) == 1
 
 
 def test_bench_loop_report_takes_the_arms_work_lacks_from_an_earlier_report_of_the_same_seed(tmp_path):
