@@ -419,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.fit_trees >= len(train_trees):
             raise UserError(f"--fit-trees {args.fit_trees}: {', '.join(searches)} under {work} hold {len(train_trees)} trees; "
                             "some must be left to validate on")
-        if results.get("train_searches", searches) != searches:
-            results = {}
+        before = results.get("train_searches", searches)
+        if searches[: len(before)] != before:
+            results = {}  # other trees: nothing measured belongs to them
+        # (folders appended: the first N trees stay the first, so every record stands; each top record
+        # names its own fit and validation trees)
         heldout_table = bench.node_table(heldout_trees)
         results.update({"command": " ".join(["scripts/probe_value_top_layers.py", *(argv if argv is not None else sys.argv[1:])]),
                         "commit": source_commit(REPO), "machine": bench.machine(), "work": str(work), "model": args.model,
