@@ -65,6 +65,8 @@ def summarize(seeds: dict[int, dict[str, Any]], rounds: int = 2) -> dict[str, An
             per_seed[seed] = {"correct": policy["correct"], "problems": policy["problems"],
                               "accuracy": policy["correct"] / policy["problems"],
                               "ci95": list(wilson_interval(policy["correct"], policy["problems"]))}
+            if metrics.get("from_earlier_report"):
+                per_seed[seed]["earlier_report"] = metrics["from_earlier_report"]
             if baseline is not None:
                 gains.append(policy["correct"] / policy["problems"] - baseline["correct"] / baseline["problems"])
         accuracies = [entry["accuracy"] for entry in per_seed.values()]
@@ -114,7 +116,7 @@ def markdown(summary: dict[str, Any], grid: Path) -> str:
             entry = row["seeds"].get(seed)
             cells.append("not run" if entry is None else
                          f"{entry['correct']}/{entry['problems']} = {percent(entry['accuracy'])} "
-                         f"[{percent(entry['ci95'][0])}, {percent(entry['ci95'][1])}]")
+                         f"[{percent(entry['ci95'][0])}, {percent(entry['ci95'][1])}]" + (" †" if entry.get("earlier_report") else ""))
 
         def interval(values):
             if values is None:
@@ -124,6 +126,14 @@ def markdown(summary: dict[str, Any], grid: Path) -> str:
 
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(row['seeds'])} | {interval(row['mean_accuracy'])} | "
                      f"{interval(row['mean_gain'])} |")
+    earlier = sorted({(seed, entry["earlier_report"]) for row in summary["methods"].values()
+                      for seed, entry in row["seeds"].items() if entry.get("earlier_report")})
+    if earlier:
+        lines += ["", "† From an earlier run of that seed whose work folder is gone "
+                  f"({', '.join(f'seed {seed}: `{name}`' for seed, name in earlier)}), at an older commit; the seed's "
+                  "other arms are a later rerun, with its own step-dpo round-0 trees and flat budgets. The seed's report "
+                  "says, for the arms run in both, how far the rerun moved them (its section \"Arms from an earlier run "
+                  "of this seed\"). Paired tests use only the arms of one run."]
     if summary["paired"]:
         lines += ["", "## Paired tests, summed over seeds", "",
                   "Final policies on the same held-out problems; discordant problems summed over the seeds listed "

@@ -298,6 +298,12 @@ def test_loop_grid_means_over_seeds_and_sums_paired_counts_of_the_seeds_that_hav
     assert pair["mcnemar_p"] == pytest.approx(2 * 5 / 16)
     text = loop_grid.markdown(summary, tmp_path)
     assert "| rft | 5/10 = 50.0 [23.7, 76.3] | 4/10 = 40.0 [16.8, 68.7] | 2 |" in text
+    assert "†" not in text
+    # an arm that joined a seed's report from an earlier run of that seed is marked, and the run named
+    seed1["results"]["rft"]["from_earlier_report"] = "seed1_first_run.json"
+    marked = loop_grid.markdown(loop_grid.summarize({0: seed0, 1: seed1}), tmp_path)
+    assert "| 4/10 = 40.0 [16.8, 68.7] † |" in marked and "seed 1: `seed1_first_run.json`" in marked
+    assert "| step-dpo | 3/10 = 30.0" in marked and "30.0 [10.8, 60.3] †" not in marked
     assert loop_grid.main(["--grid", str(tmp_path), "--out", str(tmp_path / "out" / "s.md")]) == 0
     assert json.loads((tmp_path / "out" / "s.json").read_text())["seeds"] == [0, 1]
 
