@@ -133,7 +133,8 @@ def markdown(summary: dict[str, Any], grid: Path) -> str:
                   f"({', '.join(f'seed {seed}: `{name}`' for seed, name in earlier)}), at an older commit; the seed's "
                   "other arms are a later rerun, with its own step-dpo round-0 trees and flat budgets. The seed's report "
                   "says, for the arms run in both, how far the rerun moved them (its section \"Arms from an earlier run "
-                  "of this seed\"). Paired tests use only the arms of one run."]
+                  "of this seed\"). A paired test compares two policies on the same held-out problems whichever run trained "
+                  "them; a † arm enters one only where its earlier report kept per-problem results."]
     if summary["paired"]:
         lines += ["", "## Paired tests, summed over seeds", "",
                   "Final policies on the same held-out problems; discordant problems summed over the seeds listed "
