@@ -124,11 +124,14 @@ def bootstrap_trees(points: Sequence[tuple[int, Any]], statistic, seed: int = 0)
     return [round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
 
 
-def auc_difference(table: Sequence[dict[str, Any]], values: Sequence[float | None], seed: int = 0) -> dict[str, Any] | None:
-    """AUC of `values` (in [-1, 1]) minus the self-evaluation's on the nodes that have both and an
-    outcome, with a paired 95 % bootstrap interval over trees (the same resampled trees for both)."""
-    points = [(e["tree"], (v, e["self_eval"], bool(e["label"]))) for e, v in zip(table, values)
-              if v is not None and e["self_eval"] is not None and e["label"] is not None]
+def auc_difference(table: Sequence[dict[str, Any]], values: Sequence[float | None], seed: int = 0,
+                   reference: Sequence[float | None] | None = None) -> dict[str, Any] | None:
+    """AUC of `values` minus the AUC of `reference` (default: the stored self-evaluation) on the nodes
+    that have both and an outcome, with a paired 95 % bootstrap interval over trees (the same
+    resampled trees for both)."""
+    reference = [e["self_eval"] for e in table] if reference is None else reference
+    points = [(e["tree"], (v, r, bool(e["label"]))) for e, v, r in zip(table, values, reference)
+              if v is not None and r is not None and e["label"] is not None]
 
     def difference(sample):
         a = auc_of([v for v, _, _ in sample], [label for _, _, label in sample])

@@ -242,7 +242,8 @@ def pooled_section(bench, train, heldout, also: dict[str, dict[str, Any]], sizes
     heldout_x = pooled_features(runner, heldout["entries"], len(heldout["table"]))
     also_x = {name: pooled_features(runner, other["entries"], len(other["table"])) for name, other in also.items()}
     targets = bench.targets_of(train["table"], "outcome")
-    for size in sizes:
+    first_scores: dict[str, list[float | None]] = {}  # the smallest size's `last` head, per further held-out set
+    for size in sorted(sizes):
         block = results.setdefault("pooled", {}).setdefault(str(size), {})
         rows = [i for i, e in enumerate(train["table"]) if e["tree"] < size and e["label"] is not None]
         for name in POOLINGS:
@@ -255,8 +256,14 @@ def pooled_section(bench, train, heldout, also: dict[str, dict[str, Any]], sizes
                            "seconds": round(time.monotonic() - started, 1),
                            "heldout": bench.quality(heldout["table"], scores, probability=False),
                            "minus_self_eval": bench.auc_difference(heldout["table"], scores),
-                           "also": {set_name: bench.quality(other["table"], head_scores(other["table"], also_x[set_name][name], w),
-                                                            probability=False) for set_name, other in also.items()}}
+                           "also": {}}
+            for set_name, other in also.items():
+                also_scores = head_scores(other["table"], also_x[set_name][name], w)
+                if name == "last" and set_name not in first_scores:
+                    first_scores[set_name] = also_scores
+                block[name]["also"][set_name] = {
+                    **bench.quality(other["table"], also_scores, probability=False),
+                    "minus_first_last": bench.auc_difference(other["table"], also_scores, reference=first_scores[set_name])}
             log(f"pooled {name}, {size} trees: AUC {block[name]['heldout']['auc']} {block[name]['heldout']['auc_ci95']} (l2 {l2})")
 
 
@@ -350,12 +357,22 @@ def report(results: dict[str, Any]) -> str:
     for name, info in also.items():
         lines += [f"Also held out, `{name}`: the {info['nodes']} step nodes with an outcome of the {info['trees']} trees "
                   f"in {info['folder']} (problems no train tree saw), AUC with its 95 % bootstrap interval in the last "
-                  f"column(s).", ""]
+                  f"column(s); in the pooled tables also its paired difference (bootstrap over those trees) to the "
+                  f"`last` head of the smallest training size.", ""]
     also_head = "".join(f" {name} AUC [95 % CI] |" for name in also)
     also_rule = "---|" * len(also)
 
     def also_cells(record):
-        return "".join(f" {cell(record['also'][name]) if record.get('also', {}).get(name) else '-'} |" for name in also)
+        out = ""
+        for name in also:
+            q = record.get("also", {}).get(name)
+            d = (q or {}).get("minus_first_last")
+            out += f" {cell(q) if q else '-'}"
+            if d and d.get("difference") is not None and d["difference"] != 0:
+                dci = d.get("ci95") or ["-", "-"]
+                out += f"; {d['difference']:+.3f} [{dci[0]}, {dci[1]}]"
+            out += " |"
+        return out
 
     for size, block in sorted(results.get("pooled", {}).items(), key=lambda kv: int(kv[0])):
         lines += [f"## Frozen policy, linear head on pooled features, first {size} train trees", "",
