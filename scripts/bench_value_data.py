@@ -279,6 +279,14 @@ def choose_l2(features, targets: Sequence[float | None], table: Sequence[dict[st
     return best
 
 
+def fit_probe(features, targets: Sequence[float | None], table: Sequence[dict[str, Any]], rows: Sequence[int]):
+    """The frozen head on `features` fitted on `rows` (those with a target), its l2 chosen by
+    choose_l2: (w, l2, the rows it was fitted on)."""
+    l2 = choose_l2(features, targets, table, rows)
+    fit = [i for i in rows if targets[i] is not None]
+    return fit_head(features[fit], [targets[i] for i in fit], l2), l2, fit
+
+
 # ---------------------------------------------------------------- sections
 
 
@@ -290,6 +298,38 @@ def load_trees(path: Path) -> list[Any]:
     return read_tree_file(path)
 
 
+def per_group_files(work: Path, folder: str, name: str, tree_count: int, valid, compute, describe, log,
+                    group: int = 32) -> list[Any]:
+    """What `compute(first, stop)` gives for trees first..stop-1, `group` trees at a time, each kept in
+    WORK/<folder>/<name>_<first tree>.pt (written atomically) so that an interrupted run resumes: a
+    group is computed again when its file is missing or `valid(saved, first, stop)` is false. Logs
+    `describe(payload)` and the time of each group computed."""
+    import torch
+
+    payloads = []
+    for first in range(0, tree_count, group):
+        stop = min(first + group, tree_count)
+        part = work / folder / f"{name}_{first:04d}.pt"
+        payload = torch.load(part) if part.exists() else None
+        if payload is None or not valid(payload, first, stop):
+            started = time.monotonic()
+            payload = compute(first, stop)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(payload, part.with_suffix(".tmp"))
+            part.with_suffix(".tmp").replace(part)
+            log(f"{folder} {name} trees {first}-{stop - 1}: {describe(payload)} in {time.monotonic() - started:.0f} s")
+        payloads.append(payload)
+    return payloads
+
+
+def load_tree_sets(work: Path, train_searches: str) -> tuple[list[str], list[Any], list[Any]]:
+    """(the search folders of the comma list `train_searches`, their trees in that order as the train
+    trees, WORK/heldout_trees' trees)."""
+    searches = [s.strip() for s in train_searches.split(",") if s.strip()]
+    train_trees = [tree for folder in searches for tree in load_trees(work / folder / "trees.jsonl")]
+    return searches, train_trees, load_trees(work / "heldout_trees" / "trees.jsonl")
+
+
 def group_features(work: Path, folder: str, name: str, model, trees: list[Any], table: Sequence[dict[str, Any]], log,
                    layers: Sequence[int] | None = None, group: int = 32):
     """hidden_states of `table`'s nodes (`trees`), `group` trees at a time, each group kept in
@@ -299,26 +339,24 @@ def group_features(work: Path, folder: str, name: str, model, trees: list[Any], 
     or load_backbone's triple (loaded once, only if some group needs computing)."""
     import torch
 
-    parts = []
-    for first in range(0, len(trees), group):
-        part = work / folder / f"{name}_{first:04d}.pt"
-        rows = [e for e in table if first <= e["tree"] < first + group]
-        saved = torch.load(part) if part.exists() else None
-        features = saved if layers is None or saved is None else saved["features"] if saved["layers"] == list(layers) else None
-        if features is None or len(features) != len(rows):
-            model = load_backbone(model) if isinstance(model, str) else model
-            started = time.monotonic()
-            features = hidden_states(model, trees, rows, layers=layers)
-            if layers is not None:
-                features = features.half()
-            part.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(features if layers is None else {"layers": list(layers), "features": features}, part.with_suffix(".tmp"))
-            part.with_suffix(".tmp").replace(part)
-            shape = f" x {len(layers)} layers" if layers is not None else ""
-            log(f"{folder} {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes{shape} in "
-                f"{time.monotonic() - started:.0f} s")
-        parts.append(features)
-    return torch.cat(parts)
+    def rows(first: int, stop: int) -> list[dict[str, Any]]:
+        return [e for e in table if first <= e["tree"] < stop]
+
+    def features_of(saved) -> Any:
+        return saved if layers is None else saved["features"]
+
+    def valid(saved, first: int, stop: int) -> bool:
+        return (layers is None or saved["layers"] == list(layers)) and len(features_of(saved)) == len(rows(first, stop))
+
+    def compute(first: int, stop: int):
+        features = hidden_states(load_backbone(model) if isinstance(model, str) else model, trees, rows(first, stop),
+                                 layers=layers)
+        return features if layers is None else {"layers": list(layers), "features": features.half()}
+
+    shape = f" x {len(layers)} layers" if layers is not None else ""
+    saved = per_group_files(work, folder, name, len(trees), valid, compute,
+                            lambda payload: f"{len(features_of(payload))} nodes{shape}", log, group)
+    return torch.cat([features_of(payload) for payload in saved])
 
 
 def features_section(work: Path, model: str, train_trees: list[Any], heldout_trees: list[Any], log) -> None:
@@ -353,10 +391,8 @@ def probes_section(work: Path, sizes: Sequence[int], results: dict[str, Any], lo
                 continue
             targets = targets_of(table, target)
             rows = [i for i, e in enumerate(table) if e["tree"] < size]
-            fit = [i for i in rows if targets[i] is not None]
             started = time.monotonic()
-            l2 = choose_l2(features, targets, table, rows)
-            w = fit_head(features[fit], [targets[i] for i in fit], l2)
+            w, l2, fit = fit_probe(features, targets, table, rows)
             scores = torch.tanh(h_features @ w).tolist()
             probes[key] = {"target": target, "train_trees": size, "train_nodes": len(fit), "l2": l2,
                            "seconds": round(time.monotonic() - started, 1),
@@ -478,9 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_value_data] {message}", flush=True)
 
     if not args.report_only:
-        searches = [s.strip() for s in args.train_searches.split(",") if s.strip()]
-        train_trees = [tree for folder in searches for tree in load_trees(work / folder / "trees.jsonl")]
-        heldout_trees = load_trees(work / "heldout_trees" / "trees.jsonl")
+        searches, train_trees, heldout_trees = load_tree_sets(work, args.train_searches)
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         if max(sizes) > len(train_trees):
             raise UserError(f"--sizes asks for {max(sizes)} train trees; {', '.join(searches)} under {work} hold {len(train_trees)}")

@@ -90,9 +90,7 @@ def probe(bench, name: str, train, heldout, rows: list[int], targets, log) -> di
     scale = x[rows].std(0).clamp(min=1e-6)
     x, hx = x / scale, hx / scale
     started = time.monotonic()
-    l2 = bench.choose_l2(x, targets, train["table"], rows)
-    fit = [i for i in rows if targets[i] is not None]
-    w = bench.fit_head(x[fit], [targets[i] for i in fit], l2)
+    w, l2, _ = bench.fit_probe(x, targets, train["table"], rows)
     scores = torch.tanh(hx @ w).tolist()
     record = {"features": int(x.shape[1]), "l2": l2, "seconds": round(time.monotonic() - started, 1),
               "heldout": bench.quality(heldout["table"], scores, probability=False),

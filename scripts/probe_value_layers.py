@@ -64,9 +64,7 @@ def probe(bench, train: dict[str, Any], heldout: dict[str, Any], column, rows: S
     hx = heldout["features"][:, column].float().flatten(1)
     targets = bench.targets_of(train["table"], target)
     started = time.monotonic()
-    l2 = bench.choose_l2(x, targets, train["table"], rows)
-    fit = [i for i in rows if targets[i] is not None]
-    w = bench.fit_head(x[fit], [targets[i] for i in fit], l2)
+    w, l2, fit = bench.fit_probe(x, targets, train["table"], rows)
     scores = torch.tanh(hx @ w).tolist()
     return {"features": int(x.shape[1]), "train_nodes": len(fit), "l2": l2, "seconds": round(time.monotonic() - started, 1),
             "heldout": bench.quality(heldout["table"], scores, probability=False),
@@ -144,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         layers = sorted({int(s) for s in args.layers.split(",") if s.strip()})
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-        searches = [s.strip() for s in args.train_searches.split(",") if s.strip()]
-        train_trees = [tree for folder in searches for tree in bench.load_trees(work / folder / "trees.jsonl")]
-        heldout_trees = bench.load_trees(work / "heldout_trees" / "trees.jsonl")
+        searches, train_trees, heldout_trees = bench.load_tree_sets(work, args.train_searches)
         if max(sizes) > len(train_trees):
             raise UserError(f"--sizes asks for {max(sizes)} train trees; {', '.join(searches)} under {work} hold {len(train_trees)}")
         if results.get("layers", layers) != layers or results.get("train_searches", searches) != searches:

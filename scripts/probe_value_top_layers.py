@@ -166,38 +166,44 @@ def padded(entries: Sequence[dict[str, Any]]):
     return batch
 
 
-def pooled_features(runner: TopLayers, entries: Sequence[dict[str, Any]], count: int, batch_size: int = 16):
+def entry_hidden(runner: TopLayers, entries: Sequence[dict[str, Any]], batch_size: int = 16):
+    """(entry, its hidden states Tensor[T', H] float32) for each entry: the top layers without gradients
+    in bf16 autocast, `batch_size` padded entries at a time."""
+    import torch
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for start in range(0, len(entries), batch_size):
+            chunk = entries[start:start + batch_size]
+            hidden = runner.hidden(padded(chunk)).float()
+            yield from zip(chunk, hidden)
+
+
+def pooled_features(runner: TopLayers, entries: Sequence[dict[str, Any]], count: int):
     """{pooling: Tensor[count, features]} from the frozen top layers (rows not on any entry stay 0)."""
     import torch
 
     hidden_size = entries[0]["states"].shape[-1]
     out = {name: torch.zeros(count, hidden_size * (2 if "+" in name else 1)) for name in POOLINGS}
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for start in range(0, len(entries), batch_size):
-            chunk = entries[start:start + batch_size]
-            hidden = runner.hidden(padded(chunk)).float()
-            for row, entry in enumerate(chunk):
-                for index, step_start, steps_start, end in entry["nodes"]:
-                    last = hidden[row, end]
-                    step_mean = hidden[row, step_start:end + 1].mean(0)
-                    out["last"][index] = last
-                    out["step_mean"][index] = step_mean
-                    out["path_mean"][index] = hidden[row, steps_start:end + 1].mean(0)
-                    out["last+step_mean"][index] = torch.cat([last, step_mean])
+    for entry, hidden in entry_hidden(runner, entries):
+        for index, step_start, steps_start, end in entry["nodes"]:
+            last = hidden[end]
+            step_mean = hidden[step_start:end + 1].mean(0)
+            out["last"][index] = last
+            out["step_mean"][index] = step_mean
+            out["path_mean"][index] = hidden[steps_start:end + 1].mean(0)
+            out["last+step_mean"][index] = torch.cat([last, step_mean])
     return out
 
 
-def node_scores(runner: TopLayers, entries: Sequence[dict[str, Any]], count: int, batch_size: int = 16) -> list[float | None]:
+def node_scores(runner: TopLayers, entries: Sequence[dict[str, Any]], count: int) -> list[float | None]:
+    """tanh(w . h) at each entry node's last token (None for rows on no entry)."""
     import torch
 
     scores: list[float | None] = [None] * count
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for start in range(0, len(entries), batch_size):
-            chunk = entries[start:start + batch_size]
-            values = torch.tanh(runner.hidden(padded(chunk)).float() @ runner.w)
-            for row, entry in enumerate(chunk):
-                for index, _, _, end in entry["nodes"]:
-                    scores[index] = float(values[row, end])
+    for entry, hidden in entry_hidden(runner, entries):
+        values = torch.tanh(hidden @ runner.w)
+        for index, _, _, end in entry["nodes"]:
+            scores[index] = float(values[end])
     return scores
 
 
@@ -206,25 +212,21 @@ def node_scores(runner: TopLayers, entries: Sequence[dict[str, Any]], count: int
 
 def load_states(bench, work: Path, name: str, model: str, trees: list[Any], table: list[dict[str, Any]], top: int,
                 log, group: int = 32) -> list[dict[str, Any]]:
-    """path_states of the nodes with an outcome, per `group` trees in WORK/top_states/<name>_<first>.pt."""
-    import torch
+    """path_states of the nodes with an outcome, per `group` trees in WORK/top_states/<name>_<first>.pt
+    (bench_value_data.per_group_files)."""
 
-    entries = []
-    for first in range(0, len(trees), group):
-        part = work / "top_states" / f"{name}_{first:04d}.pt"
-        rows = [i for i, e in enumerate(table) if first <= e["tree"] < first + group and e["label"] is not None]
-        saved = torch.load(part) if part.exists() else None
-        if saved is None or saved["top"] != top or saved["rows"] != rows:
-            started = time.monotonic()
-            saved = {"top": top, "rows": rows,
-                     "entries": path_states(bench.load_backbone(model), trees, table, rows, top) if rows else []}
-            part.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(saved, part.with_suffix(".tmp"))
-            part.with_suffix(".tmp").replace(part)
-            log(f"states {name} trees {first}-{min(first + group, len(trees)) - 1}: {len(rows)} nodes on "
-                f"{len(saved['entries'])} paths in {time.monotonic() - started:.0f} s")
-        entries.extend(saved["entries"])
-    return entries
+    def rows(first: int, stop: int) -> list[int]:
+        return [i for i, e in enumerate(table) if first <= e["tree"] < stop and e["label"] is not None]
+
+    def compute(first: int, stop: int) -> dict[str, Any]:
+        wanted = rows(first, stop)
+        return {"top": top, "rows": wanted,
+                "entries": path_states(bench.load_backbone(model), trees, table, wanted, top) if wanted else []}
+
+    saved = bench.per_group_files(
+        work, "top_states", name, len(trees), lambda saved, first, stop: saved["top"] == top and saved["rows"] == rows(first, stop),
+        compute, lambda saved: f"{len(saved['rows'])} nodes on {len(saved['entries'])} paths", log, group)
+    return [entry for payload in saved for entry in payload["entries"]]
 
 
 def head_scores(table: Sequence[dict[str, Any]], features, w) -> list[float | None]:
@@ -248,9 +250,7 @@ def pooled_section(bench, train, heldout, also: dict[str, dict[str, Any]], sizes
         rows = [i for i, e in enumerate(train["table"]) if e["tree"] < size and e["label"] is not None]
         for name in POOLINGS:
             started = time.monotonic()
-            l2 = bench.choose_l2(train_x[name], targets, train["table"], rows)
-            fit = [i for i in rows if targets[i] is not None]
-            w = bench.fit_head(train_x[name][fit], [targets[i] for i in fit], l2)
+            w, l2, fit = bench.fit_probe(train_x[name], targets, train["table"], rows)
             scores = head_scores(heldout["table"], heldout_x[name], w)
             block[name] = {"features": int(train_x[name].shape[1]), "train_nodes": len(fit), "l2": l2,
                            "seconds": round(time.monotonic() - started, 1),
@@ -283,9 +283,9 @@ def top_section(bench, train, heldout, also: dict[str, dict[str, Any]], backbone
     # the head starts from the frozen fit on the same nodes (the shipped value model)
     x = pooled_features(runner, fit_entries, len(table))["last"]
     rows = [i for e in fit_entries for i, *_ in e["nodes"] if targets[i] is not None]
-    l2 = bench.choose_l2(x, targets, table, rows)
+    w, l2, _ = bench.fit_probe(x, targets, table, rows)
     with torch.no_grad():
-        runner.w.copy_(bench.fit_head(x[rows], [targets[i] for i in rows], l2))
+        runner.w.copy_(w)
     optimizer = torch.optim.AdamW(runner.parameters(), lr=learning_rate, weight_decay=0.0)
     key = f"top{top}_lr{learning_rate:g}"
     record = {"top": top, "learning_rate": learning_rate, "fit_trees": fit_trees, "fit_nodes": len(rows),
@@ -430,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[probe_value_top_layers] {message}", flush=True)
 
     if not args.report_only:
-        searches = [s.strip() for s in args.train_searches.split(",") if s.strip()]
-        train_trees = [tree for folder in searches for tree in bench.load_trees(work / folder / "trees.jsonl")]
-        heldout_trees = bench.load_trees(work / "heldout_trees" / "trees.jsonl")
+        searches, train_trees, heldout_trees = bench.load_tree_sets(work, args.train_searches)
         if args.fit_trees >= len(train_trees):
             raise UserError(f"--fit-trees {args.fit_trees}: {', '.join(searches)} under {work} hold {len(train_trees)} trees; "
                             "some must be left to validate on")
@@ -451,21 +449,21 @@ def main(argv: list[str] | None = None) -> int:
                    "entries": load_states(bench, work, "heldout", args.model, heldout_trees, heldout_table, args.top, log)}
         train = {"trees": train_trees, "table": train_table,
                  "entries": load_states(bench, work, "train", args.model, train_trees, train_table, args.top, log)}
-        also = {}
+        also, results["also_heldout"] = {}, {}
         for folder in [f.strip() for f in args.also_heldout.split(",") if f.strip()]:
             trees = bench.load_trees(Path(folder) / "trees.jsonl")
             table = bench.node_table(trees)
             name = "_".join(Path(folder).parts[-2:])
             also[name] = {"trees": trees, "table": table,
                           "entries": load_states(bench, work, f"also_{name}", args.model, trees, table, args.top, log)}
-        results["also_heldout"] = {name: {"folder": folder, "trees": len(other["trees"]),
-                                          "nodes": sum(e["label"] is not None for e in other["table"])}
-                                   for folder, (name, other) in zip([f.strip() for f in args.also_heldout.split(",") if f.strip()],
-                                                                    also.items())}
+            results["also_heldout"][name] = {"folder": folder, "trees": len(trees),
+                                             "nodes": sum(e["label"] is not None for e in table)}
+        import torch
+
         _, backbone, _ = bench.load_backbone(args.model)
         sections = {s.strip() for s in args.sections.split(",") if s.strip()}
         if "pooled" in sections:
-            runner = TopLayers(backbone, args.top, __import__("torch").zeros(backbone.config.hidden_size))
+            runner = TopLayers(backbone, args.top, torch.zeros(backbone.config.hidden_size))
             pooled_section(bench, train, heldout, also, [int(s) for s in args.sizes.split(",") if s.strip()], runner, results, log)
             atomic_write_json(results_path, results)
         if "top" in sections:
