@@ -6,6 +6,10 @@ as shipped vs best-of-N / maj@N at equal generated tokens → WORK/value.md + .j
     # rerun the same command until it prints "all done" (each section is saved when it finishes,
     # and a search resumes per tree); then
     .venv/bin/python scripts/bench_value.py --value-model ... --report-only --publish
+    # another value model on the same problems: --reuse-from copies the sections without the value
+    # model (the shipped search, the flat samples) from an earlier WORK into a fresh one
+    ... scripts/bench_value.py --value-model runs/value_data/frozen_1024_outcome --work runs/bench_value_1024 \
+        --reuse-from runs/bench_value_300 --arith-problems 300 --tasks arithmetic
 
 The value model is one trained from trees (`mcts-po train --method value`, or a loop's
 `round_k/value_model`); the policy is --model (SmolLM2-135M-Instruct by default). For each task
@@ -182,11 +186,52 @@ def run_flat(args, task: str, work: Path, results: dict[str, Any], backend) -> d
     entry: dict[str, Any] = {"sampling": summary, "wall_seconds": round(wall, 1),
                              "generated_tokens_per_second": round(summary["generated_tokens"] / wall, 1)
                              if summary["resumed_samples"] == 0 else None}
+    reused = results.get("reused", {}).get(f"flat_{task}")
+    if reused and summary["resumed_samples"] == summary["samples"]:  # all copied (--reuse-from): its own timing
+        entry.update({k: reused["entry"][k] for k in ("sampling", "wall_seconds", "generated_tokens_per_second")},
+                     reused_from=reused["from"])
     for kind, arm in arms.items():
         best, majority, tokens = best_and_majority(take_to_tokens(records, arm["generated_tokens"]), len(problems))
         entry[f"at_mcts_{kind}_tokens"] = {"best_of_n": solved_entry(best, len(problems), tokens),
                                           "maj_at_n": solved_entry(majority, len(problems), tokens)}
     return entry
+
+
+REUSABLE = ("mcts_default", "flat")  # the sections that do not involve the value model
+
+
+def reuse_sections(source: Path, work: Path, tasks: list[str], results: dict[str, Any],
+                   settings: dict[str, Any]) -> list[str]:
+    """--reuse-from: copy into a fresh WORK what another value model's run of this benchmark measured
+    without the value model, for the same policy and problems: the shipped search (its record and
+    trees) and the flat samples (their best-of-N / maj@N are counted again at this run's value
+    search's tokens, which the samples must reach; their timing is kept). Return the sections taken."""
+    import shutil
+
+    source_results = json.loads((source / "results.json").read_text()) if (source / "results.json").exists() else {}
+    theirs = source_results.get("settings", {})
+    differ = [k for k in ("model", "arith_problems", "gsm8k_problems") if theirs.get(k) != settings[k]]
+    if not theirs or differ:
+        raise UserError(f"--reuse-from {source}: " + (f"its settings differ in {', '.join(differ)} ({theirs})" if theirs
+                                                      else "no results.json with settings there"))
+    taken = []
+    for task in tasks:
+        names = [f"{section}_{task}" for section in REUSABLE]
+        if any(name in results for name in names) or not all(name in source_results for name in names):
+            continue
+        for section in REUSABLE:
+            if not (work / task / section).exists():
+                shutil.copytree(source / task / section, work / task / section)
+        results[f"mcts_default_{task}"] = {**source_results[f"mcts_default_{task}"],
+                                           "run": str(work / task / "mcts_default"), "reused_from": str(source)}
+        results.setdefault("reused", {})[f"flat_{task}"] = {"from": str(source),
+                                                            "entry": source_results[f"flat_{task}"]}
+        taken += names
+    for piece in source_results.get("pieces", []):
+        sections = [name for name in piece["sections"] if name in taken]
+        if sections:
+            results.setdefault("pieces", []).append({**piece, "sections": sections, "reused_from": str(source)})
+    return taken
 
 
 def paired_with_flat(work: Path, task: str, results: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +302,8 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
              f"Value model: `{meta['value_model']}`; policy {meta['model']}. 95 % Wilson intervals.", ""]
     for piece in meta.get("pieces", []):
         lines.append(f"- measured by `{piece['command']}` at commit {piece['commit']} ({piece['machine']}): "
-                     f"{', '.join(piece['sections'])}")
+                     f"{', '.join(piece['sections'])}"
+                     + (f" (copied from `{piece['reused_from']}` by --reuse-from)" if piece.get("reused_from") else ""))
     lines.append("")
     for task in TASKS:
         lines.append(f"## {task}")
@@ -319,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--budget-minutes", type=float, default=15.0, help="start no new section after this many minutes")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--reuse-from", help="another value model's WORK (same policy and problems): copy its shipped "
+                        "search and flat samples instead of running them again (a fresh --work only)")
     parser.add_argument("--value-backend", default="vllm", choices=("vllm", "transformers"),
                         help="what runs the value model in the search (the AUC section scores with transformers)")
     args = parser.parse_args(argv)
@@ -339,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("settings", settings) != settings:
         raise UserError(f"{results_path} holds results of other settings ({results['settings']}); use another --work")
     results["settings"] = settings
+    if args.reuse_from and not args.report_only:
+        taken = reuse_sections(Path(args.reuse_from), work, tasks, results, settings)
+        if taken:
+            atomic_write_json(results_path, results)
+            print(f"taken from {args.reuse_from}: {', '.join(taken)}", file=sys.stderr)
     commit = source_commit(REPO)
     meta = {"command": "scripts/bench_value.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -360,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"paired_{task}"] = paired_with_flat(work, task, results)
             atomic_write_json(results_path, results)
     meta["pieces"] = results.get("pieces", [])
-    write_report({k: v for k, v in results.items() if k not in ("settings", "pieces")}, meta, target)
+    write_report({k: v for k, v in results.items() if k not in ("settings", "pieces", "reused")}, meta, target)
     if not args.report_only:
         print("all done" if finished else "not finished: rerun the same command to continue", file=sys.stderr)
     return 0

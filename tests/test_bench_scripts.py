@@ -205,6 +205,37 @@ def test_bench_value_pairs_each_search_with_best_of_n_at_its_tokens(tmp_path):
     assert paired["mcts_value_vs_best_of_n"]["both"] == 1 and paired["mcts_value_vs_best_of_n"]["best_of_n_only"] == 1
 
 
+def test_bench_value_reuse_copies_only_what_the_value_model_does_not_touch(tmp_path):
+    bench_value = load_script("bench_value.py")
+    source, work = tmp_path / "old", tmp_path / "new"
+    settings = {"value_model": "/m/old", "model": "smollm2-135m", "arith_problems": 300, "gsm8k_problems": 100,
+                "value_backend": "vllm"}
+    for section in ("mcts_default", "mcts_value", "flat"):
+        (source / "arithmetic" / section).mkdir(parents=True)
+        (source / "arithmetic" / section / "data.jsonl").write_text(section)
+    flat = {"sampling": {"samples": 9}, "wall_seconds": 5.0, "generated_tokens_per_second": 40.0}
+    piece = {"command": "c", "commit": "abc", "machine": "m",
+             "sections": ["mcts_default_arithmetic", "mcts_value_arithmetic", "flat_arithmetic", "auc_arithmetic"]}
+    (source / "results.json").write_text(json.dumps({
+        "settings": settings, "mcts_default_arithmetic": {"solved": 3, "run": str(source / "arithmetic" / "mcts_default")},
+        "mcts_value_arithmetic": {"solved": 1}, "flat_arithmetic": flat, "auc_arithmetic": {}, "pieces": [piece]}))
+    results: dict = {}
+    mine = {**settings, "value_model": "/m/new"}
+    taken = bench_value.reuse_sections(source, work, ["arithmetic"], results, mine)
+    assert taken == ["mcts_default_arithmetic", "flat_arithmetic"]
+    assert results["mcts_default_arithmetic"]["solved"] == 3
+    assert results["mcts_default_arithmetic"]["run"] == str(work / "arithmetic" / "mcts_default")
+    assert "mcts_value_arithmetic" not in results and "flat_arithmetic" not in results   # flat is recounted
+    assert results["reused"]["flat_arithmetic"] == {"from": str(source), "entry": flat}
+    assert (work / "arithmetic" / "flat" / "data.jsonl").read_text() == "flat"
+    assert not (work / "arithmetic" / "mcts_value").exists()
+    assert results["pieces"] == [{**piece, "sections": ["mcts_default_arithmetic", "flat_arithmetic"],
+                                  "reused_from": str(source)}]
+    assert bench_value.reuse_sections(source, work, ["arithmetic"], results, mine) == []   # already there
+    with pytest.raises(bench_value.UserError, match="settings differ in arith_problems"):
+        bench_value.reuse_sections(source, tmp_path / "x", ["arithmetic"], {}, {**mine, "arith_problems": 64})
+
+
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     bench_math = load_script("bench_math.py")
     text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"

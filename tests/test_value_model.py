@@ -161,7 +161,7 @@ def test_frozen_backbone_fits_only_the_head_toward_the_targets(tiny, tmp_path):
     out = train_value_model(tiny, rows, "value", cpu_config(), tmp_path / "frozen",
                             ValueConfig(backbone="frozen", target="outcome", head_l2=1e-4))
     log = json.loads((out / "training_log.json").read_text())
-    assert log["trainer"].startswith("mcts_po frozen backbone") and log["steps_trained"] == 5
+    assert log["trainer"].startswith("mcts_po frozen backbone") and log["steps_trained"] == 4   # node 1 read once
     assert log["value_config"]["backbone"] == "frozen" and log["history"][0]["loss"] < 0.05
     policy, after = load_file(f"{tiny}/model.safetensors"), load_file(out / "model.safetensors")
     backbone = [name for name in after if name != "score.weight"]
@@ -179,6 +179,39 @@ def test_frozen_backbone_fits_only_the_head_toward_the_targets(tiny, tmp_path):
     with pytest.raises(UserError, match="none of the 1 value rows has a step with a outcome target"):
         train_value_model(tiny, [{**VALUE_ROWS[2], "outcome": [None]}], "value", cpu_config(), tmp_path / "y",
                           ValueConfig(target="outcome"))
+
+
+def test_frozen_fit_reads_a_shared_node_once_with_the_same_objective(tiny, tmp_path):
+    """Node 1 is on three rows (weight 1/3 each): the fit reads it once, from the longest row, at
+    weight 1, skips the row that brings nothing new, and lands on the head that the per-row
+    objective (every occurrence at its own weight) has."""
+    from safetensors.torch import load_file
+
+    from mcts_po.train.value_model import fit_tanh_head, head_and_backbone, last_hidden_states, load_value_model
+
+    rows = [{**VALUE_ROWS[0], "outcome": [0.5, 1.0]}, {**VALUE_ROWS[1], "outcome": [0.5, 0.0]},
+            {"prompt": PROMPT, "completions": ["1+1=2"], "outcome": [0.5], "tree_id": "t", "node_ids": [1]},
+            {**VALUE_ROWS[2], "outcome": [0.0]}]
+    out = train_value_model(tiny, rows, "value", cpu_config(batch_size=1, bf16="false"), tmp_path / "once",
+                            ValueConfig(backbone="frozen", target="outcome", head_l2=1e-3))
+    log = json.loads((out / "training_log.json").read_text())
+    assert (log["steps_trained"], log["rows_forwarded"]) == (4, 3)
+    # the per-row objective by hand: every (row, step) with weight 1 / (rows holding its node)
+    model = load_value_model(str(out), device="cpu")
+    _, backbone = head_and_backbone(model)
+    occurrences = {1: 3, 2: 1, 3: 1, 4: 1}
+    features, targets, weights = [], [], []
+    for row in rows:
+        batch = build_path_batch(byte_level_tokenizer(), [row["prompt"]], [row["completions"]], "\n")
+        with torch.no_grad():
+            hidden = last_hidden_states(backbone, batch.input_ids, batch.attention_mask).float()
+        for step, node in enumerate(row["node_ids"]):
+            features.append(hidden[0, int(batch.step_ends[0, step])])
+            targets.append(2 * row["outcome"][step] - 1)
+            weights.append(1 / occurrences[node])
+    expected, _, _ = fit_tanh_head(torch.stack(features), targets, weights, 1e-3)
+    head = load_file(out / "model.safetensors")["score.weight"].view(-1)
+    assert torch.allclose(head, expected.view(-1).to(head.dtype), atol=1e-4), (head - expected.view(-1)).abs().max()
 
 
 def test_ppm_with_reward_trainer_orders_chosen_above_rejected(tiny, tmp_path):
