@@ -10,8 +10,10 @@ trains on them and scores reasoning paths with the result:
   maximal paths, so steps near the root sit on many).
   `--target outcome` regresses to 2 s - 1 instead, s the share of correct verified terminals at
   or below the step (steps without one weigh 0). `--backbone frozen` keeps the policy's backbone
-  as it is and fits only the head: one forward pass per row that holds a node no longer row
-  holds (on value_data's 256 trees 1,428 of 3,014 rows, 48 % of the text), then the same weighted loss plus
+  as it is and fits only the head: one forward pass per row that holds a weighted node no
+  longer row holds (with the outcome target a row whose last step has no verified terminal
+  below holds none: on value_data's 256 trees 1,428 of 3,014 rows, 48 % of the text, are run),
+  then the same weighted loss plus
   `head_l2` |w|^2 minimised by full-batch L-BFGS (seconds; benchmarks/value_data.md measured
   such heads against the fine-tuned ones on held-out trees).
 - `--method ppm` (rStar-Math's process preference model, Bradley-Terry): TRL's
