@@ -255,6 +255,27 @@ def paired_with_flat(work: Path, task: str, results: dict[str, Any]) -> dict[str
     return out
 
 
+def paired_with_earlier_value_search(work: Path, task: str, earlier_work: Path) -> dict[str, Any] | None:
+    """With --reuse-from: this run's value-guided search against the reused run's (another value model)
+    on the same problems: solved by this one only, by the earlier only, exact McNemar p."""
+    from mcts_po.comparisons import mcnemar_exact, paired_counts
+    from mcts_po.tree_io import read_tree_file
+
+    earlier_file = earlier_work / task / "mcts_value" / "trees.jsonl"
+    if not earlier_file.exists():
+        return None
+    solved = {}
+    for name, path in (("this", work / task / "mcts_value" / "trees.jsonl"), ("earlier", earlier_file)):
+        trees = read_tree_file(path)
+        solved[name] = ({t.problem_id for t in trees if t.has_correct_terminal()}, {t.problem_id for t in trees})
+    if solved["this"][1] != solved["earlier"][1]:
+        raise UserError(f"{earlier_file} searched other problems than {work / task / 'mcts_value'}")
+    counts = paired_counts(solved["this"][0], solved["earlier"][0], solved["this"][1])
+    return {"earlier": str(earlier_file.parent), "this_solved": len(solved["this"][0]),
+            "earlier_solved": len(solved["earlier"][0]), "this_only": counts["a_only"],
+            "earlier_only": counts["b_only"], "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])}
+
+
 def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
     """The keys issue #20 asks for, for one task (None until its sections ran)."""
     need = [f"{s}_{task}" for s in SECTIONS]
@@ -278,6 +299,7 @@ def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
             "best_of_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["best_of_n"],
             "maj_at_n_at_mcts_default_tokens": flat["at_mcts_default_tokens"]["maj_at_n"],
             "paired": results.get(f"paired_{task}"),
+            "mcts_value_vs_earlier_value_model": results.get(f"paired_earlier_value_{task}"),
         },
         "throughput_vs_flat": {
             "mcts_value": round(value_run["generated_tokens_per_second"] / flat_speed, 3)
@@ -348,6 +370,12 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
                 e = paired[f"mcts_{kind}_vs_best_of_n"]
                 lines.append(f"| MCTS {'+ value model' if kind == 'value' else 'as shipped'} | best-of-N at its tokens | "
                              f"{e['search_only']} | {e['best_of_n_only']} | {e['both']} | {e['mcnemar_p']:.3g} |")
+        earlier = results.get(f"paired_earlier_value_{task}")
+        if earlier:
+            lines += ["", f"This value model's search against the value-guided search of `{earlier['earlier']}` (the run "
+                      f"--reuse-from took its other sections from; another value model), same problems: "
+                      f"{earlier['this_solved']} against {earlier['earlier_solved']} solved, {earlier['this_only']} by "
+                      f"this one only, {earlier['earlier_only']} by the earlier only, exact McNemar p {earlier['mcnemar_p']:.3g}."]
         lines.append("")
     atomic_write_text(target, "\n".join(lines) + "\n")
 
@@ -412,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         if f"paired_{task}" not in results and all(f"{s}_{task}" in results for s in ("mcts_default", "mcts_value", "flat")):
             results[f"paired_{task}"] = paired_with_flat(work, task, results)
             atomic_write_json(results_path, results)
+        reused = results.get("reused", {}).get(f"flat_{task}")
+        if reused and f"paired_earlier_value_{task}" not in results and f"mcts_value_{task}" in results:
+            paired = paired_with_earlier_value_search(work, task, Path(reused["from"]))
+            if paired:
+                results[f"paired_earlier_value_{task}"] = paired
+                atomic_write_json(results_path, results)
     meta["pieces"] = results.get("pieces", [])
     write_report({k: v for k, v in results.items() if k not in ("settings", "pieces", "reused")}, meta, target)
     if not args.report_only:

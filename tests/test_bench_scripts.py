@@ -236,6 +236,27 @@ def test_bench_value_reuse_copies_only_what_the_value_model_does_not_touch(tmp_p
         bench_value.reuse_sections(source, tmp_path / "x", ["arithmetic"], {}, {**mine, "arith_problems": 64})
 
 
+def test_bench_value_pairs_a_value_search_with_the_reused_runs(tmp_path):
+    from test_value_data import value_tree
+
+    from mcts_po.search.tree import Tree
+
+    bench_value = load_script("bench_value.py")
+    unsolved = lambda pid: Tree.new(problem_id=pid, tree_id=pid, question="?")
+    for run, trees in (("new", [value_tree(), unsolved("p2"), unsolved("p3")]),   # value_tree is p1, solved
+                       ("old", [unsolved("p1"), unsolved("p2"), unsolved("p3")])):
+        folder = tmp_path / run / "arithmetic" / "mcts_value"
+        folder.mkdir(parents=True)
+        (folder / "trees.jsonl").write_text("".join(t.to_json() + "\n" for t in trees))
+    paired = bench_value.paired_with_earlier_value_search(tmp_path / "new", "arithmetic", tmp_path / "old")
+    assert (paired["this_solved"], paired["earlier_solved"], paired["this_only"], paired["earlier_only"]) == (1, 0, 1, 0)
+    assert paired["mcnemar_p"] == 1.0
+    assert bench_value.paired_with_earlier_value_search(tmp_path / "new", "arithmetic", tmp_path / "none") is None
+    (tmp_path / "old" / "arithmetic" / "mcts_value" / "trees.jsonl").write_text(unsolved("p9").to_json() + "\n")
+    with pytest.raises(bench_value.UserError, match="other problems"):
+        bench_value.paired_with_earlier_value_search(tmp_path / "new", "arithmetic", tmp_path / "old")
+
+
 def test_bench_math_counts_steps_and_flags_lenient_near_misses():
     bench_math = load_script("bench_math.py")
     text = "Step one $x = 2$.\nStep two.\n\nThe answer is \\boxed{4}.\n"
