@@ -151,6 +151,14 @@ def solved_by_samples(records: list[dict[str, Any]]) -> set[str]:
     return {r["problem_id"] for r in records if r["correct"]}
 
 
+def solved_by_search(search: Path) -> tuple[set[str], set[str]]:
+    """(the problems with a verified-correct terminal, all problems) of a search folder's trees."""
+    from mcts_po.tree_io import read_tree_file
+
+    trees = read_tree_file(search / "trees.jsonl")
+    return {t.problem_id for t in trees if t.has_correct_terminal()}, {t.problem_id for t in trees}
+
+
 def best_and_majority(records: list[dict[str, Any]], problems: int) -> tuple[int, int, int]:
     """(problems with a correct sample, problems whose most frequent answer is correct, tokens);
     the vote is `mcts_po.evaluation.majority_answer` over each problem's samples in drawing order."""
@@ -239,14 +247,11 @@ def paired_with_flat(work: Path, task: str, results: dict[str, Any]) -> dict[str
     by the search only, by best-of-N only) and the exact McNemar p, from WORK's trees and samples."""
     from mcts_po.comparisons import mcnemar_exact, paired_counts
     from mcts_po.flat_baselines import read_samples
-    from mcts_po.tree_io import read_tree_file
 
     records = read_samples(work / task / "flat" / "samples.jsonl")
     out = {}
     for kind in ("default", "value"):
-        trees = read_tree_file(work / task / f"mcts_{kind}" / "trees.jsonl")
-        problems = [t.problem_id for t in trees]
-        searched = [t.problem_id for t in trees if t.has_correct_terminal()]
+        searched, problems = solved_by_search(work / task / f"mcts_{kind}")
         sampled = solved_by_samples(take_to_tokens(records, results[f"mcts_{kind}_{task}"]["generated_tokens"]))
         counts = paired_counts(searched, sampled, problems)
         out[f"mcts_{kind}_vs_best_of_n"] = {"search_only": counts["a_only"], "best_of_n_only": counts["b_only"],
@@ -259,21 +264,18 @@ def paired_with_earlier_value_search(work: Path, task: str, earlier_work: Path) 
     """With --reuse-from: this run's value-guided search against the reused run's (another value model)
     on the same problems: solved by this one only, by the earlier only, exact McNemar p."""
     from mcts_po.comparisons import mcnemar_exact, paired_counts
-    from mcts_po.tree_io import read_tree_file
 
-    earlier_file = earlier_work / task / "mcts_value" / "trees.jsonl"
-    if not earlier_file.exists():
+    earlier = earlier_work / task / "mcts_value"
+    if not (earlier / "trees.jsonl").exists():
         return None
-    solved = {}
-    for name, path in (("this", work / task / "mcts_value" / "trees.jsonl"), ("earlier", earlier_file)):
-        trees = read_tree_file(path)
-        solved[name] = ({t.problem_id for t in trees if t.has_correct_terminal()}, {t.problem_id for t in trees})
-    if solved["this"][1] != solved["earlier"][1]:
-        raise UserError(f"{earlier_file} searched other problems than {work / task / 'mcts_value'}")
-    counts = paired_counts(solved["this"][0], solved["earlier"][0], solved["this"][1])
-    return {"earlier": str(earlier_file.parent), "this_solved": len(solved["this"][0]),
-            "earlier_solved": len(solved["earlier"][0]), "this_only": counts["a_only"],
-            "earlier_only": counts["b_only"], "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])}
+    this_solved, problems = solved_by_search(work / task / "mcts_value")
+    earlier_solved, earlier_problems = solved_by_search(earlier)
+    if problems != earlier_problems:
+        raise UserError(f"{earlier / 'trees.jsonl'} searched other problems than {work / task / 'mcts_value'}")
+    counts = paired_counts(this_solved, earlier_solved, problems)
+    return {"earlier": str(earlier), "this_solved": len(this_solved), "earlier_solved": len(earlier_solved),
+            "this_only": counts["a_only"], "earlier_only": counts["b_only"],
+            "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])}
 
 
 def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
