@@ -8,11 +8,15 @@ as shipped vs best-of-N / maj@N at equal generated tokens → WORK/value.md + .j
     .venv/bin/python scripts/bench_value.py --value-model ... --report-only --publish
     # another value model on the same problems: --reuse-from copies the sections without the value
     # model (the shipped search, the flat samples) from an earlier WORK into a fresh one
-    ... scripts/bench_value.py --value-model runs/value_data/frozen_1024_outcome --work runs/bench_value_1024 \
+    ... scripts/bench_value.py --value-model runs/value_data/frozen_1024_outcome --work runs/bench_value_1024 \\
         --reuse-from runs/bench_value_300 --arith-problems 300 --tasks arithmetic
+    # a value model per task (each learned from that task's trees), added to the same WORK later:
+    ... scripts/bench_value.py --value-model gsm8k=runs/value_gsm8k/frozen_256_outcome \\
+        --work runs/bench_value_1024 --tasks gsm8k
 
 The value model is one trained from trees (`mcts-po train --method value`, or a loop's
-`round_k/value_model`); the policy is --model (SmolLM2-135M-Instruct by default). For each task
+`round_k/value_model`): one folder for every task, or `task=folder` pairs, comma-separated (WORK
+records each task's; a task's sections are never mixed across value models); the policy is --model (SmolLM2-135M-Instruct by default). For each task
 (`arithmetic`: the first --arith-problems test problems at the loop's difficulty, num_ops 1,
 max_value 50, which no loop round searches; `gsm8k`: the first --gsm8k-problems test problems),
 in this order, each a section of WORK/results.json:
@@ -89,6 +93,46 @@ def solved_entry(solved: int, problems: int, tokens: int, **extra: Any) -> dict[
             "generated_tokens": int(tokens), **extra}
 
 
+def value_models_by_task(spec: str, tasks: list[str]) -> dict[str, str]:
+    """--value-model → {task: resolved folder} for `tasks`: one folder for all, or `task=folder` pairs."""
+    if "=" in spec:
+        pairs = {}
+        for item in (part.strip() for part in spec.split(",") if part.strip()):
+            task, _, folder = item.partition("=")
+            if task not in TASKS or not folder:
+                raise UserError(f"--value-model {spec}: {item!r} is not task=folder with a task of {', '.join(TASKS)}")
+            pairs[task] = folder
+        missing = [t for t in tasks if t not in pairs]
+        if missing:
+            raise UserError(f"--value-model {spec} names no value model for {', '.join(missing)} (--tasks {','.join(tasks)})")
+    else:
+        pairs = {task: spec for task in tasks}
+    for task, folder in pairs.items():
+        if not Path(folder).is_dir():
+            raise UserError(f"--value-model {folder} ({task}) is not a folder (train one: mcts-po train --method value)")
+    return {task: str(Path(pairs[task]).resolve()) for task in tasks}
+
+
+def merged_settings(stored: dict[str, Any] | None, settings: dict[str, Any], results_path: Path,
+                    tasks_with_results: list[str]) -> dict[str, Any]:
+    """WORK's settings with this run's: the policy, problem counts and value backend must be the same; each
+    task keeps the value model its sections were measured with (a run before per-task value models
+    stored one `value_model`, which holds for the tasks that have results)."""
+    if not stored:
+        return settings
+    stored = dict(stored)
+    stored.setdefault("value_backend", "transformers")  # the only one before the option
+    if "value_model" in stored:
+        one = stored.pop("value_model")
+        stored["value_models"] = {task: one for task in tasks_with_results}
+    differ = [k for k in settings if k != "value_models" and stored.get(k) != settings[k]]
+    differ += [f"value_models.{task}" for task, folder in settings["value_models"].items()
+               if stored["value_models"].get(task, folder) != folder]
+    if differ:
+        raise UserError(f"{results_path} holds results of other settings ({', '.join(differ)}: {stored}); use another --work")
+    return {**stored, "value_models": {**stored["value_models"], **settings["value_models"]}}
+
+
 def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any]:
     from mcts_po.search_runner import SearchJob, run_search_job
     from mcts_po.tree_io import read_tree_file
@@ -97,7 +141,7 @@ def run_search(args, task: str, kind: str, work: Path, backend) -> dict[str, Any
     out = work / task / f"mcts_{kind}"
     job = SearchJob(out=str(out), model=args.model, backend="vllm", search=search, sampling=sampling,
                     problems_in_flight=32, greedy_baseline=False, progress=False,
-                    value_model=args.value_model if kind == "value" else None, value_model_device="cpu",
+                    value_model=args.value_models[task] if kind == "value" else None, value_model_device="cpu",
                     value_model_backend=args.value_backend, **task_source(args, task))
     started = time.perf_counter()
     summary = run_search_job(job, backend=backend)
@@ -128,7 +172,7 @@ def run_auc(args, task: str, work: Path) -> dict[str, Any]:
     trees = read_tree_file(work / task / "mcts_default" / "trees.jsonl")
     keys = outcome_step_nodes(trees)  # the nodes AUC and Brier are over
     started = time.perf_counter()
-    guide = ValueGuide(args.value_model, device="cpu", batch_size=16)
+    guide = ValueGuide(args.value_models[task], device="cpu", batch_size=16)
     scores = dict(zip(keys, guide.score(trees, keys))) if keys else {}
     quality = value_and_self_eval_quality(trees, scores)
     quality["score_seconds"] = round(time.perf_counter() - started, 1)
@@ -278,8 +322,8 @@ def paired_with_earlier_value_search(work: Path, task: str, earlier_work: Path) 
             "mcnemar_p": mcnemar_exact(counts["a_only"], counts["b_only"])}
 
 
-def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
-    """The keys issue #20 asks for, for one task (None until its sections ran)."""
+def headline(results: dict[str, Any], task: str, value_model: str | None = None) -> dict[str, Any] | None:
+    """The keys issue #20 asks for, for one task (None until its sections ran), and its value model."""
     need = [f"{s}_{task}" for s in SECTIONS]
     if any(k not in results for k in need):
         return None
@@ -289,6 +333,7 @@ def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
     value_run = results[f"mcts_value_{task}"]
     flat_speed = flat["generated_tokens_per_second"]
     return {
+        "value_model": value_model,
         "auc": {"value_model": auc["value_model"]["auc"] if auc["value_model"] else None,
                 "self_eval": auc["self_eval"]["auc"] if auc["self_eval"] else None,
                 "value_model_brier": auc["value_model"]["brier"] if auc["value_model"] else None,
@@ -319,11 +364,14 @@ def headline(results: dict[str, Any], task: str) -> dict[str, Any] | None:
 
 
 def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) -> None:
-    data = {"meta": meta, **{task: headline(results, task) for task in TASKS}, "sections": results}
+    value_models = meta.get("value_models", {})
+    data = {"meta": meta, **{task: headline(results, task, value_models.get(task)) for task in TASKS}, "sections": results}
     atomic_write_json(target.with_suffix(".json"), data)
     lines = ["# Value model: AUC and equal-token search on held-out problems", "",
              f"Report written by `scripts/bench_value.py` ({meta['command']}), commit {meta['commit']}, {meta['machine']}. "
-             f"Value model: `{meta['value_model']}`; policy {meta['model']}. 95 % Wilson intervals.", ""]
+             f"Value models (each learned from its task's trees): "
+             + "; ".join(f"{task} `{folder}`" for task, folder in value_models.items())
+             + f"; policy {meta['model']}. 95 % Wilson intervals.", ""]
     for piece in meta.get("pieces", []):
         lines.append(f"- measured by `{piece['command']}` at commit {piece['commit']} ({piece['machine']}): "
                      f"{', '.join(piece['sections'])}"
@@ -332,6 +380,8 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
     for task in TASKS:
         lines.append(f"## {task}")
         lines.append("")
+        if value_models.get(task):
+            lines += [f"Value model: `{value_models[task]}`.", ""]
         done = [s for s in SECTIONS if f"{s}_{task}" in results]
         if not done:
             lines += ["(not run yet)", ""]
@@ -384,7 +434,8 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--value-model", required=True, help="folder of a trained value model")
+    parser.add_argument("--value-model", help="folder of a trained value model, or task=folder pairs, comma-separated "
+                        "(arithmetic=...,gsm8k=...); --report-only takes WORK's")
     parser.add_argument("--model", default="smollm2-135m", help="the policy")
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_value"))
     parser.add_argument("--publish", action="store_true", help="write benchmarks/value.md and .json")
@@ -400,23 +451,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--value-backend", default="vllm", choices=("vllm", "transformers"),
                         help="what runs the value model in the search (the AUC section scores with transformers)")
     args = parser.parse_args(argv)
-    if not Path(args.value_model).is_dir():
-        raise UserError(f"--value-model {args.value_model} is not a folder (train one: mcts-po train --method value)")
     tasks = [t for t in args.tasks.split(",") if t]
     if any(t not in TASKS for t in tasks):
         parser.error(f"--tasks takes {', '.join(TASKS)}")
+    if not args.value_model and not args.report_only:
+        parser.error("--value-model is required (but with --report-only)")
+    args.value_models = value_models_by_task(args.value_model, tasks) if args.value_model else {}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    settings = {"value_model": str(Path(args.value_model).resolve()), "model": args.model,
+    settings = {"value_models": args.value_models, "model": args.model,
                 "arith_problems": args.arith_problems, "gsm8k_problems": args.gsm8k_problems,
                 "value_backend": args.value_backend}
-    if "settings" in results:
-        results["settings"].setdefault("value_backend", "transformers")  # the only one before the option
-    if results.get("settings", settings) != settings:
-        raise UserError(f"{results_path} holds results of other settings ({results['settings']}); use another --work")
-    results["settings"] = settings
+    with_results = [t for t in TASKS if any(f"{s}_{t}" in results for s in ("mcts_value", "auc"))]
+    results["settings"] = merged_settings(results.get("settings"), settings, results_path, with_results)
     if args.reuse_from and not args.report_only:
         taken = reuse_sections(Path(args.reuse_from), work, tasks, results, settings)
         if taken:
@@ -425,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = source_commit(REPO)
     meta = {"command": "scripts/bench_value.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "value_model": args.value_model, "model": args.model}
+            "value_models": results["settings"]["value_models"], "model": args.model}
     target = Path(args.report) if args.report else REPO / "benchmarks" / "value.md" if args.publish else work / "value.md"
     finished = True
     if not args.report_only:

@@ -236,6 +236,36 @@ def test_bench_value_reuse_copies_only_what_the_value_model_does_not_touch(tmp_p
         bench_value.reuse_sections(source, tmp_path / "x", ["arithmetic"], {}, {**mine, "arith_problems": 64})
 
 
+def test_bench_value_takes_a_value_model_per_task_and_keeps_each_tasks_in_work(tmp_path):
+    bench_value = load_script("bench_value.py")
+    arith, gsm = tmp_path / "arith_vm", tmp_path / "gsm_vm"
+    arith.mkdir(), gsm.mkdir()
+    both = ["arithmetic", "gsm8k"]
+    assert bench_value.value_models_by_task(str(arith), both) == {"arithmetic": str(arith), "gsm8k": str(arith)}
+    assert bench_value.value_models_by_task(f"gsm8k={gsm}", ["gsm8k"]) == {"gsm8k": str(gsm)}
+    assert bench_value.value_models_by_task(f"arithmetic={arith},gsm8k={gsm}", ["gsm8k"]) == {"gsm8k": str(gsm)}
+    with pytest.raises(bench_value.UserError, match="names no value model for arithmetic"):
+        bench_value.value_models_by_task(f"gsm8k={gsm}", both)
+    with pytest.raises(bench_value.UserError, match="'math=.*' is not task=folder"):
+        bench_value.value_models_by_task(f"math={gsm}", ["gsm8k"])
+    with pytest.raises(bench_value.UserError, match="nowhere \\(gsm8k\\) is not a folder"):
+        bench_value.value_models_by_task(f"gsm8k={tmp_path / 'nowhere'}", ["gsm8k"])
+
+    common = {"model": "smollm2-135m", "arith_problems": 300, "gsm8k_problems": 100, "value_backend": "vllm"}
+    path = tmp_path / "results.json"
+    # a WORK of the single-value-model days: its value model holds for the task that has results
+    stored = {"value_model": str(arith), **common}
+    merged = bench_value.merged_settings(stored, {"value_models": {"gsm8k": str(gsm)}, **common}, path, ["arithmetic"])
+    assert merged == {"value_models": {"arithmetic": str(arith), "gsm8k": str(gsm)}, **common}
+    assert bench_value.merged_settings(merged, {"value_models": {}, **common}, path, []) == merged   # --report-only
+    with pytest.raises(bench_value.UserError, match="value_models.arithmetic"):
+        bench_value.merged_settings(merged, {"value_models": {"arithmetic": str(gsm)}, **common}, path, [])
+    with pytest.raises(bench_value.UserError, match="gsm8k_problems"):
+        bench_value.merged_settings(merged, {"value_models": {"gsm8k": str(gsm)}, **common, "gsm8k_problems": 50}, path, [])
+    fresh = {"value_models": {"gsm8k": str(gsm)}, **common}
+    assert bench_value.merged_settings(None, fresh, path, []) == fresh
+
+
 def test_bench_value_pairs_a_value_search_with_the_reused_runs(tmp_path):
     from test_value_data import value_tree
 
