@@ -14,18 +14,62 @@ other way round (2 * self_eval - 1).
     from mcts_po.score_quality import outcome_points, score_quality, value_and_self_eval_quality
     score_quality(outcome_points(trees, {(0, 3): 0.8, ...}, "subtree"))   # {"auc": ..., "brier": ...}
     value_and_self_eval_quality(trees, {(0, 3): 0.2, ...})                # value model vs self-eval
+    value_and_self_eval_quality(trees, {...}, intervals=True)   # + 95 % intervals over trees, paired difference
     outcome_step_nodes(trees)     # the nodes a value model must score for that
 """
 
 from __future__ import annotations
 
+import random
 import statistics
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from mcts_po.graphs.run_stats import calibration_table, rollout_outcomes, subtree_outcomes
+from mcts_po.graphs.run_stats import calibration_table, ranking_auc, rollout_outcomes, subtree_outcomes
 from mcts_po.search.tree import Tree
 
 NodeKey = tuple[int, int]  # (tree index, node id)
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_trees(points: Sequence[tuple[int, Any]], statistic: Callable[[list[Any]], float | None],
+                    seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float] | None:
+    """95 % percentile interval of `statistic(list of values)` over resamples of the trees (each
+    point's first item names its tree): the nodes of one tree are not independent, the trees are."""
+    by_tree: dict[int, list[Any]] = {}
+    for tree, value in points:
+        by_tree.setdefault(tree, []).append(value)
+    trees = sorted(by_tree)
+    rng = random.Random(seed)
+    resampled = []
+    for _ in range(resamples):
+        value = statistic([v for t in (rng.choice(trees) for _ in trees) for v in by_tree[t]])
+        if value is not None:
+            resampled.append(value)
+    if not resampled:
+        return None
+    resampled.sort()
+    return [round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
+
+
+def auc_interval(points: Sequence[tuple[int, float, bool]], seed: int = 0) -> list[float] | None:
+    """95 % interval over trees of the AUC of (tree, score, outcome) points."""
+    return bootstrap_trees([(tree, (score, good)) for tree, score, good in points],
+                           lambda sample: ranking_auc(sample), seed)
+
+
+def paired_auc_difference(points: Sequence[tuple[int, float, float, bool]], seed: int = 0) -> dict[str, Any] | None:
+    """AUC of score a minus AUC of score b on the same (tree, a, b, outcome) points, with a paired 95 %
+    interval over trees (each resample takes the same trees for both)."""
+    def difference(sample):
+        a = ranking_auc([(x, good) for x, _, good in sample])
+        b = ranking_auc([(y, good) for _, y, good in sample])
+        return None if a is None or b is None else a - b
+
+    if not points:
+        return None
+    observed = difference([(a, b, good) for _, a, b, good in points])
+    return {"nodes": len(points), "difference": None if observed is None else round(observed, 4),
+            "ci95": bootstrap_trees([(tree, (a, b, good)) for tree, a, b, good in points], difference, seed)}
 
 
 def outcome_points(trees: Sequence[Tree], scores: dict[NodeKey, float], outcome: str) -> list[tuple[float, bool]]:
@@ -76,7 +120,7 @@ def value_probability(value: float) -> float:
 
 
 def value_and_self_eval_quality(trees: Sequence[Tree], value_scores: dict[NodeKey, float] | None,
-                                outcome: str = "subtree") -> dict[str, Any]:
+                                outcome: str = "subtree", intervals: bool = False) -> dict[str, Any]:
     """The value model's scores (in [-1, 1], keyed by (tree index, node id)) and the nodes' stored
     self-evaluations against the nodes' outcomes, on the step nodes of `trees`.
 
@@ -84,13 +128,21 @@ def value_and_self_eval_quality(trees: Sequence[Tree], value_scores: dict[NodeKe
     None without scores); `self_eval`: those
     of the same step nodes that hold a self-evaluation (None when none does: a search without
     verdicts); `value_model_on_self_eval_nodes`: the value model on exactly the self-evaluated
-    nodes, present only when those are fewer than the value model's nodes."""
+    nodes, present only when those are fewer than the value model's nodes.
+
+    `intervals`: each AUC gets `auc_ci95`, a 95 % bootstrap interval over trees, and
+    `value_minus_self_eval` the paired difference of the two AUCs on the nodes that have both."""
     keys = step_nodes(trees)
     self_eval = {(i, n): float(trees[i].nodes[n].self_eval) for i, n in keys
                  if trees[i].nodes[n].self_eval is not None}
     result: dict[str, Any] = {"outcome": outcome, "trees": len(trees), "step_nodes": len(keys)}
     self_points = outcome_points(trees, self_eval, outcome)
     result["self_eval"] = score_quality(self_points) if self_points else None
+    outcomes = [subtree_outcomes(tree) if outcome == "subtree" else rollout_outcomes(tree) for tree in trees] \
+        if intervals else []
+    if intervals and result["self_eval"]:
+        result["self_eval"]["auc_ci95"] = auc_interval([(t, p, bool(outcomes[t][n])) for (t, n), p in self_eval.items()
+                                                        if outcomes[t][n] is not None])
     if value_scores is None:
         result["value_model"] = None
         return result
@@ -100,6 +152,11 @@ def value_and_self_eval_quality(trees: Sequence[Tree], value_scores: dict[NodeKe
         raise ValueError(f"{len(missing)} step nodes with an outcome have no value-model score, e.g. (tree, node) {missing[0]}")
     probabilities = {key: value_probability(value_scores[key]) for key in scored}
     result["value_model"] = score_quality(outcome_points(trees, probabilities, outcome))
+    if intervals:
+        result["value_model"]["auc_ci95"] = auc_interval([(t, p, bool(outcomes[t][n])) for (t, n), p in probabilities.items()])
+        result["value_minus_self_eval"] = paired_auc_difference(
+            [(t, probabilities[(t, n)], s, bool(outcomes[t][n])) for (t, n), s in self_eval.items()
+             if (t, n) in probabilities])
     if self_points and len(self_points) < result["value_model"]["nodes"]:
         result["value_model_on_self_eval_nodes"] = score_quality(
             outcome_points(trees, {k: probabilities[k] for k in self_eval if k in probabilities}, outcome))

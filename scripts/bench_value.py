@@ -33,7 +33,9 @@ in this order, each a section of WORK/results.json:
   order they were drawn until that many tokens were generated;
 - `auc_T`: the value model's and the stored self-evaluation's AUC / Brier against the subtree
   outcome on the step nodes of `mcts_default_T`'s trees (problems the value model never saw;
-  the slowest section on CPU, the whole path through transformers for every node, so it runs last).
+  the slowest section on CPU, the whole path through transformers for every node, so it runs last),
+  with 95 % bootstrap intervals over trees and the paired difference of the two AUCs; every node's
+  two scores go to WORK/T/auc_scores.jsonl.
 
 Solved counts carry 95 % Wilson intervals. "solved" of a search = a verified-correct terminal
 in its tree; `solved_with_rollouts` also counts a correct rollout. Throughput: generated tokens
@@ -174,8 +176,13 @@ def run_auc(args, task: str, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     guide = ValueGuide(args.value_models[task], device="cpu", batch_size=16)
     scores = dict(zip(keys, guide.score(trees, keys))) if keys else {}
-    quality = value_and_self_eval_quality(trees, scores)
-    quality["score_seconds"] = round(time.perf_counter() - started, 1)
+    seconds = time.perf_counter() - started
+    # every node's two scores, so that a later report can compare them (or another value model's) again
+    atomic_write_text(work / task / "auc_scores.jsonl", "".join(
+        json.dumps({"tree": t, "tree_id": trees[t].tree_id, "node": n, "value_model": scores[(t, n)],
+                    "self_eval": trees[t].nodes[n].self_eval}) + "\n" for t, n in keys))
+    quality = value_and_self_eval_quality(trees, scores, intervals=True)
+    quality["score_seconds"] = round(seconds, 1)
     return quality
 
 
@@ -388,12 +395,19 @@ def write_report(results: dict[str, Any], meta: dict[str, Any], target: Path) ->
             continue
         auc = results.get(f"auc_{task}")
         if auc:
-            fmt = lambda q, k: "—" if not q else f"{q[k]:.3f}"
-            lines += ["| scores | nodes | AUC | Brier |", "|---|---|---|---|",
+            fmt = lambda q, k: "—" if not q or q.get(k) is None else f"{q[k]:.3f}"
+            ci = lambda q: "—" if not q or not q.get("auc_ci95") else f"[{q['auc_ci95'][0]:.3f}, {q['auc_ci95'][1]:.3f}]"
+            lines += ["| scores | nodes | AUC | 95 % CI over trees | Brier |", "|---|---|---|---|---|",
                       f"| value model | {auc['value_model']['nodes'] if auc['value_model'] else 0} | "
-                      f"{fmt(auc['value_model'], 'auc')} | {fmt(auc['value_model'], 'brier')} |",
+                      f"{fmt(auc['value_model'], 'auc')} | {ci(auc['value_model'])} | {fmt(auc['value_model'], 'brier')} |",
                       f"| self-evaluation | {auc['self_eval']['nodes'] if auc['self_eval'] else 0} | "
-                      f"{fmt(auc['self_eval'], 'auc')} | {fmt(auc['self_eval'], 'brier')} |", ""]
+                      f"{fmt(auc['self_eval'], 'auc')} | {ci(auc['self_eval'])} | {fmt(auc['self_eval'], 'brier')} |", ""]
+            paired_auc = auc.get("value_minus_self_eval")
+            if paired_auc and paired_auc.get("difference") is not None:
+                dci = paired_auc["ci95"]
+                lines += [f"Value model minus self-evaluation on the {paired_auc['nodes']} nodes with both: AUC "
+                          f"{paired_auc['difference']:+.3f}" + (f" [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
+                          + " (paired bootstrap over trees).", ""]
         lines += ["| method | solved | 95 % CI | generated tokens | tok/s | note |", "|---|---|---|---|---|---|"]
         for kind in ("default", "value"):
             arm = results.get(f"mcts_{kind}_{task}")

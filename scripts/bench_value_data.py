@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -59,10 +58,10 @@ sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
 from mcts_po.precision import source_commit  # noqa: E402
+from mcts_po.score_quality import bootstrap_trees  # noqa: E402
 
 TARGETS = ("q", "outcome")
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-BOOTSTRAP = 1000
 
 
 def machine() -> str:
@@ -104,24 +103,6 @@ def auc_of(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     from mcts_po.graphs.run_stats import ranking_auc
 
     return ranking_auc(list(zip(scores, labels)))
-
-
-def bootstrap_trees(points: Sequence[tuple[int, Any]], statistic, seed: int = 0) -> list[float] | None:
-    """95 % interval of `statistic(list of values)` over resamples of the trees (the points' first item)."""
-    by_tree: dict[int, list[Any]] = {}
-    for tree, value in points:
-        by_tree.setdefault(tree, []).append(value)
-    trees = sorted(by_tree)
-    rng = random.Random(seed)
-    resampled = []
-    for _ in range(BOOTSTRAP):
-        value = statistic([v for t in (rng.choice(trees) for _ in trees) for v in by_tree[t]])
-        if value is not None:
-            resampled.append(value)
-    if not resampled:
-        return None
-    resampled.sort()
-    return [round(resampled[int(0.025 * len(resampled))], 4), round(resampled[int(0.975 * len(resampled)) - 1], 4)]
 
 
 def auc_difference(table: Sequence[dict[str, Any]], values: Sequence[float | None], seed: int = 0,
