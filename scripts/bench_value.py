@@ -345,7 +345,11 @@ def headline(results: dict[str, Any], task: str, value_model: str | None = None)
                 "self_eval": auc["self_eval"]["auc"] if auc["self_eval"] else None,
                 "value_model_brier": auc["value_model"]["brier"] if auc["value_model"] else None,
                 "self_eval_brier": auc["self_eval"]["brier"] if auc["self_eval"] else None,
-                "nodes": auc["value_model"]["nodes"] if auc["value_model"] else 0},
+                "nodes": auc["value_model"]["nodes"] if auc["value_model"] else 0,
+                # 95 % intervals over trees and the paired difference (runs measured at 819f08b or later)
+                "value_model_ci95": (auc["value_model"] or {}).get("auc_ci95"),
+                "self_eval_ci95": (auc["self_eval"] or {}).get("auc_ci95"),
+                "value_minus_self_eval": auc.get("value_minus_self_eval")},
         "equal_tokens": {
             "mcts_value": {k: value_run[k] for k in ("solved", "problems", "ci95", "generated_tokens")},
             "mcts_default": {k: results[f"mcts_default_{task}"][k] for k in ("solved", "problems", "ci95", "generated_tokens")},
