@@ -16,7 +16,8 @@ as shipped vs best-of-N / maj@N at equal generated tokens → WORK/value.md + .j
 
 The value model is one trained from trees (`mcts-po train --method value`, or a loop's
 `round_k/value_model`): one folder for every task, or `task=folder` pairs, comma-separated (WORK
-records each task's; a task's sections are never mixed across value models); the policy is --model (SmolLM2-135M-Instruct by default). For each task
+records each task's; a task's sections are never mixed across value models); the policy is
+--model (SmolLM2-135M-Instruct by default). For each task
 (`arithmetic`: the first --arith-problems test problems at the loop's difficulty, num_ops 1,
 max_value 50, which no loop round searches; `gsm8k`: the first --gsm8k-problems test problems),
 in this order, each a section of WORK/results.json:

@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 
 from mcts_po.io_utils import UserError, atomic_write_json, atomic_write_text  # noqa: E402
 from mcts_po.precision import source_commit  # noqa: E402
-from mcts_po.score_quality import bootstrap_trees  # noqa: E402
+from mcts_po.score_quality import auc_interval, paired_auc_difference  # noqa: E402
 
 TARGETS = ("q", "outcome")
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -108,22 +108,11 @@ def auc_of(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
 def auc_difference(table: Sequence[dict[str, Any]], values: Sequence[float | None], seed: int = 0,
                    reference: Sequence[float | None] | None = None) -> dict[str, Any] | None:
     """AUC of `values` minus the AUC of `reference` (default: the stored self-evaluation) on the nodes
-    that have both and an outcome, with a paired 95 % bootstrap interval over trees (the same
-    resampled trees for both)."""
+    that have both and an outcome, with a paired 95 % bootstrap interval over trees
+    (`score_quality.paired_auc_difference`)."""
     reference = [e["self_eval"] for e in table] if reference is None else reference
-    points = [(e["tree"], (v, r, bool(e["label"]))) for e, v, r in zip(table, values, reference)
-              if v is not None and r is not None and e["label"] is not None]
-
-    def difference(sample):
-        a = auc_of([v for v, _, _ in sample], [label for _, _, label in sample])
-        b = auc_of([s for _, s, _ in sample], [label for _, _, label in sample])
-        return None if a is None or b is None else a - b
-
-    if not points:
-        return None
-    observed = difference([p for _, p in points])
-    return {"nodes": len(points), "difference": None if observed is None else round(observed, 4),
-            "ci95": bootstrap_trees(points, difference, seed)}
+    return paired_auc_difference([(e["tree"], v, r, bool(e["label"])) for e, v, r in zip(table, values, reference)
+                                  if v is not None and r is not None and e["label"] is not None], seed)
 
 
 def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], probability: bool,
@@ -138,8 +127,7 @@ def quality(table: Sequence[dict[str, Any]], scores: Sequence[float | None], pro
         return None
     labels = [label for _, _, label in points]
     auc = auc_of([p for _, p, _ in points], labels)
-    interval = bootstrap_trees([(tree, (p, label)) for tree, p, label in points],
-                               lambda sample: auc_of([p for p, _ in sample], [label for _, label in sample]), seed)
+    interval = auc_interval(points, seed)
     brier = sum((p - float(label)) ** 2 for _, p, label in points) / len(points)
     return {"nodes": len(points), "good": sum(labels), "bad": len(labels) - sum(labels),
             "auc": None if auc is None else round(auc, 4), "auc_ci95": interval, "brier": round(brier, 4)}
